@@ -1,0 +1,1 @@
+"""Synthetic chest radiographs: the attribute grid every generator samples from, and the generators."""
