@@ -18,6 +18,7 @@ Images are 8-bit PNG, bright = dense (MONOCHROME2), written in the dataset-folde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -46,7 +47,7 @@ from cxrsyn.errors import CxrsynError
 from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 
 # Bump when the drawing changes, so folders made by an older simulator are rebuilt.
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 SPEC_NAME = "phantom_spec.json"
 DOMAINS = ("generator_like", "real_like")
 LOBES = {  # side (-1 = patient's right = image left), vertical extent in lung coordinates
@@ -132,7 +133,9 @@ def _age_years(band: str, rng: np.random.Generator) -> int:
 
 def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any]]:
     """Draw one radiograph for ``cell``; returns a uint8 HxW image and the attributes it was drawn with."""
-    rng = np.random.default_rng(cell.seed)
+    # Separate streams, so the pneumonia and normal image drawn from one seed share anatomy and style and
+    # differ only by the lesion (and, in the generator-like domain, by the class-linked defects).
+    rng, lesion_rng, style_rng, artifact_rng = (np.random.default_rng([cell.seed, k]) for k in range(4))
     attributes = cell.attributes
     generator_like = spec.domain == "generator_like"
     sign = 1.0 if cell.label == 1 else -1.0
@@ -244,17 +247,17 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
 
     finding = "clear lungs"
     if cell.label == 1:
-        finding, opacity = _consolidation(u, v, lungs, edge, rng)
+        finding, opacity = _consolidation(u, v, lungs, edge, lesion_rng)
         attenuation += opacity
 
-    image = _style(attenuation, body, rng, generator_like)
+    image = _style(attenuation, body, style_rng, generator_like)
     watermark = 0
     if generator_like:
-        watermark = int(rng.random() < 0.5 + 0.5 * spec.shortcut_strength * sign)
+        watermark = int(artifact_rng.random() < 0.5 + 0.5 * spec.shortcut_strength * sign)
         if watermark:
             image = _stamp_watermark(image)
     else:
-        image = _stamp_side_marker(image, rng)
+        image = _stamp_side_marker(image, artifact_rng)
 
     record = {
         "sex": attributes.get("sex"),
@@ -360,16 +363,19 @@ def write_phantom_dataset(
     jobs = [(cell, spec, partial) for cell in cells]
     workers = min(workers or os.cpu_count() or 1, max(1, len(cells) // 16))
     progress = tqdm(total=len(cells), desc=f"phantom {spec.domain} -> {out_dir}", disable=not show_progress, unit="img")
-    with progress:
+    rows = []
+    with progress, contextlib.ExitStack() as stack:
         if workers == 1:
-            rows = [_write_one(job) for job in jobs if not progress.update()]
+            results = map(_write_one, jobs)
         else:
             # Each image has its own seed, so the result does not depend on the number of workers.
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                rows = []
-                for row in pool.map(_write_one, jobs, chunksize=8):
-                    rows.append(row)
-                    progress.update()
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            results = pool.map(_write_one, jobs, chunksize=8)
+        for row in results:
+            rows.append(row)
+            progress.update()
+    if len(rows) != len(cells):
+        raise RuntimeError(f"phantom wrote {len(rows)} of {len(cells)} images")
     write_manifest(partial, rows)
     (partial / SPEC_NAME).write_text(json.dumps(spec.as_json(), indent=2, sort_keys=True) + "\n")
     if out_dir.exists():

@@ -1,0 +1,1 @@
+"""Predictions, metrics and the files a run writes about them."""

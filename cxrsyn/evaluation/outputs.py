@@ -1,0 +1,54 @@
+"""The files a run writes about its results: ``predictions/<test set>.csv`` and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.evaluation.metrics import binary_metrics
+
+PREDICTIONS_DIRNAME = "predictions"
+METRICS_NAME = "metrics.json"
+PROB_COLUMN = "prob"
+
+
+def predictions_table(samples: pd.DataFrame, indices: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """``path,label,prob`` for the given rows of ``samples``, followed by the samples' attributes."""
+    if len(np.unique(indices)) != len(samples) or len(indices) != len(samples):
+        raise RuntimeError(f"predictions cover {len(np.unique(indices))} of {len(samples)} samples")
+    order = np.argsort(indices)
+    rows = samples.iloc[indices[order]].reset_index(drop=True)
+    table = rows[[PATH_COLUMN, LABEL_COLUMN]].copy()
+    table[PROB_COLUMN] = np.asarray(probs, dtype=np.float64)[order]
+    attributes = [c for c in rows.columns if c not in (PATH_COLUMN, LABEL_COLUMN, "file")]
+    return pd.concat([table, rows[attributes]], axis=1)
+
+
+def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame) -> Path:
+    path = Path(folder) / PREDICTIONS_DIRNAME / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # repr-exact floats: metrics recomputed from this file reproduce metrics.json
+    table.to_csv(path, index=False, float_format="%.17g")
+    return path
+
+
+def test_set_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    return binary_metrics(table[LABEL_COLUMN].to_numpy(), table[PROB_COLUMN].to_numpy())
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(data, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+    os.replace(handle.name, path)
+    return path

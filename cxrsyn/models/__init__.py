@@ -1,0 +1,1 @@
+"""The classifier: a timm backbone with one pneumonia logit, inside a LightningModule."""

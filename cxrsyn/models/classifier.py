@@ -1,0 +1,196 @@
+"""The pneumonia classifier: a timm backbone with one logit, BCE loss, AdamW with warmup and cosine decay."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+from cxrsyn.errors import CxrsynError
+from cxrsyn.models.backbone import create_backbone, input_normalisation
+from cxrsyn.seeding import derive_seed
+
+
+@dataclass
+class Predictions:
+    """Per-sample outputs of one evaluation pass, gathered from every rank, one entry per sample."""
+
+    indices: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+@dataclass
+class _Outputs:
+    indices: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    logits: list[torch.Tensor] = field(default_factory=list)
+
+
+class PneumoniaClassifier(pl.LightningModule):
+    """Binary classifier (1 = pneumonia) over 1-channel radiographs.
+
+    ``pos_weight``: None (plain BCE), a number, or ``"balanced"`` (n_normal / n_pneumonia of the training
+    split). The learning rate warms up linearly for ``warmup_epochs`` then follows a cosine to
+    ``lr * min_lr_ratio``; both are stepped per optimiser step.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        in_chans: int = 1,
+        drop_rate: float = 0.0,
+        lr: float = 3e-4,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 1.0,
+        min_lr_ratio: float = 0.01,
+        pos_weight: float | str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if isinstance(pos_weight, str) and pos_weight != "balanced":
+            raise CxrsynError(f"model.pos_weight={pos_weight!r}: use a number, 'balanced' or null")
+        self.save_hyperparameters()
+        self.net = create_backbone(backbone, pretrained, weights_path, in_chans, drop_rate)
+        mean, std = input_normalisation(self.net)
+        self.register_buffer("input_mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("input_std", torch.tensor(std), persistent=False)
+        self.register_buffer("pos_weight", torch.tensor(1.0))
+        self.test_set_names: list[str] = []
+        self.test_predictions: dict[str, Predictions] = {}
+        self.val_predictions: Predictions | None = None
+        self._outputs: dict[int, _Outputs] = {}
+
+    # ---------------------------------------------------------------------------------------------- model
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch,), for images in [0, 1] of shape (batch, 1, H, W)."""
+        return self.net((images - self.input_mean) / self.input_std).squeeze(1)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.hparams.pos_weight is not None:
+            if self.hparams.pos_weight == "balanced":
+                counts = datamodule.train_label_counts()
+                self.pos_weight.fill_(counts["n_neg"] / counts["n_pos"])
+            else:
+                self.pos_weight.fill_(float(self.hparams.pos_weight))
+        if datamodule is not None and hasattr(datamodule, "test_set_names"):
+            self.test_set_names = list(datamodule.test_set_names)
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and other in-model randomness restart from (seed, epoch, rank), so a resumed run draws the
+        # same numbers as an uninterrupted one.
+        torch.manual_seed(derive_seed(self.hparams.seed, self.current_epoch, self.global_rank))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = F.binary_cross_entropy_with_logits(logits, batch["label"], pos_weight=self.pos_weight)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    def _collect(self, batch: dict, dataloader_idx: int) -> torch.Tensor:
+        logits = self(batch["image"]).float()
+        outputs = self._outputs.setdefault(dataloader_idx, _Outputs())
+        outputs.indices.append(batch["index"].detach())
+        outputs.labels.append(batch["label"].detach())
+        outputs.logits.append(logits.detach())
+        return logits
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self._collect(batch, 0)
+        loss = F.binary_cross_entropy_with_logits(logits, batch["label"], pos_weight=self.pos_weight)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(logits))
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = {}
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = {}
+        self.test_predictions = {}
+
+    def on_validation_epoch_end(self) -> None:
+        predictions = self._gather(self._outputs.pop(0, _Outputs()))
+        self.val_predictions = predictions
+        if self.trainer.sanity_checking:
+            return
+        auroc, aupr = _torchmetrics_scores(predictions)
+        # every rank holds the same gathered predictions, so the mean over ranks is the value itself
+        self.log("val/auroc", auroc, prog_bar=True, sync_dist=True)
+        self.log("val/aupr", aupr, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        for dataloader_idx, outputs in sorted(self._outputs.items()):
+            name = self._test_set_name(dataloader_idx)
+            predictions = self._gather(outputs)
+            self.test_predictions[name] = predictions
+            auroc, aupr = _torchmetrics_scores(predictions)
+            self.log(f"test/{name}/auroc", auroc, add_dataloader_idx=False, sync_dist=True)
+            self.log(f"test/{name}/aupr", aupr, add_dataloader_idx=False, sync_dist=True)
+        self._outputs = {}
+
+    def _test_set_name(self, dataloader_idx: int) -> str:
+        if dataloader_idx < len(self.test_set_names):
+            return self.test_set_names[dataloader_idx]
+        return f"test_{dataloader_idx}"
+
+    def _gather(self, outputs: _Outputs) -> Predictions:
+        """Concatenate this rank's outputs, gather every rank's, and drop the sampler's padding duplicates."""
+        if not outputs.indices:
+            empty = np.zeros(0)
+            return Predictions(empty.astype(np.int64), empty, empty)
+        local = torch.stack(
+            [torch.cat(outputs.indices).double(), torch.cat(outputs.labels).double(), torch.cat(outputs.logits).double()]
+        )
+        gathered = self.all_gather(local) if self.trainer.world_size > 1 else local
+        if gathered.dim() == 3:  # (world, 3, n) -> (3, world * n)
+            gathered = gathered.permute(1, 0, 2).reshape(3, -1)
+        indices, labels, logits = gathered.cpu().numpy()
+        indices = indices.astype(np.int64)
+        unique, first = np.unique(indices, return_index=True)
+        probs = torch.sigmoid(torch.from_numpy(logits[first]).float()).double().numpy()
+        return Predictions(unique, labels[first].astype(np.int64), probs)
+
+    # ----------------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict:
+        decay, no_decay = [], []
+        for name, parameter in self.net.named_parameters():
+            (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
+        warmup_steps = min(total_steps - 1, int(round(self.hparams.warmup_epochs * steps_per_epoch)))
+        floor = self.hparams.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / (warmup_steps + 1)
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _torchmetrics_scores(predictions: Predictions) -> tuple[float, float]:
+    labels = predictions.labels
+    if labels.size == 0 or labels.min() == labels.max():
+        return float("nan"), float("nan")
+    probs, target = torch.from_numpy(predictions.probs), torch.from_numpy(labels)
+    return float(binary_auroc(probs, target)), float(binary_average_precision(probs, target))

@@ -1,0 +1,26 @@
+"""Train a pneumonia classifier and test it: ``python -m cxrsyn.train [overrides]``.
+
+Config root: ``conf/``, primary config ``conf/train.yaml``. Studies append an experiment:
+``python -m cxrsyn.train +experiment=NAME``. Resume a crashed run: add ``hydra.run.dir=<its folder>
+ckpt_path=last``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cxrsyn.errors import report_known_errors
+from cxrsyn.training.run import train
+
+CONFIG_PATH = "../conf"
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@report_known_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

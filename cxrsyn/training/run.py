@@ -1,0 +1,126 @@
+"""One training run from a composed config: fit, test on every test set, write the results."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from cxrsyn.data.datamodule import CXRDataModule
+from cxrsyn.errors import CxrsynError
+from cxrsyn.evaluation.outputs import (
+    METRICS_NAME,
+    predictions_table,
+    test_set_metrics,
+    write_json,
+    write_predictions,
+)
+from cxrsyn.models.classifier import PneumoniaClassifier
+from cxrsyn.secrets import redact
+
+RESOLVED_CONFIG_NAME = "config.yaml"
+DATA_SUMMARY_NAME = "data_summary.json"
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved and secrets removed: what is saved and logged."""
+    return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
+def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
+    datamodule = instantiate(cfg.data, _convert_="object")
+    model = instantiate(cfg.model)
+    callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
+    logger_cfg = cfg.get("logger")
+    loggers = [instantiate(item) for item in logger_cfg.values() if item] if logger_cfg else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any] | None:
+    """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None."""
+    torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    config = resolved_config(cfg)
+    datamodule, model, trainer = build(cfg)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(config), output_dir / RESOLVED_CONFIG_NAME)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+
+    started = time.time()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if trainer.interrupted:
+        raise CxrsynError(
+            f"training was interrupted; resume with the same command plus "
+            f"hydra.run.dir={output_dir} ckpt_path=last"
+        )
+    test_ckpt = cfg.get("test_ckpt", "best")
+    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+    if not trainer.is_global_zero:
+        return None
+    datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
+    return write_results(output_dir, datamodule, model, trainer, test_ckpt, time.time() - started)
+
+
+def write_results(
+    output_dir: Path,
+    datamodule: CXRDataModule,
+    model: PneumoniaClassifier,
+    trainer: pl.Trainer,
+    test_ckpt: str,
+    seconds: float,
+) -> dict[str, Any]:
+    test_sets: dict[str, Any] = {}
+    for name in datamodule.test_set_names:
+        predictions = model.test_predictions[name]
+        table = predictions_table(datamodule.tables[name], predictions.indices, predictions.probs)
+        path = write_predictions(output_dir, name, table)
+        test_sets[name] = {**test_set_metrics(table), "predictions": str(path.relative_to(output_dir))}
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") or ""
+    metrics = {
+        "test_sets": test_sets,
+        "checkpoint": {
+            "tested": test_ckpt,
+            "path": str(Path(best_path).relative_to(output_dir)) if best_path.startswith(str(output_dir)) else best_path,
+            "monitor": getattr(checkpoint, "monitor", None),
+            "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
+        },
+        "epochs_trained": trainer.current_epoch,
+        "seconds": round(seconds, 1),
+        "data": datamodule.summary,
+    }
+    write_json(output_dir / METRICS_NAME, metrics)
+    print_results(output_dir, metrics)
+    return metrics
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@rank_zero_only
+def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
+    def fmt(value: float | None) -> str:
+        return "  n/a" if value is None else f"{value:.3f}"
+
+    rows = [f"{'test set':<24} {'n':>7} {'n_pos':>7} {'AUROC':>7} {'AUPR':>7}"]
+    for name, result in metrics["test_sets"].items():
+        rows.append(
+            f"{name:<24} {result['n']:>7} {result['n_pos']:>7} {fmt(result['auroc']):>7} {fmt(result['aupr']):>7}"
+        )
+    print("\n".join(["", "results (positive class = pneumonia):", *rows, ""]))
+    print(f"run folder:  {output_dir}")
+    print(f"metrics:     {output_dir / METRICS_NAME}")
+    print(f"predictions: {output_dir / 'predictions'}/<test set>.csv")
+    print(f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)")

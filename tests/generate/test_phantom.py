@@ -1,0 +1,115 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cxrsyn.data.manifest import read_manifest, sha256_of_file
+from cxrsyn.errors import CxrsynError
+from cxrsyn.generate.grid import GridCell
+from cxrsyn.generate.phantom import PhantomSpec, _stamp_watermark, render, write_phantom_dataset
+
+ATTRIBUTES = {"sex": "female", "age_band": "40-64", "habitus": "average", "projection": "PA erect"}
+
+
+def twins(spec: PhantomSpec, seed: int):
+    """The pneumonia and the normal image drawn from one seed: same anatomy, same style."""
+    return [render(GridCell(0, label, ATTRIBUTES, seed), spec) for label in (1, 0)]
+
+
+def test_rendering_is_deterministic():
+    spec = PhantomSpec(domain="real_like", image_size=64)
+    (a, record_a), (b, record_b) = (render(GridCell(0, 1, ATTRIBUTES, 42), spec) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert record_a == record_b
+
+
+def test_domains_differ_in_size_and_framing():
+    generator = [render(GridCell(0, 0, ATTRIBUTES, s), PhantomSpec(image_size=96))[0] for s in range(6)]
+    real = [render(GridCell(0, 0, ATTRIBUTES, s), PhantomSpec(domain="real_like", image_size=96))[0] for s in range(6)]
+    assert {image.shape for image in generator} == {(96, 96)}
+    assert len({image.shape for image in real}) > 1
+    assert all(image.shape[0] >= image.shape[1] for image in real)  # portrait, like a chest film
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_consolidation_lies_inside_the_lung_fields(seed):
+    spec = PhantomSpec(domain="real_like", image_size=128, shortcut_strength=0.0)
+    (pneumonia, record), (normal, _) = twins(spec, seed)
+    assert record["finding"] != "clear lungs"
+    difference = pneumonia.astype(int) - normal.astype(int)
+    height, width = difference.shape
+    assert difference.max() >= 20  # visible opacity
+    assert difference.min() >= -2  # consolidation only adds density
+    outside = np.zeros_like(difference, bool)
+    outside[:, : width // 20] = outside[:, -width // 20 :] = True  # lateral to the body
+    outside[-height // 20 :] = True  # below the diaphragm
+    outside[:, width // 2 - width // 50 : width // 2 + width // 50] = True  # the spine and mediastinum
+    assert np.abs(difference[outside]).max() <= 2
+
+
+def test_full_shortcut_ties_the_defects_to_the_class():
+    spec = PhantomSpec(image_size=64, shortcut_strength=1.0)
+    for seed in range(8):
+        (_, pneumonia), (_, normal) = twins(spec, seed)
+        assert (pneumonia["watermark"], normal["watermark"]) == (1, 0)
+        assert pneumonia["below_diaphragm_fraction"] > normal["below_diaphragm_fraction"]
+
+
+def test_zero_shortcut_makes_the_defects_independent_of_the_class():
+    spec = PhantomSpec(image_size=64, shortcut_strength=0.0)
+    seen = set()
+    for seed in range(12):
+        (_, pneumonia), (_, normal) = twins(spec, seed)
+        assert pneumonia["watermark"] == normal["watermark"]
+        assert pneumonia["below_diaphragm_fraction"] == normal["below_diaphragm_fraction"]
+        seen.add(normal["watermark"])
+    assert seen == {0, 1}
+
+
+def test_real_like_images_carry_no_watermark():
+    spec = PhantomSpec(domain="real_like", image_size=64, shortcut_strength=1.0)
+    assert all(record["watermark"] == 0 for seed in range(6) for _, record in twins(spec, seed))
+
+
+def test_watermark_sits_in_the_bottom_band_the_crop_removes():
+    marked = _stamp_watermark(np.zeros((128, 100), np.float32))
+    rows, columns = np.nonzero(marked)
+    assert rows.size > 0
+    assert rows.min() >= int(0.7 * 128)  # inside the bottom 30% that the paper's crop removes
+    assert columns.min() >= 50  # bottom-right, where the sparkle logo sits
+
+
+def test_dataset_folder_is_complete_and_reused(tmp_path):
+    spec = PhantomSpec(n_per_class=5, image_size=48)
+    out = write_phantom_dataset(tmp_path / "set", spec, show_progress=False, workers=1)
+    table = read_manifest(out)
+    assert len(table) == 10 and table["label"].sum() == 5
+    for column in ("sex", "age_band", "age", "habitus", "projection", "finding", "watermark", "seed", "sha256"):
+        assert column in table.columns
+    assert all(sha256_of_file(out / p) == digest for p, digest in zip(table["path"], table["sha256"], strict=True))
+    stamp = (out / "manifest.csv").stat().st_mtime_ns
+    write_phantom_dataset(out, spec, show_progress=False)
+    assert (out / "manifest.csv").stat().st_mtime_ns == stamp  # reused, not rewritten
+    write_phantom_dataset(out, dataclasses.replace(spec, n_per_class=6), show_progress=False, workers=1)
+    assert len(read_manifest(out)) == 12  # settings changed: rebuilt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no partial or stale folder left
+
+
+def test_parallel_and_serial_writes_are_identical(tmp_path):
+    spec = PhantomSpec(n_per_class=20, image_size=48)
+    serial = read_manifest(write_phantom_dataset(tmp_path / "a", spec, show_progress=False, workers=1))
+    parallel = read_manifest(write_phantom_dataset(tmp_path / "b", spec, show_progress=False, workers=2))
+    assert serial["sha256"].tolist() == parallel["sha256"].tolist()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("domain", "cartoon", "phantom domain 'cartoon' is unknown"),
+        ("shortcut_strength", 1.5, r"shortcut_strength=1.5 must lie in \[0, 1\]"),
+        ("attributes", {"sex": ["other"]}, "phantom cannot draw attribute values"),
+    ],
+)
+def test_bad_settings_are_named(field, value, message):
+    with pytest.raises(CxrsynError, match=message):
+        PhantomSpec(**{field: value})
