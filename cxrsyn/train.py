@@ -10,17 +10,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from cxrsyn.config import CONF_DIR, exit_on_unknown_choice
 from cxrsyn.errors import report_known_errors
 from cxrsyn.training.run import train
 
-CONFIG_PATH = "../conf"
 
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @report_known_errors
 def main(cfg: DictConfig) -> None:
     train(cfg)
 
 
 if __name__ == "__main__":
+    exit_on_unknown_choice()
     main()

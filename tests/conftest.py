@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
+from cxrsyn.config import CONF_DIR
+
+REPO_ROOT = CONF_DIR.parent
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -44,6 +45,18 @@ def tiny_overrides(data_dir: Path, **extra: object) -> list[str]:
 def phantom_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data folder for the session: the tiny phantom sets are generated once, then reused by every run."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(phantom_data_dir: Path) -> Path:
+    """The tiny phantom sets of ``tiny_overrides``, generated in-process; returns the data folder."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=tiny_overrides(phantom_data_dir))
+    instantiate(cfg.data, _convert_="object").prepare_data()
+    return phantom_data_dir
 
 
 @pytest.fixture

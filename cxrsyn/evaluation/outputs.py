@@ -35,8 +35,9 @@ def predictions_table(samples: pd.DataFrame, indices: np.ndarray, probs: np.ndar
 def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame) -> Path:
     path = Path(folder) / PREDICTIONS_DIRNAME / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    # repr-exact floats: metrics recomputed from this file reproduce metrics.json
-    table.to_csv(path, index=False, float_format="%.17g")
+    # probabilities as shortest round-trip text: metrics recomputed from this file reproduce metrics.json
+    exact = table.assign(**{PROB_COLUMN: [repr(float(p)) for p in table[PROB_COLUMN]]})
+    exact.to_csv(path, index=False)
     return path
 
 

@@ -84,10 +84,11 @@ class PneumoniaClassifier(pl.LightningModule):
         if datamodule is not None and hasattr(datamodule, "test_set_names"):
             self.test_set_names = list(datamodule.test_set_names)
 
-    def on_train_epoch_start(self) -> None:
-        # Dropout and other in-model randomness restart from (seed, epoch, rank), so a resumed run draws the
-        # same numbers as an uninterrupted one.
-        torch.manual_seed(derive_seed(self.hparams.seed, self.current_epoch, self.global_rank))
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Dropout and other in-model randomness restart from (seed, step, rank) at every step. The global RNG
+        # is also drawn by DataLoader iterators, differently for a fresh iterator (after a resume) than for a
+        # reused one, so seeding once per run or per epoch would not reproduce an uninterrupted run.
+        torch.manual_seed(derive_seed(self.hparams.seed, self.global_step, self.global_rank))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
@@ -173,8 +174,7 @@ class PneumoniaClassifier(pl.LightningModule):
             ],
             lr=self.hparams.lr,
         )
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch, total_steps = self._schedule_length()
         warmup_steps = min(total_steps - 1, int(round(self.hparams.warmup_epochs * steps_per_epoch)))
         floor = self.hparams.min_lr_ratio
 
@@ -186,6 +186,24 @@ class PneumoniaClassifier(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+    def _schedule_length(self) -> tuple[float, int]:
+        """Optimiser steps per epoch and in total, from the train loader's length.
+
+        Not ``trainer.estimated_stepping_batches``: it iterates the train loader before a resumed run has
+        restored its epoch counter, and Lightning then reuses that iterator, replaying epoch 0's order.
+        """
+        trainer = self.trainer
+        batches = len(trainer.datamodule.train_dataloader()) if trainer.datamodule is not None else 0
+        if not batches:
+            total = max(1, int(trainer.estimated_stepping_batches))
+            return total / max(1, trainer.max_epochs or 1), total
+        steps_per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
+        total = steps_per_epoch * max(1, trainer.max_epochs or 1)
+        if trainer.max_steps and trainer.max_steps > 0:
+            total = min(total, trainer.max_steps) if trainer.max_epochs not in (None, -1) else trainer.max_steps
+        return float(steps_per_epoch), max(1, total)
 
 
 def _torchmetrics_scores(predictions: Predictions) -> tuple[float, float]:

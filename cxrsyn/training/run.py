@@ -9,6 +9,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -34,13 +36,29 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return redact(OmegaConf.to_container(cfg, resolve=True))
 
 
+def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(cfg[key])``, with known failures as one line naming the config key."""
+    try:
+        return instantiate(OmegaConf.select(cfg, key), **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, CxrsynError):
+            raise cause from None
+        if isinstance(cause, TypeError):  # unknown or missing arguments in a config file or override
+            raise CxrsynError(f"config '{key}': {cause}; fix the key in conf/ or in your overrides") from None
+        raise
+
+
 def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
-    datamodule = instantiate(cfg.data, _convert_="object")
-    model = instantiate(cfg.model)
-    callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
-    logger_cfg = cfg.get("logger")
-    loggers = [instantiate(item) for item in logger_cfg.values() if item] if logger_cfg else []
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    datamodule = instantiate_node(cfg, "data", _convert_="object")
+    model = instantiate_node(cfg, "model")
+    callbacks = [instantiate_node(cfg, f"callbacks.{name}") for name, item in (cfg.get("callbacks") or {}).items() if item]
+    loggers = [instantiate_node(cfg, f"logger.{name}") for name, item in (cfg.get("logger") or {}).items() if item]
+    if not loggers:  # the learning-rate monitor has nowhere to write without a logger
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 
 

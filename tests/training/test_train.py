@@ -1,0 +1,86 @@
+"""Real Lightning training on CPU through the composed Hydra config."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from cxrsyn.errors import CxrsynError
+from cxrsyn.training.run import train
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, phantom_data_dir):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    run_dir = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*tiny_overrides(phantom_data_dir), f"paths.output_dir={run_dir}"])
+    metrics = train(cfg)
+    return run_dir, metrics
+
+
+def test_run_writes_checkpoints_metrics_predictions_config_and_log(finished_run):
+    run_dir, metrics = finished_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert (run_dir / "predictions" / "phantom_real.csv").is_file()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["train"]["root"] == str(config["paths"]["data_dir"]) + "/phantom/generator_like"
+    assert "${" not in (run_dir / "config.yaml").read_text()  # resolved
+    assert json.loads((run_dir / "data_summary.json").read_text())["test_sets"]["phantom_real"]["n"] == 30
+
+
+def test_metrics_equal_scikit_learn_on_the_predictions_file(finished_run):
+    run_dir, metrics = finished_run
+    result = metrics["test_sets"]["phantom_real"]
+    table = pd.read_csv(run_dir / result["predictions"])
+    assert list(table.columns[:3]) == ["path", "label", "prob"]
+    assert table["path"].is_unique and len(table) == result["n"] == 30
+    assert (result["n_pos"], result["n_neg"]) == (15, 15)
+    assert result["auroc"] == pytest.approx(roc_auc_score(table["label"], table["prob"]), abs=1e-12)
+    assert result["aupr"] == pytest.approx(average_precision_score(table["label"], table["prob"]), abs=1e-12)
+    assert table["sex"].notna().all()  # attributes travel with the predictions
+
+
+def test_predictions_are_the_best_checkpoints_outputs(finished_run):
+    """Reload the best checkpoint and predict the test set by hand: same probabilities as the file."""
+    from cxrsyn.data.images import read_grayscale
+    from cxrsyn.data.transforms import build_transform
+    from cxrsyn.models.classifier import PneumoniaClassifier
+
+    run_dir, metrics = finished_run
+    model = PneumoniaClassifier.load_from_checkpoint(run_dir / metrics["checkpoint"]["path"]).eval()
+    table = pd.read_csv(run_dir / "predictions" / "phantom_real.csv")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    root = config["data"]["test_sets"]["phantom_real"]["root"]
+    transform = build_transform(config["data"]["image_size"], config["data"]["resize"])
+    images = torch.stack([transform(image=read_grayscale(f"{root}/{p}"))["image"] for p in table["path"]])
+    with torch.no_grad():
+        probs = torch.sigmoid(model(images)).numpy()
+    np.testing.assert_allclose(probs, table["prob"], atol=1e-5)
+
+
+def test_bad_inputs_raise_one_line_errors(compose_train, phantom_data_dir, tmp_path):
+    cases = {
+        "model.backbone=resnet5O": "model.backbone='resnet5O' is not a timm model; did you mean",
+        "data.resize=squash": "data.resize='squash' is unknown",
+        "model.pos_weight=heavy": "model.pos_weight='heavy'",
+        "+model.dropout=0.2": r"config 'model': .*unexpected keyword argument 'dropout'",
+    }
+    for override, message in cases.items():
+        cfg = compose_train([*tiny_overrides(phantom_data_dir), f"paths.output_dir={tmp_path}", override])
+        with pytest.raises(CxrsynError, match=message) as error:
+            train(cfg)
+        assert "\n" not in str(error.value)
