@@ -26,7 +26,9 @@ def redact(value: Any, _secrets: list[str] | None = None) -> Any:
     secrets = secret_values() if _secrets is None else _secrets
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if _SECRET_KEY.search(str(key)) and item not in (None, "") else redact(item, secrets)
+            key: REDACTED
+            if _SECRET_KEY.search(str(key)) and item not in (None, "")
+            else redact(item, secrets)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):

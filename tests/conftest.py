@@ -71,7 +71,9 @@ def compose_train():
     return _compose
 
 
-def run_cli(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` from the repository root, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -44,7 +44,9 @@ class AttributeGrid:
 
     def cells(self) -> list[dict[str, str]]:
         names = list(self.attributes)
-        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.attributes.values())]
+        return [
+            dict(zip(names, values, strict=True)) for values in itertools.product(*self.attributes.values())
+        ]
 
     def sample(self, n_per_class: int, seed: int) -> list[GridCell]:
         """``n_per_class`` requests per class, pneumonia first, each with its own seed.

@@ -152,7 +152,9 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
         y_apex = rng.uniform(0.05, 0.10)
         y_base = rng.uniform(0.84, 0.91)
 
-    body_half_width, soft_tissue, lung_width = _HABITUS.get(attributes.get("habitus", "average"), _HABITUS["average"])
+    body_half_width, soft_tissue, lung_width = _HABITUS.get(
+        attributes.get("habitus", "average"), _HABITUS["average"]
+    )
     body_half_width *= rng.uniform(0.95, 1.05)
     age = _age_years(attributes.get("age_band", "40-64"), rng)
     female = attributes.get("sex", "male") == "female"
@@ -222,7 +224,9 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     lateral = np.abs(u) / lung_width
     posterior = np.cos(2 * np.pi * (v - 0.11 * lateral**2) / spacing)
     anterior = np.cos(2 * np.pi * (v + 0.16 * lateral) / (spacing * 1.1))
-    ribs = 0.07 * _sigmoid((posterior - 0.45) / 0.12) + 0.04 * _sigmoid((anterior - 0.5) / 0.15) * (lateral > 0.2)
+    ribs = 0.07 * _sigmoid((posterior - 0.45) / 0.12) + 0.04 * _sigmoid((anterior - 0.5) / 0.15) * (
+        lateral > 0.2
+    )
     attenuation += ribs * rib_zone * bone
 
     # Clavicles: higher and flatter on AP films.
@@ -299,12 +303,16 @@ def _consolidation(u, v, lungs, edge, rng: np.random.Generator) -> tuple[str, np
         centre_u = side * rng.uniform(0.25, 0.65)
         centre_v = rng.uniform(0.25, 0.9)
         radius = rng.uniform(0.06, 0.14)
-        opacity += rng.uniform(0.18, 0.30) * _soft_ellipse(u, v, centre_u, centre_v, radius, radius * 1.2, 0.35)
+        opacity += rng.uniform(0.18, 0.30) * _soft_ellipse(
+            u, v, centre_u, centre_v, radius, radius * 1.2, 0.35
+        )
     spread = "bilateral" if bilateral else ("right" if sides[0] < 0 else "left")
     return f"patchy opacities {spread}", np.clip(opacity, 0, 0.45) * lumpy * lungs
 
 
-def _style(attenuation: np.ndarray, body: np.ndarray, rng: np.random.Generator, generator_like: bool) -> np.ndarray:
+def _style(
+    attenuation: np.ndarray, body: np.ndarray, rng: np.random.Generator, generator_like: bool
+) -> np.ndarray:
     """Map attenuation to display intensity (1 - exp(-k A), as film darkening saturates) with each domain's look."""
     if generator_like:  # clean, high contrast, smooth
         image = (1.0 - np.exp(-1.8 * attenuation)) * 1.12
@@ -362,14 +370,18 @@ def write_phantom_dataset(
     (partial / IMAGES_DIRNAME).mkdir(parents=True)
     jobs = [(cell, spec, partial) for cell in cells]
     workers = min(workers or os.cpu_count() or 1, max(1, len(cells) // 16))
-    progress = tqdm(total=len(cells), desc=f"phantom {spec.domain} -> {out_dir}", disable=not show_progress, unit="img")
+    progress = tqdm(
+        total=len(cells), desc=f"phantom {spec.domain} -> {out_dir}", disable=not show_progress, unit="img"
+    )
     rows = []
     with progress, contextlib.ExitStack() as stack:
         if workers == 1:
             results = map(_write_one, jobs)
         else:
             # Each image has its own seed, so the result does not depend on the number of workers.
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            pool = stack.enter_context(
+                ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            )
             results = pool.map(_write_one, jobs, chunksize=8)
         for row in results:
             rows.append(row)

@@ -40,9 +40,13 @@ def create_backbone(
     if weights_path:
         path = Path(weights_path)
         if not path.is_file():
-            raise CxrsynError(f"model.weights_path={path} does not exist; give a timm state-dict file or null")
+            raise CxrsynError(
+                f"model.weights_path={path} does not exist; give a timm state-dict file or null"
+            )
         try:
-            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+            return timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+            )
         except (RuntimeError, KeyError, ValueError, OSError) as error:
             first = str(error).strip().splitlines()[0][:200]
             raise CxrsynError(

@@ -151,7 +151,11 @@ class PneumoniaClassifier(pl.LightningModule):
             empty = np.zeros(0)
             return Predictions(empty.astype(np.int64), empty, empty)
         local = torch.stack(
-            [torch.cat(outputs.indices).double(), torch.cat(outputs.labels).double(), torch.cat(outputs.logits).double()]
+            [
+                torch.cat(outputs.indices).double(),
+                torch.cat(outputs.labels).double(),
+                torch.cat(outputs.logits).double(),
+            ]
         )
         gathered = self.all_gather(local) if self.trainer.world_size > 1 else local
         if gathered.dim() == 3:  # (world, 3, n) -> (3, world * n)
@@ -187,7 +191,6 @@ class PneumoniaClassifier(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-
     def _schedule_length(self) -> tuple[float, int]:
         """Optimiser steps per epoch and in total, from the train loader's length.
 
@@ -202,7 +205,9 @@ class PneumoniaClassifier(pl.LightningModule):
         steps_per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
         total = steps_per_epoch * max(1, trainer.max_epochs or 1)
         if trainer.max_steps and trainer.max_steps > 0:
-            total = min(total, trainer.max_steps) if trainer.max_epochs not in (None, -1) else trainer.max_steps
+            total = (
+                min(total, trainer.max_steps) if trainer.max_epochs not in (None, -1) else trainer.max_steps
+            )
         return float(steps_per_epoch), max(1, total)
 
 

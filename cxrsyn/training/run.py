@@ -10,8 +10,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
-from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,8 +54,14 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
     datamodule = instantiate_node(cfg, "data", _convert_="object")
     model = instantiate_node(cfg, "model")
-    callbacks = [instantiate_node(cfg, f"callbacks.{name}") for name, item in (cfg.get("callbacks") or {}).items() if item]
-    loggers = [instantiate_node(cfg, f"logger.{name}") for name, item in (cfg.get("logger") or {}).items() if item]
+    callbacks = [
+        instantiate_node(cfg, f"callbacks.{name}")
+        for name, item in (cfg.get("callbacks") or {}).items()
+        if item
+    ]
+    loggers = [
+        instantiate_node(cfg, f"logger.{name}") for name, item in (cfg.get("logger") or {}).items() if item
+    ]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
     trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
@@ -110,7 +116,9 @@ def write_results(
         "test_sets": test_sets,
         "checkpoint": {
             "tested": test_ckpt,
-            "path": str(Path(best_path).relative_to(output_dir)) if best_path.startswith(str(output_dir)) else best_path,
+            "path": str(Path(best_path).relative_to(output_dir))
+            if best_path.startswith(str(output_dir))
+            else best_path,
             "monitor": getattr(checkpoint, "monitor", None),
             "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
         },
@@ -141,4 +149,6 @@ def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
     print(f"run folder:  {output_dir}")
     print(f"metrics:     {output_dir / METRICS_NAME}")
     print(f"predictions: {output_dir / 'predictions'}/<test set>.csv")
-    print(f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)")
+    print(
+        f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)"
+    )

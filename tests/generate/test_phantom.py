@@ -25,7 +25,10 @@ def test_rendering_is_deterministic():
 
 def test_domains_differ_in_size_and_framing():
     generator = [render(GridCell(0, 0, ATTRIBUTES, s), PhantomSpec(image_size=96))[0] for s in range(6)]
-    real = [render(GridCell(0, 0, ATTRIBUTES, s), PhantomSpec(domain="real_like", image_size=96))[0] for s in range(6)]
+    real = [
+        render(GridCell(0, 0, ATTRIBUTES, s), PhantomSpec(domain="real_like", image_size=96))[0]
+        for s in range(6)
+    ]
     assert {image.shape for image in generator} == {(96, 96)}
     assert len({image.shape for image in real}) > 1
     assert all(image.shape[0] >= image.shape[1] for image in real)  # portrait, like a chest film
@@ -84,9 +87,21 @@ def test_dataset_folder_is_complete_and_reused(tmp_path):
     out = write_phantom_dataset(tmp_path / "set", spec, show_progress=False, workers=1)
     table = read_manifest(out)
     assert len(table) == 10 and table["label"].sum() == 5
-    for column in ("sex", "age_band", "age", "habitus", "projection", "finding", "watermark", "seed", "sha256"):
+    for column in (
+        "sex",
+        "age_band",
+        "age",
+        "habitus",
+        "projection",
+        "finding",
+        "watermark",
+        "seed",
+        "sha256",
+    ):
         assert column in table.columns
-    assert all(sha256_of_file(out / p) == digest for p, digest in zip(table["path"], table["sha256"], strict=True))
+    assert all(
+        sha256_of_file(out / p) == digest for p, digest in zip(table["path"], table["sha256"], strict=True)
+    )
     stamp = (out / "manifest.csv").stat().st_mtime_ns
     write_phantom_dataset(out, spec, show_progress=False)
     assert (out / "manifest.csv").stat().st_mtime_ns == stamp  # reused, not rewritten

@@ -7,7 +7,9 @@ from cxrsyn.models.backbone import create_backbone, input_normalisation
 
 
 def test_unknown_backbone_suggests_close_names():
-    with pytest.raises(CxrsynError, match=r"model.backbone='resnet5' is not a timm model; did you mean resnet50"):
+    with pytest.raises(
+        CxrsynError, match=r"model.backbone='resnet5' is not a timm model; did you mean resnet50"
+    ):
         create_backbone("resnet5", pretrained=False)
 
 
@@ -24,11 +26,17 @@ def test_pretrained_without_a_hub_fails_with_the_fixes():
 def test_local_weights_load_and_the_stem_sums_rgb_filters(tmp_path):
     source = timm.create_model("test_resnet", num_classes=1000, in_chans=3)
     torch.save(source.state_dict(), tmp_path / "weights.pth")
-    model = create_backbone("test_resnet", pretrained=False, weights_path=tmp_path / "weights.pth", in_chans=1)
+    model = create_backbone(
+        "test_resnet", pretrained=False, weights_path=tmp_path / "weights.pth", in_chans=1
+    )
     loaded, original = model.state_dict(), source.state_dict()
     stem = next(name for name, value in original.items() if value.ndim == 4)
     torch.testing.assert_close(loaded[stem], original[stem].sum(dim=1, keepdim=True))
-    shared = [name for name in original if name != stem and loaded.get(name, torch.empty(0)).shape == original[name].shape]
+    shared = [
+        name
+        for name in original
+        if name != stem and loaded.get(name, torch.empty(0)).shape == original[name].shape
+    ]
     assert len(shared) > 10
     for name in shared:
         torch.testing.assert_close(loaded[name], original[name])
