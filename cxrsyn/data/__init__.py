@@ -1,0 +1,1 @@
+"""Dataset folders, image reading, sources, transforms, the sampler and the LightningDataModule."""

@@ -1,0 +1,195 @@
+"""The LightningDataModule: training sources split into train/val, and any number of named test sets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from cxrsyn.data.dataset import ImageTableDataset
+from cxrsyn.data.images import check_image_header
+from cxrsyn.data.manifest import LABEL_COLUMN
+from cxrsyn.data.samplers import EpochSampler
+from cxrsyn.data.sources import FILE_COLUMN, DatasetFolder, label_counts
+from cxrsyn.data.transforms import Augmentation, build_transform
+from cxrsyn.errors import CxrsynError
+from cxrsyn.seeding import derive_seed
+
+SOURCE_COLUMN = "source"
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, val): each class contributes round(val_fraction * class size), at least one."""
+    rng = np.random.default_rng(derive_seed(seed, 0x5A11))
+    train, val = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        n_val = min(len(rows) - 1, max(1, int(round(val_fraction * len(rows)))))
+        val.append(rows[:n_val])
+        train.append(rows[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+class CXRDataModule(pl.LightningDataModule):
+    """Trains on ``train`` sources (a seeded, label-stratified split gives the validation set) and tests on
+    every source in ``test_sets``, by name. Counts of what was read and selected are printed and kept in
+    ``self.summary``."""
+
+    def __init__(
+        self,
+        train: DatasetFolder | Sequence[DatasetFolder],
+        test_sets: Mapping[str, DatasetFolder] | None = None,
+        image_size: int = 224,
+        resize: str = "letterbox",
+        val_fraction: float = 0.2,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        seed: int = 0,
+        augmentation: Mapping[str, Any] | None = None,
+        augment: bool = True,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.train_sources = [train] if isinstance(train, DatasetFolder) else list(train)
+        if not self.train_sources:
+            raise CxrsynError("data.train lists no dataset folder; give at least one")
+        self.test_sources = dict(test_sets or {})
+        if not 0.0 < val_fraction < 1.0:
+            raise CxrsynError(f"data.val_fraction={val_fraction} must lie strictly between 0 and 1")
+        self.image_size = image_size
+        self.resize = resize
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.augmentation = Augmentation.from_config(augmentation) if augment else None
+        self.pin_memory = pin_memory
+        build_transform(image_size, resize)  # reject a bad resize policy before any work
+        self.summary: dict[str, Any] = {}
+        self.tables: dict[str, pd.DataFrame] = {}
+        self._datasets: dict[str, ImageTableDataset] = {}
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def prepare_data(self) -> None:
+        for source in [*self.train_sources, *self.test_sources.values()]:
+            source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        train_table = self._load_training_table()
+        train_rows, val_rows = stratified_split(train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed)
+        self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
+        self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
+        self.summary = {
+            "train_sources": {
+                source.root: label_counts(train_table[train_table[SOURCE_COLUMN] == i])
+                for i, source in enumerate(self.train_sources)
+            },
+            "train": label_counts(self.tables["train"]),
+            "val": label_counts(self.tables["val"]),
+            "test_sets": {},
+        }
+        crops = [source.crop_bottom_fraction for source in self.train_sources]
+        train_transforms = [build_transform(self.image_size, self.resize, c, self.augmentation) for c in crops]
+        eval_transforms = [build_transform(self.image_size, self.resize, c) for c in crops]
+        self._datasets["train"] = ImageTableDataset(
+            self.tables["train"], train_transforms, self.tables["train"][SOURCE_COLUMN], self.seed
+        )
+        self._datasets["val"] = ImageTableDataset(
+            self.tables["val"], eval_transforms, self.tables["val"][SOURCE_COLUMN], self.seed
+        )
+        for name, source in self.test_sources.items():
+            table = self._read_source(source, f"test set {name!r}")
+            self.tables[name] = table
+            self.summary["test_sets"][name] = {"root": source.root, **label_counts(table)}
+            transform = build_transform(self.image_size, self.resize, source.crop_bottom_fraction)
+            self._datasets[f"test/{name}"] = ImageTableDataset(table, [transform], seed=self.seed)
+        self._print_summary()
+
+    def _load_training_table(self) -> pd.DataFrame:
+        tables = []
+        for i, source in enumerate(self.train_sources):
+            table = self._read_source(source, "training source")
+            table[SOURCE_COLUMN] = i
+            tables.append(table)
+        table = pd.concat(tables, ignore_index=True)
+        counts = table[LABEL_COLUMN].value_counts()
+        for label, name in ((1, "pneumonia"), (0, "normal")):
+            if counts.get(label, 0) < 2:
+                raise CxrsynError(
+                    f"training data ({', '.join(s.root for s in self.train_sources)}) has "
+                    f"{counts.get(label, 0)} {name} image(s); a train/val split needs at least 2 of each class"
+                )
+        return table
+
+    @staticmethod
+    def _read_source(source: DatasetFolder, role: str) -> pd.DataFrame:
+        table = source.load()
+        for file in table[FILE_COLUMN]:
+            check_image_header(file)
+        return table
+
+    def _print_summary(self) -> None:
+        def line(counts: Mapping[str, int]) -> str:
+            return f"{counts['n']} images ({counts['n_pos']} pneumonia / {counts['n_neg']} normal)"
+
+        for root, counts in self.summary["train_sources"].items():
+            rank_zero_info(f"data: read training source {root}: {line(counts)}")
+        rank_zero_info(
+            f"data: split (val_fraction={self.val_fraction}, seed={self.seed}): "
+            f"train {line(self.summary['train'])}, val {line(self.summary['val'])}"
+        )
+        for name, counts in self.summary["test_sets"].items():
+            rank_zero_info(f"data: read test set {name} from {counts['root']}: {line(counts)}")
+
+    def save_summary(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    # -------------------------------------------------------------------------------------------- loaders
+    @property
+    def test_set_names(self) -> list[str]:
+        return list(self.test_sources)
+
+    def train_label_counts(self) -> dict[str, int]:
+        self.setup("fit")
+        return label_counts(self.tables["train"])
+
+    def _training_epoch(self) -> int:
+        """The epoch being trained, read when the sampler is iterated. ``trainer.current_epoch`` counts
+        completed epochs and lags by one right after a resume; ``processed`` is right in both cases."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_progress.current.processed
+
+    def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
+        dataset = self._datasets[key]
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=self.seed, epoch_source=self._training_epoch),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0 and shuffle,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        if not self.test_sources:
+            raise CxrsynError("data.test_sets is empty; name at least one test set to evaluate on")
+        return [self._loader(f"test/{name}", False, self.eval_batch_size) for name in self.test_sources]

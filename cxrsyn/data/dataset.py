@@ -1,0 +1,49 @@
+"""A torch Dataset over a table of samples (``file``, ``label``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from cxrsyn.data.images import read_grayscale
+from cxrsyn.data.manifest import LABEL_COLUMN
+from cxrsyn.data.sources import FILE_COLUMN
+from cxrsyn.seeding import derive_seed
+
+
+class ImageTableDataset(Dataset):
+    """Items are dicts: ``image`` (1xHxW float in [0, 1]), ``label`` (float 0/1), ``index`` (row number).
+
+    Keys may be plain indices or ``(index, epoch)`` pairs from ``EpochSampler``; with a pair, the
+    augmentation is seeded from (seed, epoch, index), so it is the same whatever worker draws it and
+    whether or not the run was resumed.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        transforms: Sequence[A.Compose],
+        transform_ids: Sequence[int] | None = None,
+        seed: int = 0,
+    ):
+        """``transform_ids[i]`` picks row i's transform (rows from several sources may crop differently)."""
+        self.files = table[FILE_COLUMN].tolist()
+        self.labels = table[LABEL_COLUMN].to_numpy(dtype=np.float32)
+        self.transforms = list(transforms)
+        self.transform_ids = np.zeros(len(table), np.int64) if transform_ids is None else np.asarray(transform_ids)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        transform = self.transforms[self.transform_ids[index]]
+        transform.set_random_seed(derive_seed(self.seed, epoch, index))
+        image = transform(image=read_grayscale(self.files[index]))["image"]
+        return {"image": image, "label": torch.tensor(self.labels[index]), "index": index}
