@@ -43,3 +43,19 @@ def exit_on_unknown_choice(argv: Sequence[str] | None = None) -> None:
     if message:
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def compose_or_exit(config_name: str, overrides: Sequence[str]):  # noqa: ANN201 - DictConfig
+    """Compose ``conf/<config_name>.yaml`` with overrides (no run folder, no logging set-up); a bad override
+    is reported in one line with exit status 2."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        line = " ".join(str(error).split())
+        print(f"error: {line}; check the overrides against conf/{config_name}.yaml", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -24,13 +24,13 @@ def tiny_overrides(data_dir: Path, **extra: object) -> list[str]:
     """Overrides that shrink the default study to seconds: small phantom sets, a tiny backbone, 2 epochs."""
     values: dict[str, object] = {
         "paths.data_dir": data_dir,
-        "data.train.n_per_class": 16,
-        "data.train.image_size": 64,
-        "data.test_sets.phantom_real.n_per_class": 15,
-        "data.test_sets.phantom_real.image_size": 64,
-        "data.image_size": 48,
-        "data.batch_size": 8,
-        "data.num_workers": 0,
+        "data.n_per_class": 16,
+        "data.image_size": 64,
+        "test_sets.phantom_real.n_per_class": 15,
+        "test_sets.phantom_real.image_size": 64,
+        "datamodule.image_size": 48,
+        "datamodule.batch_size": 8,
+        "datamodule.num_workers": 0,
         "model.backbone": "test_resnet",
         "trainer.max_epochs": 2,
         "trainer.log_every_n_steps": 1,
@@ -51,11 +51,12 @@ def phantom_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_phantom(phantom_data_dir: Path) -> Path:
     """The tiny phantom sets of ``tiny_overrides``, generated in-process; returns the data folder."""
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
+
+    from cxrsyn.training.run import build_datamodule
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=tiny_overrides(phantom_data_dir))
-    instantiate(cfg.data, _convert_="object").prepare_data()
+    build_datamodule(cfg).prepare_data()
     return phantom_data_dir
 
 

@@ -13,11 +13,12 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
-from cxrsyn.data.images import check_image_header
+from cxrsyn.data.decode import Preprocessing
 from cxrsyn.data.manifest import LABEL_COLUMN
 from cxrsyn.data.samplers import EpochSampler
-from cxrsyn.data.sources import FILE_COLUMN, DatasetFolder, label_counts
+from cxrsyn.data.sources import BadFiles, DatasetFolder, label_counts
 from cxrsyn.data.transforms import Augmentation, build_transform
 from cxrsyn.errors import CxrsynError
 from cxrsyn.seeding import derive_seed
@@ -44,7 +45,7 @@ class CXRDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: DatasetFolder | Sequence[DatasetFolder],
+        train: DatasetFolder | Sequence[DatasetFolder] | None = None,
         test_sets: Mapping[str, DatasetFolder] | None = None,
         image_size: int = 224,
         resize: str = "letterbox",
@@ -56,14 +57,23 @@ class CXRDataModule(pl.LightningDataModule):
         augmentation: Mapping[str, Any] | None = None,
         augment: bool = True,
         pin_memory: bool = False,
+        cache_dir: str | None = None,
+        fast_jpeg: bool = True,
+        cache_workers: int | None = None,
     ):
         super().__init__()
-        self.train_sources = [train] if isinstance(train, DatasetFolder) else list(train)
-        if not self.train_sources:
-            raise CxrsynError("data.train lists no dataset folder; give at least one")
+        if train is None:
+            self.train_sources = []
+        else:
+            self.train_sources = [train] if isinstance(train, DatasetFolder) else list(train)
         self.test_sources = dict(test_sets or {})
+        if not self.train_sources and not self.test_sources:
+            raise CxrsynError("no data: configure a training source (data=...) or a test set (test_sets=[...])")
+        self.cache_dir = cache_dir
+        self.fast_jpeg = fast_jpeg
+        self.cache_workers = cache_workers
         if not 0.0 < val_fraction < 1.0:
-            raise CxrsynError(f"data.val_fraction={val_fraction} must lie strictly between 0 and 1")
+            raise CxrsynError(f"datamodule.val_fraction={val_fraction} must lie strictly between 0 and 1")
         self.image_size = image_size
         self.resize = resize
         self.val_fraction = val_fraction
@@ -80,77 +90,104 @@ class CXRDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def prepare_data(self) -> None:
+        """Runs once, on one process: generate what generates itself, decode cached sources once."""
         for source in [*self.train_sources, *self.test_sources.values()]:
             source.prepare()
+            if source.cache:
+                self.index_source(source)
 
     def setup(self, stage: str | None = None) -> None:
         if self._datasets:
             return
-        train_table = self._load_training_table()
-        train_rows, val_rows = stratified_split(train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed)
-        self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
-        self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
-        self.summary = {
-            "train_sources": {
-                source.root: label_counts(train_table[train_table[SOURCE_COLUMN] == i])
-                for i, source in enumerate(self.train_sources)
-            },
-            "train": label_counts(self.tables["train"]),
-            "val": label_counts(self.tables["val"]),
-            "test_sets": {},
-        }
-        crops = [source.crop_bottom_fraction for source in self.train_sources]
-        train_transforms = [build_transform(self.image_size, self.resize, c, self.augmentation) for c in crops]
-        eval_transforms = [build_transform(self.image_size, self.resize, c) for c in crops]
-        self._datasets["train"] = ImageTableDataset(
-            self.tables["train"], train_transforms, self.tables["train"][SOURCE_COLUMN], self.seed
-        )
-        self._datasets["val"] = ImageTableDataset(
-            self.tables["val"], eval_transforms, self.tables["val"][SOURCE_COLUMN], self.seed
-        )
+        self.summary = {"train_sources": {}, "test_sets": {}}
+        if self.train_sources:
+            self._setup_training()
         for name, source in self.test_sources.items():
-            table = self._read_source(source, f"test set {name!r}")
+            table, summary = self.index_source(source)
             self.tables[name] = table
-            self.summary["test_sets"][name] = {"root": source.root, **label_counts(table)}
-            transform = build_transform(self.image_size, self.resize, source.crop_bottom_fraction)
-            self._datasets[f"test/{name}"] = ImageTableDataset(table, [transform], seed=self.seed)
+            self.summary["test_sets"][name] = summary
+            self._datasets[f"test/{name}"] = ImageTableDataset(table, [self._transform(source)], seed=self.seed)
         self._print_summary()
 
-    def _load_training_table(self) -> pd.DataFrame:
+    def _setup_training(self) -> None:
         tables = []
         for i, source in enumerate(self.train_sources):
-            table = self._read_source(source, "training source")
-            table[SOURCE_COLUMN] = i
-            tables.append(table)
-        table = pd.concat(tables, ignore_index=True)
-        counts = table[LABEL_COLUMN].value_counts()
+            table, summary = self.index_source(source)
+            self.summary["train_sources"][source.root] = summary
+            tables.append(table.assign(**{SOURCE_COLUMN: i}))
+        train_table = pd.concat(tables, ignore_index=True)
+        counts = train_table[LABEL_COLUMN].value_counts()
         for label, name in ((1, "pneumonia"), (0, "normal")):
             if counts.get(label, 0) < 2:
                 raise CxrsynError(
                     f"training data ({', '.join(s.root for s in self.train_sources)}) has "
                     f"{counts.get(label, 0)} {name} image(s); a train/val split needs at least 2 of each class"
                 )
-        return table
+        train_rows, val_rows = stratified_split(train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed)
+        self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
+        self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
+        self.summary["train"] = label_counts(self.tables["train"])
+        self.summary["val"] = label_counts(self.tables["val"])
+        train_transforms = [self._transform(s, self.augmentation) for s in self.train_sources]
+        eval_transforms = [self._transform(s) for s in self.train_sources]
+        self._datasets["train"] = ImageTableDataset(
+            self.tables["train"], train_transforms, self.tables["train"][SOURCE_COLUMN], self.seed
+        )
+        self._datasets["val"] = ImageTableDataset(
+            self.tables["val"], eval_transforms, self.tables["val"][SOURCE_COLUMN], self.seed
+        )
 
-    @staticmethod
-    def _read_source(source: DatasetFolder, role: str) -> pd.DataFrame:
-        table = source.load()
-        for file in table[FILE_COLUMN]:
-            check_image_header(file)
-        return table
+    def preprocessing(self, source: DatasetFolder) -> Preprocessing:
+        return Preprocessing(self.image_size, self.resize, source.crop_bottom_fraction, self.fast_jpeg)
+
+    def _transform(self, source: DatasetFolder, augmentation: Augmentation | None = None):
+        # a cached image is already cropped and resized: only augmentation and the tensor step remain
+        crop = 0.0 if source.cache else source.crop_bottom_fraction
+        return build_transform(self.image_size, self.resize, crop, augmentation)
+
+    def index_source(self, source: DatasetFolder) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The source's samples (from its cache when it has one) and what was read, selected and skipped."""
+        index = source.index()
+        table, skipped = index.table, list(index.skipped)
+        summary: dict[str, Any] = {"dataset": source.kind, "root": str(source.root), "found": index.found}
+        if source.cache:
+            cache_dir = source.cache_dir or self.cache_dir
+            if not cache_dir:
+                raise CxrsynError(f"{source.kind} at {source.root} has cache: true but no cache_dir; set paths.cache_dir")
+            bad = BadFiles(source.on_bad_file, source.kind)
+            bad.skipped = skipped
+            result = build_cache(
+                table, self.preprocessing(source), cache_dir, source.name, bad, source.root, self.cache_workers
+            )
+            table, skipped = result.table, result.skipped
+            summary["cache"] = str(result.folder)
+        summary.update(label_counts(table))
+        summary["skipped"] = skipped
+        return table, summary
 
     def _print_summary(self) -> None:
         def line(counts: Mapping[str, int]) -> str:
             return f"{counts['n']} images ({counts['n_pos']} pneumonia / {counts['n_neg']} normal)"
 
+        def skipped(counts: Mapping[str, Any]) -> str:
+            return f", {len(counts['skipped'])} file(s) skipped (listed in the summary)" if counts["skipped"] else ""
+
         for root, counts in self.summary["train_sources"].items():
-            rank_zero_info(f"data: read training source {root}: {line(counts)}")
-        rank_zero_info(
-            f"data: split (val_fraction={self.val_fraction}, seed={self.seed}): "
-            f"train {line(self.summary['train'])}, val {line(self.summary['val'])}"
-        )
+            rank_zero_info(f"data: read training source {root}: {line(counts)}{skipped(counts)}")
+        if self.train_sources:
+            rank_zero_info(
+                f"data: split (val_fraction={self.val_fraction}, seed={self.seed}): "
+                f"train {line(self.summary['train'])}, val {line(self.summary['val'])}"
+            )
         for name, counts in self.summary["test_sets"].items():
-            rank_zero_info(f"data: read test set {name} from {counts['root']}: {line(counts)}")
+            rank_zero_info(f"data: read test set {name} from {counts['root']}: {line(counts)}{skipped(counts)}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint, so evaluation preprocesses test images as training did."""
+        return {"image_size": self.image_size, "resize": self.resize}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: the config decides; ``state_dict`` is there for ``cxrsyn.evaluate``."""
 
     def save_summary(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.summary, indent=2) + "\n")
@@ -191,5 +228,5 @@ class CXRDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         if not self.test_sources:
-            raise CxrsynError("data.test_sets is empty; name at least one test set to evaluate on")
+            raise CxrsynError("no test set configured; name at least one, e.g. test_sets=[phantom_real]")
         return [self._loader(f"test/{name}", False, self.eval_batch_size) for name in self.test_sources]

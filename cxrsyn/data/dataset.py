@@ -1,4 +1,5 @@
-"""A torch Dataset over a table of samples (``file``, ``label``)."""
+"""A torch Dataset over a table of samples (``file``, ``label``; ``cache_file`` and ``cache_row`` for samples
+read from the decode-once cache)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from cxrsyn.data.cache import CACHE_FILE_COLUMN, CACHE_ROW_COLUMN, cached_image
 from cxrsyn.data.images import read_grayscale
 from cxrsyn.data.manifest import LABEL_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN
@@ -33,6 +35,9 @@ class ImageTableDataset(Dataset):
     ):
         """``transform_ids[i]`` picks row i's transform (rows from several sources may crop differently)."""
         self.files = table[FILE_COLUMN].tolist()
+        cached = CACHE_FILE_COLUMN in table.columns
+        self.cache_files = table[CACHE_FILE_COLUMN].tolist() if cached else [None] * len(table)
+        self.cache_rows = table[CACHE_ROW_COLUMN].tolist() if cached else [None] * len(table)
         self.labels = table[LABEL_COLUMN].to_numpy(dtype=np.float32)
         self.transforms = list(transforms)
         self.transform_ids = np.zeros(len(table), np.int64) if transform_ids is None else np.asarray(transform_ids)
@@ -45,5 +50,10 @@ class ImageTableDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         transform = self.transforms[self.transform_ids[index]]
         transform.set_random_seed(derive_seed(self.seed, epoch, index))
-        image = transform(image=read_grayscale(self.files[index]))["image"]
+        cache_file = self.cache_files[index]
+        if isinstance(cache_file, str):
+            pixels = cached_image(cache_file, int(self.cache_rows[index]))
+        else:
+            pixels = read_grayscale(self.files[index])
+        image = transform(image=pixels)["image"]
         return {"image": image, "label": torch.tensor(self.labels[index]), "index": index}

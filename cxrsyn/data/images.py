@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxrsyn.data.dicom import is_dicom, read_dicom
 from cxrsyn.errors import CxrsynError
 
 _FIX = "replace the file or remove its row from the manifest"
@@ -20,6 +21,8 @@ def check_image_header(path: str | os.PathLike) -> None:
         raise CxrsynError(f"image {path} is listed in the manifest but missing; {_FIX}")
     if path.stat().st_size == 0:
         raise CxrsynError(f"image {path} is empty (0 bytes); {_FIX}")
+    if is_dicom(path):
+        return  # DICOM files are checked when they are decoded
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018 - touching the header is the check
@@ -28,10 +31,12 @@ def check_image_header(path: str | os.PathLike) -> None:
 
 
 def read_grayscale(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to a float32 HxW array in [0, 1].
+    """Decode an image file (PNG, JPEG, ... or DICOM) to a float32 HxW array in [0, 1], bone bright.
 
     Colour images are converted with ITU-R 601 luma (Pillow's ``L``); 16-bit images keep their precision.
     """
+    if is_dicom(path):
+        return read_dicom(path)
     try:
         with Image.open(path) as image:
             image.load()

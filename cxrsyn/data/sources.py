@@ -1,23 +1,56 @@
-"""Data sources: where a set of labelled images comes from and how to make it ready.
+"""Data sources: where a set of labelled images comes from, what was found there and what was selected.
 
-Every source ends as a table of samples with ``file`` (absolute), ``path`` (as listed), ``label`` and the
-source's attributes. ``prepare()`` makes the source ready (the phantom generates itself; a folder only checks
-that it exists) and runs once, on one process; ``load()`` reads the table on every process.
+Every source ends as a ``SourceIndex``: a table of samples (``file`` absolute, ``path`` as listed, ``label``,
+then the source's attributes), the files it left out with their reasons, and counts of what it read.
+``prepare()`` makes the source ready (the phantom generates itself) and runs once, on one process;
+``index()`` reads the table. Files that cannot be used follow ``on_bad_file``: ``error`` stops with one line
+naming the file, the reason and the fix; ``skip`` leaves the file out and lists it with its reason.
+``cache: true`` decodes every image once into a compact store (``cxrsyn.data.cache``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from cxrsyn.data.images import check_image_header
 from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, read_manifest
+from cxrsyn.errors import CxrsynError
 from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.generate.phantom import PhantomSpec, write_phantom_dataset
 
 FILE_COLUMN = "file"
+ON_BAD_FILE = ("error", "skip")
+
+
+@dataclass
+class SourceIndex:
+    table: pd.DataFrame
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    found: dict[str, Any] = field(default_factory=dict)
+
+
+class BadFiles:
+    """Applies a source's ``on_bad_file`` policy: raise one line, or record ``{path, reason}`` and go on."""
+
+    def __init__(self, policy: str, source: str):
+        if policy not in ON_BAD_FILE:
+            raise CxrsynError(f"on_bad_file={policy!r} for {source}; use one of {', '.join(ON_BAD_FILE)}")
+        self.policy = policy
+        self.source = source
+        self.skipped: list[dict[str, str]] = []
+
+    def __call__(self, path: str | Path, reason: str) -> None:
+        if self.policy == "error":
+            raise CxrsynError(
+                f"{path}: {reason}. Replace or re-download it, or set on_bad_file=skip for {self.source} "
+                "to leave it out (skipped files are listed in the summary and in metrics.json)"
+            )
+        self.skipped.append({"path": str(path), "reason": reason})
 
 
 @dataclass
@@ -26,18 +59,33 @@ class DatasetFolder:
 
     root: str
     crop_bottom_fraction: float = 0.0
+    on_bad_file: str = "error"
+    cache: bool = False
+    cache_dir: str | None = None
+
+    kind = "folder"
 
     @property
     def name(self) -> str:
         return Path(self.root).name
 
     def prepare(self) -> None:
-        """Nothing to make: ``load`` reports a missing folder with the fix."""
+        """Nothing to make: ``index`` reports a missing folder with the fix."""
 
-    def load(self) -> pd.DataFrame:
+    def index(self) -> SourceIndex:
+        bad = BadFiles(self.on_bad_file, f"dataset folder {self.root}")
         table = read_manifest(self.root)
         table.insert(0, FILE_COLUMN, [str(Path(self.root) / path) for path in table[PATH_COLUMN]])
-        return table
+        keep = []
+        for file in table[FILE_COLUMN]:
+            try:
+                check_image_header(file)
+                keep.append(True)
+            except CxrsynError as error:
+                bad(file, str(error).split("; ")[0].removeprefix(f"image {file} "))
+                keep.append(False)
+        found = {"manifest_rows": len(table)}
+        return SourceIndex(table[keep].reset_index(drop=True), bad.skipped, found)
 
 
 @dataclass
@@ -51,15 +99,13 @@ class PhantomFolder(DatasetFolder):
     shortcut_strength: float = 0.5
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
 
+    kind = "phantom"
+
     def spec(self) -> PhantomSpec:
-        return PhantomSpec(
-            domain=self.domain,
-            n_per_class=self.n_per_class,
-            seed=self.seed,
-            image_size=self.image_size,
-            shortcut_strength=self.shortcut_strength,
-            attributes={name: list(values) for name, values in self.attributes.items()},
-        )
+        # every PhantomSpec field but its version, which belongs to the code, not to the config
+        values = {f.name: getattr(self, f.name) for f in fields(PhantomSpec) if f.name != "version"}
+        values["attributes"] = {name: list(options) for name, options in self.attributes.items()}
+        return PhantomSpec(**values)
 
     def prepare(self) -> None:
         write_phantom_dataset(self.root, self.spec())
@@ -68,3 +114,10 @@ class PhantomFolder(DatasetFolder):
 def label_counts(table: pd.DataFrame) -> dict[str, int]:
     n_pos = int((table[LABEL_COLUMN] == 1).sum())
     return {"n": int(len(table)), "n_pos": n_pos, "n_neg": int(len(table)) - n_pos}
+
+
+def missing_root_error(root: str | Path, dataset: str, download: str, env: str) -> CxrsynError:
+    return CxrsynError(
+        f"{dataset} root {root} does not exist: download it with `{download}`, then point data.root "
+        f"(or the test set's root, or ${env}) at the folder"
+    )

@@ -61,7 +61,7 @@ class Augmentation:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise CxrsynError(
-                f"data.augmentation has unknown key(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+                f"datamodule.augmentation has unknown key(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
             )
         if "scale" in values:
             values["scale"] = tuple(values["scale"])
@@ -81,7 +81,7 @@ def resize_ops(image_size: int, policy: str) -> list[A.BasicTransform]:
             A.SmallestMaxSize(max_size=image_size, interpolation=cv2.INTER_AREA),
             A.CenterCrop(image_size, image_size),
         ]
-    raise CxrsynError(f"data.resize={policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
+    raise CxrsynError(f"datamodule.resize={policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
 
 
 def build_transform(

@@ -51,8 +51,27 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
+def build_datamodule(
+    cfg: DictConfig, train_source: bool = True, test_sets: dict[str, Any] | None = None
+) -> CXRDataModule:
+    """The DataModule from ``datamodule``, with ``data`` as its training source (unless ``train_source`` is
+    False) and every ``test_sets`` entry (unless ``test_sets`` gives them)."""
+    train = instantiate_node(cfg, "data", _convert_="object") if train_source else None
+    if test_sets is None:
+        test_sets = {
+            str(name): instantiate_node(cfg, f"test_sets.{name}", _convert_="object")
+            for name in (cfg.get("test_sets") or {})
+        }
+    # partial, then called: sources are objects already, which Hydra would merge back into config nodes
+    make_datamodule = instantiate_node(cfg, "datamodule", _partial_=True)
+    try:
+        return make_datamodule(train=train, test_sets=test_sets)
+    except TypeError as error:
+        raise CxrsynError(f"config 'datamodule': {error}; fix the key in conf/ or in your overrides") from None
+
+
 def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
-    datamodule = instantiate_node(cfg, "data", _convert_="object")
+    datamodule = build_datamodule(cfg)
     model = instantiate_node(cfg, "model")
     callbacks = [
         instantiate_node(cfg, f"callbacks.{name}")
@@ -93,36 +112,42 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     if not trainer.is_global_zero:
         return None
     datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
-    return write_results(output_dir, datamodule, model, trainer, test_ckpt, time.time() - started)
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") or ""
+    checkpoint_info = {
+        "tested": test_ckpt,
+        "path": str(Path(best_path).relative_to(output_dir)) if best_path.startswith(str(output_dir)) else best_path,
+        "monitor": getattr(checkpoint, "monitor", None),
+        "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
+    }
+    extra = {"epochs_trained": trainer.current_epoch}
+    return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra)
 
 
 def write_results(
     output_dir: Path,
     datamodule: CXRDataModule,
     model: PneumoniaClassifier,
-    trainer: pl.Trainer,
-    test_ckpt: str,
+    checkpoint: dict[str, Any],
     seconds: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, skipped)."""
     test_sets: dict[str, Any] = {}
     for name in datamodule.test_set_names:
         predictions = model.test_predictions[name]
         table = predictions_table(datamodule.tables[name], predictions.indices, predictions.probs)
         path = write_predictions(output_dir, name, table)
-        test_sets[name] = {**test_set_metrics(table), "predictions": str(path.relative_to(output_dir))}
-    checkpoint = trainer.checkpoint_callback
-    best_path = getattr(checkpoint, "best_model_path", "") or ""
+        skipped = datamodule.summary["test_sets"][name]["skipped"]
+        test_sets[name] = {
+            **test_set_metrics(table),
+            "predictions": str(path.relative_to(output_dir)),
+            "skipped": skipped,
+        }
     metrics = {
         "test_sets": test_sets,
-        "checkpoint": {
-            "tested": test_ckpt,
-            "path": str(Path(best_path).relative_to(output_dir))
-            if best_path.startswith(str(output_dir))
-            else best_path,
-            "monitor": getattr(checkpoint, "monitor", None),
-            "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
-        },
-        "epochs_trained": trainer.current_epoch,
+        "checkpoint": checkpoint,
+        **(extra or {}),
         "seconds": round(seconds, 1),
         "data": datamodule.summary,
     }
@@ -149,6 +174,10 @@ def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
     print(f"run folder:  {output_dir}")
     print(f"metrics:     {output_dir / METRICS_NAME}")
     print(f"predictions: {output_dir / 'predictions'}/<test set>.csv")
-    print(
-        f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)"
-    )
+    if metrics["checkpoint"].get("monitor"):
+        print(
+            f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)"
+        )
+    for name, result in metrics["test_sets"].items():
+        if result["skipped"]:
+            print(f"skipped:     {len(result['skipped'])} file(s) of {name}, listed in metrics.json")

@@ -47,7 +47,7 @@ def test_letterbox_pads_and_keeps_the_aspect_ratio():
 
 
 def test_unknown_resize_policy_is_named():
-    with pytest.raises(CxrsynError, match=r"data.resize='squash' is unknown; use one of letterbox, stretch"):
+    with pytest.raises(CxrsynError, match=r"datamodule.resize='squash' is unknown; use one of letterbox, stretch"):
         build_transform(32, "squash")
 
 
@@ -64,5 +64,5 @@ def test_augmentation_is_reproducible_for_a_seed_and_varies_across_seeds():
 
 
 def test_unknown_augmentation_key_is_named():
-    with pytest.raises(CxrsynError, match=r"data.augmentation has unknown key\(s\) \['rotate'\]"):
+    with pytest.raises(CxrsynError, match=r"datamodule.augmentation has unknown key\(s\) \['rotate'\]"):
         Augmentation.from_config({"rotate": 5})

@@ -43,7 +43,7 @@ def test_unknown_config_choice_lists_the_options():
 
 def test_missing_dataset_folder(tmp_path):
     result = run_cli(
-        "cxrsyn.train", "data=folder", f"data.train.root={tmp_path}/absent", f"hydra.run.dir={tmp_path}/run"
+        "cxrsyn.train", "data=folder", f"data.root={tmp_path}/absent", f"hydra.run.dir={tmp_path}/run"
     )
     assert_one_line_error(result, f"dataset folder {tmp_path}/absent does not exist")
 
@@ -62,14 +62,15 @@ def test_unreadable_image_found_by_a_loader_worker(tmp_path, tiny_phantom):
     victim = read_manifest(folder)["path"].iloc[3]
     data = (folder / victim).read_bytes()
     (folder / victim).write_bytes(data[: len(data) // 2])
-    overrides = tiny_overrides(tiny_phantom, **{"data.num_workers": 1, "data.val_fraction": 0.5})
-    overrides = [o for o in overrides if not o.startswith(("data.train.", "data.test_sets."))]
+    overrides = tiny_overrides(tiny_phantom, **{"datamodule.num_workers": 1, "datamodule.val_fraction": 0.5})
+    overrides = [o for o in overrides if not o.startswith(("data.", "test_sets."))]
     result = run_cli(
         "cxrsyn.train",
         *overrides,
         "data=folder",
-        f"data.train.root={folder}",
-        f"+data.test_sets.real={{_target_: cxrsyn.data.sources.DatasetFolder, root: {folder}}}",
+        f"data.root={folder}",
+        "test_sets=[]",
+        f"+test_sets.real={{_target_: cxrsyn.data.sources.DatasetFolder, root: {folder}}}",
         f"hydra.run.dir={tmp_path}/run",
     )
     assert_one_line_error(result, f"image {folder / victim} could not be decoded", "replace the file")
@@ -80,9 +81,9 @@ def resume_overrides(data_dir: Path) -> list[str]:
     return tiny_overrides(
         data_dir,
         **{
-            "data.train.n_per_class": 40,
+            "data.n_per_class": 40,
             "trainer.max_epochs": 4,
-            "data.num_workers": 1,
+            "datamodule.num_workers": 1,
             "model.drop_rate": 0.2,
         },
     )
@@ -142,7 +143,7 @@ def test_ddp_on_cpu_evaluates_every_sample_once(tmp_path, tiny_phantom):
         "trainer.sync_batchnorm=false",
         "trainer.deterministic=true",
         "trainer.benchmark=false",
-        f"+data.test_sets.odd={{_target_: cxrsyn.data.sources.DatasetFolder, root: {odd}}}",
+        f"+test_sets.odd={{_target_: cxrsyn.data.sources.DatasetFolder, root: {odd}}}",
         f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -37,7 +37,7 @@ def test_run_writes_checkpoints_metrics_predictions_config_and_log(finished_run)
     assert (run_dir / "predictions" / "phantom_real.csv").is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file()
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["data"]["train"]["root"] == str(config["paths"]["data_dir"]) + "/phantom/generator_like"
+    assert config["data"]["root"] == str(config["paths"]["data_dir"]) + "/phantom/generator_like"
     assert "${" not in (run_dir / "config.yaml").read_text()  # resolved
     assert json.loads((run_dir / "data_summary.json").read_text())["test_sets"]["phantom_real"]["n"] == 30
 
@@ -64,8 +64,8 @@ def test_predictions_are_the_best_checkpoints_outputs(finished_run):
     model = PneumoniaClassifier.load_from_checkpoint(run_dir / metrics["checkpoint"]["path"]).eval()
     table = pd.read_csv(run_dir / "predictions" / "phantom_real.csv")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    root = config["data"]["test_sets"]["phantom_real"]["root"]
-    transform = build_transform(config["data"]["image_size"], config["data"]["resize"])
+    root = config["test_sets"]["phantom_real"]["root"]
+    transform = build_transform(config["datamodule"]["image_size"], config["datamodule"]["resize"])
     images = torch.stack([transform(image=read_grayscale(f"{root}/{p}"))["image"] for p in table["path"]])
     with torch.no_grad():
         probs = torch.sigmoid(model(images)).numpy()
@@ -75,7 +75,7 @@ def test_predictions_are_the_best_checkpoints_outputs(finished_run):
 def test_bad_inputs_raise_one_line_errors(compose_train, phantom_data_dir, tmp_path):
     cases = {
         "model.backbone=resnet5O": "model.backbone='resnet5O' is not a timm model; did you mean",
-        "data.resize=squash": "data.resize='squash' is unknown",
+        "datamodule.resize=squash": "datamodule.resize='squash' is unknown",
         "model.pos_weight=heavy": "model.pos_weight='heavy'",
         "+model.dropout=0.2": r"config 'model': .*unexpected keyword argument 'dropout'",
     }

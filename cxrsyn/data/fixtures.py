@@ -1,0 +1,239 @@
+"""Writers of the real datasets' layouts, filled with phantom radiographs: for tests, benchmarks and demos.
+
+``write_rsna_root`` writes the RSNA challenge's CSVs (unsorted, one row per box) and DICOM files written by
+pydicom (JPEG baseline like the real ones, or uncompressed); ``write_kermany_root`` writes the Kaggle or
+Mendeley folder trees with their quirks (duplicate nested tree, ``__MACOSX/`` resource forks, ``.DS_Store``,
+RGB JPEGs among grayscale ones). Nothing here is real patient data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+
+from cxrsyn.data.rsna import CLASS_NORMAL, CLASS_NOT_NORMAL, CLASS_OPACITY, CLASSES_NAME, IMAGES_DIRNAME, LABELS_NAME
+from cxrsyn.generate.grid import AttributeGrid
+from cxrsyn.generate.phantom import PhantomSpec, render
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def chest_pixels(size: int, label: int, seed: int, render_size: int = 128) -> np.ndarray:
+    """A square uint8 real-like phantom radiograph (drawn at ``render_size``, then resized, with film grain)."""
+    spec = PhantomSpec(domain="real_like", n_per_class=1, seed=seed, image_size=max(32, render_size))
+    cell = AttributeGrid(spec.attributes).sample(1, seed)[0 if label == 1 else 1]
+    image, _ = render(cell, spec)
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC if size > render_size else cv2.INTER_AREA)
+    grain = np.random.default_rng(seed).normal(0.0, 4.0, image.shape)
+    return np.clip(image.astype(np.float64) + grain, 0, 255).astype(np.uint8)
+
+
+def write_dicom(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    *,
+    patient_id: str = "anonymous",
+    age: str = "",
+    sex: str = "",
+    view: str = "PA",
+    syntax: str = "jpeg_baseline",
+    monochrome1: bool = False,
+    window: tuple[float, float] | None = None,
+    jpeg_quality: int = 95,
+) -> Path:
+    """A Secondary Capture CR radiograph like RSNA's. ``pixels``: uint8 (8-bit) or uint16 (``explicit`` only),
+    bright = dense; with ``monochrome1`` the stored values are inverted and the file says MONOCHROME1."""
+    pixels = np.asarray(pixels)
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    stored = (np.iinfo(pixels.dtype).max - pixels) if monochrome1 else pixels
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if syntax == "jpeg_baseline" else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.ConversionType, ds.BodyPartExamined = "CR", "WSD", "CHEST"
+    ds.PatientID = ds.PatientName = patient_id
+    with warnings.catch_warnings():  # RSNA's ages are plain numbers, which pydicom flags as invalid AS
+        warnings.filterwarnings("ignore", message="Invalid value for VR AS", category=UserWarning)
+        ds.PatientAge = age
+    ds.PatientSex, ds.ViewPosition = sex, view
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if syntax == "jpeg_baseline":
+        if bits != 8:
+            raise ValueError("JPEG baseline holds 8-bit pixels only")
+        buffer = io.BytesIO()
+        Image.fromarray(stored).save(buffer, format="JPEG", quality=jpeg_quality)
+        ds.PixelData = encapsulate([buffer.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+    elif syntax == "explicit":
+        ds.PixelData = stored.astype(np.uint8 if bits == 8 else "<u2").tobytes()
+    else:
+        raise ValueError(f"unknown syntax {syntax!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@dataclass(frozen=True)
+class RsnaPatient:
+    patient_id: str
+    detailed_class: str  # Normal | Lung Opacity | No Lung Opacity / Not Normal
+    n_boxes: int = 0  # rows with Target 1 (Lung Opacity only)
+    age: str = "51"  # as RSNA stores it: a plain number
+    sex: str = "M"
+    view: str = "PA"
+
+
+def write_rsna_root(
+    root: str | os.PathLike,
+    patients: Sequence[RsnaPatient],
+    image_size: int = 64,
+    with_classes: bool = True,
+    seed: int = 0,
+    syntax: str = "jpeg_baseline",
+) -> Path:
+    """An RSNA-layout folder: unsorted label rows (one per box), the detailed class file, one DICOM per patient."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    label_rows, class_rows = [], []
+    for patient in patients:
+        positive = patient.detailed_class == CLASS_OPACITY
+        boxes = max(1, patient.n_boxes) if positive else 1
+        for _ in range(boxes):
+            if positive:
+                x, y = rng.integers(100, 600, 2)
+                w, h = rng.integers(100, 300, 2)
+                label_rows.append([patient.patient_id, x, y, w, h, 1])
+            else:
+                label_rows.append([patient.patient_id, "", "", "", "", 0])
+            class_rows.append([patient.patient_id, patient.detailed_class])
+    order = rng.permutation(len(label_rows))  # the real files are not sorted
+    _write_csv(root / LABELS_NAME, ["patientId", "x", "y", "width", "height", "Target"], [label_rows[i] for i in order])
+    if with_classes:
+        _write_csv(root / CLASSES_NAME, ["patientId", "class"], [class_rows[i] for i in order])
+    for number, patient in enumerate(patients):
+        pixels = chest_pixels(image_size, int(patient.detailed_class == CLASS_OPACITY), seed + number)
+        write_dicom(
+            root / IMAGES_DIRNAME / f"{patient.patient_id}.dcm",
+            pixels,
+            patient_id=patient.patient_id,
+            age=patient.age,
+            sex=patient.sex,
+            view=patient.view,
+            syntax=syntax,
+        )
+    return root
+
+
+def rsna_patients(n_normal: int, n_opacity: int, n_not_normal: int, seed: int = 0) -> list[RsnaPatient]:
+    """Patients with ids like RSNA's, mixed views and sexes, some with several boxes."""
+    rng = np.random.default_rng(seed)
+    patients = []
+    for klass, count in ((CLASS_NORMAL, n_normal), (CLASS_OPACITY, n_opacity), (CLASS_NOT_NORMAL, n_not_normal)):
+        for _ in range(count):
+            patients.append(
+                RsnaPatient(
+                    patient_id=str(_uuid(rng)),
+                    detailed_class=klass,
+                    n_boxes=int(rng.integers(1, 4)) if klass == CLASS_OPACITY else 0,
+                    age=str(int(rng.integers(2, 90))),
+                    sex=str(rng.choice(["M", "F"])),
+                    view=str(rng.choice(["PA", "AP"])),
+                )
+            )
+    return patients
+
+
+def _uuid(rng: np.random.Generator) -> str:
+    digits = "".join(f"{value:02x}" for value in rng.integers(0, 256, 16))
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+KERMANY_LAYOUTS = ("kaggle", "mendeley_v2", "mendeley_v3")
+
+
+def write_kermany_root(
+    root: str | os.PathLike,
+    counts: dict[str, tuple[int, int]],
+    layout: str = "kaggle",
+    image_size: int = 48,
+    quirks: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A Kermany tree. ``counts``: split -> (normal, pneumonia). Kaggle names pneumonia files
+    ``person<N>_bacteria_<M>.jpeg`` / ``person<N>_virus_<M>.jpeg``; Mendeley v3 ``BACTERIA-<id>-0001.jpeg``.
+    With ``quirks``: Kaggle's duplicate ``chest_xray/chest_xray`` tree, ``__MACOSX/._*`` forks, ``.DS_Store``,
+    every third image saved as RGB."""
+    if layout not in KERMANY_LAYOUTS:
+        raise ValueError(f"layout must be one of {KERMANY_LAYOUTS}")
+    root = Path(root)
+    base = root / ("CellData/chest_xray" if layout == "mendeley_v3" else "chest_xray")
+    number = 0
+    written: list[Path] = []
+    for split, (n_normal, n_pneumonia) in counts.items():
+        for label, count in ((0, n_normal), (1, n_pneumonia)):
+            folder = base / split / ("PNEUMONIA" if label else "NORMAL")
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                number += 1
+                name = _kermany_name(layout, label, i, number)
+                pixels = chest_pixels(image_size, label, seed + number, render_size=max(32, image_size))
+                image = Image.fromarray(pixels)
+                if quirks and number % 3 == 0:
+                    image = image.convert("RGB")
+                image.save(folder / name, format="JPEG", quality=90)
+                written.append(folder / name)
+    if quirks:
+        for path in written:
+            relative = path.relative_to(root)
+            fork = root / "__MACOSX" / relative.parent / f"._{path.name}"
+            fork.parent.mkdir(parents=True, exist_ok=True)
+            fork.write_bytes(b"\x00\x05\x16\x07 resource fork")
+        (base / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        (written[0].parent / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        if layout == "kaggle":
+            for path in written:
+                copy = base / "chest_xray" / path.relative_to(base)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(path.read_bytes())
+    return root
+
+
+def _kermany_name(layout: str, label: int, i: int, number: int) -> str:
+    kind = "bacteria" if i % 3 else "virus"
+    if layout == "mendeley_v3":
+        return f"{kind.upper() if label else 'NORMAL'}-{1000 + number}-0001.jpeg"
+    if label:
+        return f"person{number}_{kind}_{i}.jpeg"
+    return f"IM-{number:04d}-0001.jpeg" if i % 2 else f"NORMAL2-IM-{number:04d}-0001.jpeg"

@@ -1,0 +1,27 @@
+"""Evaluate a trained checkpoint on a test set.
+
+    python -m cxrsyn.evaluate ckpt_path=CKPT data=rsna data.root=DIR hydra.run.dir=OUT
+
+Writes ``OUT/metrics.json`` and ``OUT/predictions/<name>.csv`` as a training run does. Config:
+``conf/evaluate.yaml``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cxrsyn.config import CONF_DIR, exit_on_unknown_choice
+from cxrsyn.errors import report_known_errors
+from cxrsyn.evaluation.evaluate import evaluate
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+@report_known_errors
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    exit_on_unknown_choice()
+    main()

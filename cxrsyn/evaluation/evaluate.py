@@ -1,0 +1,67 @@
+"""Evaluate a checkpoint on one test set: ``metrics.json`` and ``predictions/<name>.csv`` in the training run's
+format."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cxrsyn.data.datamodule import CXRDataModule
+from cxrsyn.errors import CxrsynError
+from cxrsyn.models.classifier import PneumoniaClassifier
+from cxrsyn.training.run import (
+    RESOLVED_CONFIG_NAME,
+    build_datamodule,
+    instantiate_node,
+    resolved_config,
+    write_results,
+)
+
+
+def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """``image_size`` and ``resize`` that the DataModule saved into the checkpoint during training."""
+    return checkpoint.get(CXRDataModule.__qualname__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
+    pl.seed_everything(cfg.seed, verbose=False)
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.is_file():
+        raise CxrsynError(
+            f"ckpt_path={ckpt_path} is not a file; give a checkpoint of a training run "
+            "(e.g. <run>/checkpoints/last.ckpt or best-epoch*.ckpt)"
+        )
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - truncated or foreign files
+        raise CxrsynError(f"{ckpt_path} is not a readable checkpoint ({type(error).__name__}); re-copy it") from None
+    preprocessing = checkpoint_preprocessing(checkpoint)
+    if preprocessing is not None:
+        for key, value in preprocessing.items():
+            OmegaConf.update(cfg, f"datamodule.{key}", value)
+        print(f"preprocessing from the checkpoint: image_size {preprocessing['image_size']}, resize {preprocessing['resize']}")
+    else:
+        print(
+            "the checkpoint records no preprocessing; using datamodule.image_size="
+            f"{cfg.datamodule.image_size} and datamodule.resize={cfg.datamodule.resize}: make sure training used them"
+        )
+    model = PneumoniaClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    source = instantiate_node(cfg, "data", _convert_="object")
+    name = str(cfg.get("name") or source.name)
+    datamodule = build_datamodule(cfg, train_source=False, test_sets={name: source})
+    trainer = instantiate_node(cfg, "trainer", logger=False, callbacks=[], enable_checkpointing=False)
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(resolved_config(cfg)), output_dir / RESOLVED_CONFIG_NAME)
+    started = time.time()
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    checkpoint_info = {"path": str(ckpt_path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
+    return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started)
