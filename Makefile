@@ -7,13 +7,14 @@ PYTEST_ARGS ?= -q
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast lint format clean-outputs help
+.PHONY: install demo test test-fast lint format bench clean-outputs help
 
 help:
 	@echo "make demo        train and test on the embedded phantom data (installs first if needed)"
 	@echo "make test        run the test suite (installs first if needed)"
 	@echo "make test-fast   the test suite without the slow (training, subprocess) tests"
 	@echo "make lint        ruff check and format check"
+	@echo "make bench       speed benchmarks (ratios against bounds measured in the same run)"
 	@echo "make format      ruff format and autofix"
 	@echo "make install     create $(VENV) and install cxrsyn with its dev extra"
 
@@ -44,6 +45,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format cxrsyn tests benchmarks
 	$(PY) -m ruff check --fix cxrsyn tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/real_data.py
 
 clean-outputs:
 	rm -rf outputs multirun lightning_logs wandb

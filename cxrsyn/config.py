@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-_CHOICE = re.compile(r"^(?:\+{1,2})?(?P<group>[A-Za-z_][\w/]*)=(?P<value>[^()\[\]{}*?]*)$")
+_CHOICE = re.compile(r"^(?:\+{1,2})?(?P<group>[A-Za-z_][\w/]*)=(?P<value>\[[^()\[\]{}*?]*\]|[^()\[\]{}*?]*)$")
 
 
 def available_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -29,7 +29,8 @@ def unknown_choice_message(overrides: Sequence[str], conf_dir: Path = CONF_DIR) 
         if not (conf_dir / group).is_dir():
             continue
         choices = available_choices(group, conf_dir)
-        for value in filter(None, (part.strip() for part in match["value"].split(","))):
+        values = match["value"].removeprefix("[").removesuffix("]")  # a list selects several configs
+        for value in filter(None, (part.strip() for part in values.split(","))):
             if value not in choices and value != "null":
                 return (
                     f"no config {value!r} in group {group!r} (conf/{group}/); "
@@ -57,5 +58,7 @@ def compose_or_exit(config_name: str, overrides: Sequence[str]):  # noqa: ANN201
             return compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
         line = " ".join(str(error).split())
-        print(f"error: {line}; check the overrides against conf/{config_name}.yaml", file=sys.stderr, flush=True)
+        print(
+            f"error: {line}; check the overrides against conf/{config_name}.yaml", file=sys.stderr, flush=True
+        )
         sys.exit(2)

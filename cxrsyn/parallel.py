@@ -37,7 +37,9 @@ def map_chunks(
     """
     workers = default_workers() if workers is None else workers
     total = sum(len(chunk) for chunk in chunks)
-    with tqdm(total=total, desc=desc, unit="img", disable=not show_progress or total == 0, leave=False) as bar:
+    with tqdm(
+        total=total, desc=desc, unit="img", disable=not show_progress or total == 0, leave=False
+    ) as bar:
         if workers <= 1 or len(chunks) <= 1:
             for number, chunk in enumerate(chunks):
                 result = fn(chunk)

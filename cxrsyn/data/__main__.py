@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         parser = argparse.ArgumentParser(prog="python -m cxrsyn.data download")
         parser.add_argument("dataset", choices=sorted(SOURCES))
-        parser.add_argument("--root", required=True, help="folder to unpack into (data.root of the data config)")
+        parser.add_argument(
+            "--root", required=True, help="folder to unpack into (data.root of the data config)"
+        )
         parser.add_argument("--keep-zip", action="store_true", help="keep the downloaded archive")
         args = parser.parse_args(rest)
         download(args.dataset, args.root, keep_zip=args.keep_zip)

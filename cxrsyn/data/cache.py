@@ -96,12 +96,21 @@ def _start(folder: Path, table: pd.DataFrame, prep: Preprocessing, key: str, nam
     for stale in (IMAGES_NAME, STATE_NAME, FAILURES_NAME, META_NAME):
         (folder / stale).unlink(missing_ok=True)
     size = prep.image_size
-    np.lib.format.open_memmap(folder / IMAGES_NAME, mode="w+", dtype=np.uint8, shape=(len(table), size, size)).flush()
+    np.lib.format.open_memmap(
+        folder / IMAGES_NAME, mode="w+", dtype=np.uint8, shape=(len(table), size, size)
+    ).flush()
     np.save(folder / STATE_NAME, np.zeros(len(table), np.int8))
     tmp = folder / f"{INDEX_NAME}.tmp"
     table.drop(columns=[FILE_COLUMN]).to_csv(tmp, index=False)
     os.replace(tmp, folder / INDEX_NAME)
-    meta = {"format": CACHE_FORMAT, "key": key, "source": name, "n": len(table), **prep.as_dict(), "complete": False}
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "source": name,
+        "n": len(table),
+        **prep.as_dict(),
+        "complete": False,
+    }
     write_json(folder / META_NAME, meta)  # last: a folder with meta.json has all its files
 
 
@@ -127,23 +136,28 @@ def _fill(
             decode_chunk, jobs, workers, desc=f"{name}: decode once", show_progress=show_progress
         ):
             rows = row_chunks[number]
-            for row, (image, reason) in zip(rows, results, strict=True):
+            failed = [
+                (row, reason) for row, (image, reason) in zip(rows, results, strict=True) if image is None
+            ]
+            for row, (image, _) in zip(rows, results, strict=True):
                 if image is not None:
                     images[row] = image
-            images.flush()
-            for row, (image, reason) in zip(rows, results, strict=True):
-                state[row] = DONE if image is not None else FAILED
-                if image is None:
-                    failures.write(json.dumps({"row": int(row), "reason": reason}) + "\n")
+            images.flush()  # pixels first, then the state that vouches for them
+            state[rows] = DONE
+            for row, reason in failed:
+                state[row] = FAILED
+                failures.write(json.dumps({"row": int(row), "reason": reason}) + "\n")
             failures.flush()
             state.flush()
-            if bad.policy == "error":  # fail at the first bad file; skipped ones are listed by _result
-                for row, (image, reason) in zip(rows, results, strict=True):
-                    if image is None:
-                        bad(_relative(files[row], root), reason)
+            if (
+                failed and bad.policy == "error"
+            ):  # stop at the first bad file; skipped ones are listed by _result
+                bad(_relative(files[failed[0][0]], root), failed[0][1])
     seconds = time.perf_counter() - started
     if len(todo):
-        print(f"{name}: decoded {len(todo)} images in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.0f} images/s)")
+        print(
+            f"{name}: decoded {len(todo)} images in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.0f} images/s)"
+        )
 
 
 def decode_chunk(job: tuple[Sequence[str], Preprocessing]) -> list[tuple[np.ndarray | None, str]]:
@@ -160,7 +174,9 @@ def decode_chunk(job: tuple[Sequence[str], Preprocessing]) -> list[tuple[np.ndar
     return results
 
 
-def _result(folder: Path, table: pd.DataFrame, bad: BadFiles, root: str | os.PathLike, built: bool) -> CacheResult:
+def _result(
+    folder: Path, table: pd.DataFrame, bad: BadFiles, root: str | os.PathLike, built: bool
+) -> CacheResult:
     state = np.load(folder / STATE_NAME)
     if (state == TODO).any():
         raise CxrsynError(f"cache {folder} is incomplete; delete the folder and run prepare again")
@@ -169,7 +185,9 @@ def _result(folder: Path, table: pd.DataFrame, bad: BadFiles, root: str | os.Pat
         reasons = _failures(folder)
         for row in failed:
             bad(_relative(table[FILE_COLUMN].iloc[row], root), reasons.get(int(row), "failed to decode"))
-    kept = table.assign(**{CACHE_FILE_COLUMN: str(folder / IMAGES_NAME), CACHE_ROW_COLUMN: np.arange(len(table))})
+    kept = table.assign(
+        **{CACHE_FILE_COLUMN: str(folder / IMAGES_NAME), CACHE_ROW_COLUMN: np.arange(len(table))}
+    )
     kept = kept[state == DONE].reset_index(drop=True)
     return CacheResult(kept, list(bad.skipped), folder, built)
 

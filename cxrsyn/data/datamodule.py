@@ -68,7 +68,9 @@ class CXRDataModule(pl.LightningDataModule):
             self.train_sources = [train] if isinstance(train, DatasetFolder) else list(train)
         self.test_sources = dict(test_sets or {})
         if not self.train_sources and not self.test_sources:
-            raise CxrsynError("no data: configure a training source (data=...) or a test set (test_sets=[...])")
+            raise CxrsynError(
+                "no data: configure a training source (data=...) or a test set (test_sets=[...])"
+            )
         self.cache_dir = cache_dir
         self.fast_jpeg = fast_jpeg
         self.cache_workers = cache_workers
@@ -106,7 +108,9 @@ class CXRDataModule(pl.LightningDataModule):
             table, summary = self.index_source(source)
             self.tables[name] = table
             self.summary["test_sets"][name] = summary
-            self._datasets[f"test/{name}"] = ImageTableDataset(table, [self._transform(source)], seed=self.seed)
+            self._datasets[f"test/{name}"] = ImageTableDataset(
+                table, [self._transform(source)], seed=self.seed
+            )
         self._print_summary()
 
     def _setup_training(self) -> None:
@@ -123,7 +127,9 @@ class CXRDataModule(pl.LightningDataModule):
                     f"training data ({', '.join(s.root for s in self.train_sources)}) has "
                     f"{counts.get(label, 0)} {name} image(s); a train/val split needs at least 2 of each class"
                 )
-        train_rows, val_rows = stratified_split(train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed)
+        train_rows, val_rows = stratified_split(
+            train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed
+        )
         self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
         self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
         self.summary["train"] = label_counts(self.tables["train"])
@@ -153,11 +159,19 @@ class CXRDataModule(pl.LightningDataModule):
         if source.cache:
             cache_dir = source.cache_dir or self.cache_dir
             if not cache_dir:
-                raise CxrsynError(f"{source.kind} at {source.root} has cache: true but no cache_dir; set paths.cache_dir")
+                raise CxrsynError(
+                    f"{source.kind} at {source.root} has cache: true but no cache_dir; set paths.cache_dir"
+                )
             bad = BadFiles(source.on_bad_file, source.kind)
             bad.skipped = skipped
             result = build_cache(
-                table, self.preprocessing(source), cache_dir, source.name, bad, source.root, self.cache_workers
+                table,
+                self.preprocessing(source),
+                cache_dir,
+                source.name,
+                bad,
+                source.root,
+                self.cache_workers,
             )
             table, skipped = result.table, result.skipped
             summary["cache"] = str(result.folder)
@@ -170,7 +184,11 @@ class CXRDataModule(pl.LightningDataModule):
             return f"{counts['n']} images ({counts['n_pos']} pneumonia / {counts['n_neg']} normal)"
 
         def skipped(counts: Mapping[str, Any]) -> str:
-            return f", {len(counts['skipped'])} file(s) skipped (listed in the summary)" if counts["skipped"] else ""
+            return (
+                f", {len(counts['skipped'])} file(s) skipped (listed in the summary)"
+                if counts["skipped"]
+                else ""
+            )
 
         for root, counts in self.summary["train_sources"].items():
             rank_zero_info(f"data: read training source {root}: {line(counts)}{skipped(counts)}")
@@ -180,7 +198,9 @@ class CXRDataModule(pl.LightningDataModule):
                 f"train {line(self.summary['train'])}, val {line(self.summary['val'])}"
             )
         for name, counts in self.summary["test_sets"].items():
-            rank_zero_info(f"data: read test set {name} from {counts['root']}: {line(counts)}{skipped(counts)}")
+            rank_zero_info(
+                f"data: read test set {name} from {counts['root']}: {line(counts)}{skipped(counts)}"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint, so evaluation preprocesses test images as training did."""
@@ -213,7 +233,9 @@ class CXRDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=self.seed, epoch_source=self._training_epoch),
+            sampler=EpochSampler(
+                len(dataset), shuffle=shuffle, seed=self.seed, epoch_source=self._training_epoch
+            ),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and shuffle,
             pin_memory=self.pin_memory,

@@ -40,7 +40,9 @@ class ImageTableDataset(Dataset):
         self.cache_rows = table[CACHE_ROW_COLUMN].tolist() if cached else [None] * len(table)
         self.labels = table[LABEL_COLUMN].to_numpy(dtype=np.float32)
         self.transforms = list(transforms)
-        self.transform_ids = np.zeros(len(table), np.int64) if transform_ids is None else np.asarray(transform_ids)
+        self.transform_ids = (
+            np.zeros(len(table), np.int64) if transform_ids is None else np.asarray(transform_ids)
+        )
         self.seed = seed
 
     def __len__(self) -> int:

@@ -18,8 +18,15 @@ import albumentations as A
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cxrsyn.data.dicom import DicomDecodeError, is_dicom, is_monochrome1, jpeg_baseline_frame, read_dataset
-from cxrsyn.data.dicom import stored_pixels, to_display
+from cxrsyn.data.dicom import (
+    DicomDecodeError,
+    is_dicom,
+    is_monochrome1,
+    jpeg_baseline_frame,
+    read_dataset,
+    stored_pixels,
+    to_display,
+)
 from cxrsyn.data.images import read_grayscale
 from cxrsyn.data.transforms import CropBottom, resize_ops
 from cxrsyn.errors import CxrsynError
@@ -68,13 +75,17 @@ def _decode_reduced(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
         with Image.open(path) as probe:
             is_jpeg = probe.format == "JPEG"
     except (UnidentifiedImageError, OSError) as error:
-        raise CxrsynError(f"{path}: not a readable image ({type(error).__name__}); replace or re-download the file") from None
+        raise CxrsynError(
+            f"{path}: not a readable image ({type(error).__name__}); replace or re-download the file"
+        ) from None
     if not is_jpeg:
         return read_grayscale(path)
     try:
         return _pillow_draft(path, prep) / 255.0
     except (OSError, SyntaxError, ValueError) as error:
-        raise DicomDecodeError(f"{path}: JPEG data could not be decoded ({error}); replace or re-download the file") from None
+        raise DicomDecodeError(
+            f"{path}: JPEG data could not be decoded ({error}); replace or re-download the file"
+        ) from None
 
 
 def _pillow_draft(source: str | os.PathLike | io.BytesIO, prep: Preprocessing) -> np.ndarray:

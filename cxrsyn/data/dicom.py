@@ -91,9 +91,13 @@ def stored_pixels(dataset: Dataset, path: str | os.PathLike) -> np.ndarray:
                 f"{path}: no installed pixel-data handler decodes transfer syntax {syntax.name} ({syntax}); "
                 f"install them with pip install {PIXEL_DATA_PACKAGES}"
             ) from None
-        raise DicomDecodeError(f"{path}: pixel data could not be decoded ({_reason(error)}); {_FIX}") from None
+        raise DicomDecodeError(
+            f"{path}: pixel data could not be decoded ({_reason(error)}); {_FIX}"
+        ) from None
     except Exception as error:  # noqa: BLE001 - truncated or inconsistent pixel data
-        raise DicomDecodeError(f"{path}: pixel data could not be decoded ({_reason(error)}); {_FIX}") from None
+        raise DicomDecodeError(
+            f"{path}: pixel data could not be decoded ({_reason(error)}); {_FIX}"
+        ) from None
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         array = array[0]

@@ -70,14 +70,18 @@ def download(dataset: str, root: str | os.PathLike, keep_zip: bool = False) -> P
             ) from None
         if "401" in text or "Unauthorized" in text:
             raise CxrsynError(f"Kaggle rejected the credentials (401); {CREDENTIALS_HELP}") from None
-        raise CxrsynError(f"download of {source.ref} failed ({text[:200]}); check the network and retry") from None
+        raise CxrsynError(
+            f"download of {source.ref} failed ({text[:200]}); check the network and retry"
+        ) from None
     archive = root / f"{source.ref.split('/')[-1]}.zip"
     if not archive.is_file():
         raise CxrsynError(f"Kaggle reported success but {archive} is missing; run the command again")
     unpack(archive, root)
     if not keep_zip:
         archive.unlink()
-    print(f"unpacked into {root}; check it with: python -m cxrsyn.data summarize data={dataset} data.root={root}")
+    print(
+        f"unpacked into {root}; check it with: python -m cxrsyn.data summarize data={dataset} data.root={root}"
+    )
     return root
 
 
@@ -85,8 +89,10 @@ def _authenticated_api():  # noqa: ANN202 - kaggle's class, imported lazily
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             from kaggle.api.kaggle_api_extended import KaggleApi  # its package import tries to log in
-    except ImportError:
-        raise CxrsynError("the kaggle package is not installed: pip install 'cxrsyn[download]' (or pip install kaggle)") from None
+    except ImportError as error:
+        raise CxrsynError(
+            f"the kaggle package cannot be imported (missing module {error.name!r}): pip install 'cxrsyn[download]'"
+        ) from None
     api = KaggleApi()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -113,7 +119,9 @@ def unpack(archive: str | os.PathLike, root: str | os.PathLike) -> int:
                     continue
                 target = (root / name).resolve()
                 if root not in target.parents:
-                    raise CxrsynError(f"{archive}: entry {name!r} would be written outside {root}; not unpacking it")
+                    raise CxrsynError(
+                        f"{archive}: entry {name!r} would be written outside {root}; not unpacking it"
+                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(member) as source, open(target, "wb") as sink:
                     shutil.copyfileobj(source, sink, 1 << 20)

@@ -23,7 +23,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from cxrsyn.data.rsna import CLASS_NORMAL, CLASS_NOT_NORMAL, CLASS_OPACITY, CLASSES_NAME, IMAGES_DIRNAME, LABELS_NAME
+from cxrsyn.data.rsna import (
+    CLASS_NORMAL,
+    CLASS_NOT_NORMAL,
+    CLASS_OPACITY,
+    CLASSES_NAME,
+    IMAGES_DIRNAME,
+    LABELS_NAME,
+)
 from cxrsyn.generate.grid import AttributeGrid
 from cxrsyn.generate.phantom import PhantomSpec, render
 
@@ -35,7 +42,9 @@ def chest_pixels(size: int, label: int, seed: int, render_size: int = 128) -> np
     spec = PhantomSpec(domain="real_like", n_per_class=1, seed=seed, image_size=max(32, render_size))
     cell = AttributeGrid(spec.attributes).sample(1, seed)[0 if label == 1 else 1]
     image, _ = render(cell, spec)
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC if size > render_size else cv2.INTER_AREA)
+    image = cv2.resize(
+        image, (size, size), interpolation=cv2.INTER_CUBIC if size > render_size else cv2.INTER_AREA
+    )
     grain = np.random.default_rng(seed).normal(0.0, 4.0, image.shape)
     return np.clip(image.astype(np.float64) + grain, 0, 255).astype(np.uint8)
 
@@ -131,7 +140,11 @@ def write_rsna_root(
                 label_rows.append([patient.patient_id, "", "", "", "", 0])
             class_rows.append([patient.patient_id, patient.detailed_class])
     order = rng.permutation(len(label_rows))  # the real files are not sorted
-    _write_csv(root / LABELS_NAME, ["patientId", "x", "y", "width", "height", "Target"], [label_rows[i] for i in order])
+    _write_csv(
+        root / LABELS_NAME,
+        ["patientId", "x", "y", "width", "height", "Target"],
+        [label_rows[i] for i in order],
+    )
     if with_classes:
         _write_csv(root / CLASSES_NAME, ["patientId", "class"], [class_rows[i] for i in order])
     for number, patient in enumerate(patients):
@@ -152,7 +165,11 @@ def rsna_patients(n_normal: int, n_opacity: int, n_not_normal: int, seed: int = 
     """Patients with ids like RSNA's, mixed views and sexes, some with several boxes."""
     rng = np.random.default_rng(seed)
     patients = []
-    for klass, count in ((CLASS_NORMAL, n_normal), (CLASS_OPACITY, n_opacity), (CLASS_NOT_NORMAL, n_not_normal)):
+    for klass, count in (
+        (CLASS_NORMAL, n_normal),
+        (CLASS_OPACITY, n_opacity),
+        (CLASS_NOT_NORMAL, n_not_normal),
+    ):
         for _ in range(count):
             patients.append(
                 RsnaPatient(

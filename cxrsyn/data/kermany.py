@@ -59,7 +59,9 @@ class Kermany(DatasetFolder):
             return list(SPLITS)
         unknown = [split for split in chosen if split not in SPLITS]
         if unknown or not chosen:
-            raise CxrsynError(f"data.selection={self.selection!r} for Kermany; use all, or splits from {', '.join(SPLITS)}")
+            raise CxrsynError(
+                f"data.selection={self.selection!r} for Kermany; use all, or splits from {', '.join(SPLITS)}"
+            )
         return chosen
 
     def index(self) -> SourceIndex:
@@ -148,7 +150,9 @@ def _one_tree(trees: dict[Path, set[str]], root: Path) -> tuple[Path, list[Path]
     others = [tree for tree in trees if tree != chosen]
     different = [tree for tree in others if not trees[tree] <= trees[chosen]]
     if different:
-        listing = ", ".join(f"{tree.relative_to(root) or '.'} ({len(trees[tree])} images)" for tree in [chosen, *different])
+        listing = ", ".join(
+            f"{tree.relative_to(root) or '.'} ({len(trees[tree])} images)" for tree in [chosen, *different]
+        )
         raise CxrsynError(
             f"{root} holds several Kermany trees with different images: {listing}; point data.root at the one to use"
         )

@@ -69,7 +69,9 @@ def read_manifest(folder: str | os.PathLike) -> pd.DataFrame:
     duplicated = table[PATH_COLUMN].duplicated()
     if duplicated.any():
         first = table.loc[duplicated, PATH_COLUMN].iloc[0]
-        raise CxrsynError(f"{path}: image {first} is listed {int((table[PATH_COLUMN] == first).sum())} times; list each image once")
+        raise CxrsynError(
+            f"{path}: image {first} is listed {int((table[PATH_COLUMN] == first).sum())} times; list each image once"
+        )
     return table
 
 

@@ -31,7 +31,14 @@ import pandas as pd
 
 from cxrsyn.data.dicom import DicomDecodeError, read_dataset
 from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
-from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex, label_counts, missing_root_error
+from cxrsyn.data.sources import (
+    FILE_COLUMN,
+    BadFiles,
+    DatasetFolder,
+    SourceIndex,
+    label_counts,
+    missing_root_error,
+)
 from cxrsyn.errors import CxrsynError
 from cxrsyn.parallel import chunked, map_chunks
 
@@ -70,7 +77,9 @@ class RSNA(DatasetFolder):
         if not root.is_dir():
             raise missing_root_error(root, "RSNA", DOWNLOAD_COMMAND, "CXRSYN_RSNA_ROOT")
         if self.selection not in SELECTIONS:
-            raise CxrsynError(f"data.selection={self.selection!r} for RSNA; use one of {', '.join(SELECTIONS)}")
+            raise CxrsynError(
+                f"data.selection={self.selection!r} for RSNA; use one of {', '.join(SELECTIONS)}"
+            )
         bad = BadFiles(self.on_bad_file, "RSNA")
         patients, found = read_labels(root / LABELS_NAME)
         classes = root / CLASSES_NAME
@@ -123,16 +132,23 @@ class RSNA(DatasetFolder):
                 f"(`{DOWNLOAD_COMMAND}`)"
             )
         with os.scandir(images) as entries:
-            files = {entry.name[: -len(".dcm")]: entry for entry in entries if entry.name.lower().endswith(".dcm")}
+            files = {
+                entry.name[: -len(".dcm")]: entry for entry in entries if entry.name.lower().endswith(".dcm")
+            }
         found["image_files"] = len(files)
         labelled = set(patients["patient_id"])
         for patient_id in sorted(set(files) - labelled):
             bad(f"{IMAGES_DIRNAME}/{patient_id}.dcm", f"no label row in {LABELS_NAME}")
         has_file = patients["patient_id"].isin(files.keys())
         for patient_id in patients.loc[~has_file, "patient_id"]:
-            bad(f"{IMAGES_DIRNAME}/{patient_id}.dcm", f"patient {patient_id} is in {LABELS_NAME} but has no DICOM file")
+            bad(
+                f"{IMAGES_DIRNAME}/{patient_id}.dcm",
+                f"patient {patient_id} is in {LABELS_NAME} but has no DICOM file",
+            )
         patients = patients[has_file].copy()
-        patients[PATH_COLUMN] = [f"{IMAGES_DIRNAME}/{patient_id}.dcm" for patient_id in patients["patient_id"]]
+        patients[PATH_COLUMN] = [
+            f"{IMAGES_DIRNAME}/{patient_id}.dcm" for patient_id in patients["patient_id"]
+        ]
         patients[FILE_COLUMN] = [str(images / f"{patient_id}.dcm") for patient_id in patients["patient_id"]]
         empty = [file for file in patients[FILE_COLUMN] if os.path.getsize(file) == 0]
         for file in empty:
@@ -150,7 +166,11 @@ class RSNA(DatasetFolder):
             rows: list[dict[str, str]] = []
             chunks = chunked(files, 256)
             for _, result in map_chunks(
-                read_header_rows, chunks, self.workers, desc="rsna: DICOM headers", show_progress=self.show_progress
+                read_header_rows,
+                chunks,
+                self.workers,
+                desc="rsna: DICOM headers",
+                show_progress=self.show_progress,
             ):
                 rows.extend(result)
             headers = pd.DataFrame(rows, columns=["file", "error", *HEADER_FIELDS])
@@ -192,9 +212,15 @@ def read_labels(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     per_patient = rows.groupby("patientId", sort=True)["Target"].agg(["min", "max", "sum"])
     mixed = per_patient.index[per_patient["min"] != per_patient["max"]]
     if len(mixed):
-        raise CxrsynError(f"{path}: patient {mixed[0]} has rows with Target 0 and Target 1; re-download the labels file")
+        raise CxrsynError(
+            f"{path}: patient {mixed[0]} has rows with Target 0 and Target 1; re-download the labels file"
+        )
     patients = pd.DataFrame(
-        {"patient_id": per_patient.index, LABEL_COLUMN: per_patient["max"].to_numpy(), "n_boxes": per_patient["sum"].to_numpy()}
+        {
+            "patient_id": per_patient.index,
+            LABEL_COLUMN: per_patient["max"].to_numpy(),
+            "n_boxes": per_patient["sum"].to_numpy(),
+        }
     )
     found = {
         "label_rows": int(len(rows)),
@@ -211,7 +237,9 @@ def _join_classes(patients: pd.DataFrame, path: Path, bad: BadFiles) -> pd.DataF
     per_patient = rows.groupby("patientId")["class"].agg(lambda values: sorted(set(values)))
     conflicting = per_patient[per_patient.map(len) > 1]
     if len(conflicting):
-        raise CxrsynError(f"{path}: patient {conflicting.index[0]} has classes {conflicting.iloc[0]}; re-download it")
+        raise CxrsynError(
+            f"{path}: patient {conflicting.index[0]} has classes {conflicting.iloc[0]}; re-download it"
+        )
     classes = per_patient.map(lambda values: values[0])
     patients = patients.assign(detailed_class=patients["patient_id"].map(classes))
     for patient_id in patients.loc[patients["detailed_class"].isna(), "patient_id"]:
@@ -258,7 +286,9 @@ def read_header_table(path: str | os.PathLike) -> pd.DataFrame:
     elif "Filename" in table.columns:
         ids = table["Filename"].map(lambda name: Path(name).stem)
     else:
-        raise CxrsynError(f"header table {path} needs a PatientID or Filename column; found {list(table.columns)}")
+        raise CxrsynError(
+            f"header table {path} needs a PatientID or Filename column; found {list(table.columns)}"
+        )
     _require_columns(table, Path(path), HEADER_FIELDS)
     return table.assign(patient_id=ids)[["patient_id", *HEADER_FIELDS]].drop_duplicates("patient_id")
 

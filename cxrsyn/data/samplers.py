@@ -29,7 +29,9 @@ def distributed_rank_and_size() -> tuple[int, int]:
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, epoch_source: Callable[[], int] | None = None):
+    def __init__(
+        self, size: int, shuffle: bool, seed: int = 0, epoch_source: Callable[[], int] | None = None
+    ):
         self.size = size
         self.shuffle = shuffle
         self.seed = seed

@@ -33,7 +33,10 @@ def summarize(source: DatasetFolder, index: SourceIndex) -> dict[str, Any]:
 
 def _breakdown(table: pd.DataFrame, column: str) -> dict[str, dict[str, int]]:
     values = table[column].fillna("").astype(str).replace("", "(none)")
-    return {value: label_counts(rows) for value, rows in table.assign(**{column: values}).groupby(column, sort=True)}
+    return {
+        value: label_counts(rows)
+        for value, rows in table.assign(**{column: values}).groupby(column, sort=True)
+    }
 
 
 def published_counts(source: DatasetFolder) -> tuple[dict[str, dict[str, int]], str] | None:
@@ -76,7 +79,9 @@ def describe(summary: dict[str, Any]) -> list[str]:
         if value not in ({}, [], None, ""):
             lines.append(f"  found {key}: {value}")
     for name, counts in summary.get("splits", {}).items():
-        lines.append(f"  split {name}: {counts['n']} ({counts['n_pos']} pneumonia / {counts['n_neg']} normal)")
+        lines.append(
+            f"  split {name}: {counts['n']} ({counts['n_pos']} pneumonia / {counts['n_neg']} normal)"
+        )
     for key, value in summary.items():
         if key.startswith("by_"):
             parts = ", ".join(f"{name} {counts['n']}" for name, counts in value.items())
@@ -97,4 +102,3 @@ def describe(summary: dict[str, Any]) -> list[str]:
                 f"({check['reference']})"
             )
     return lines
-

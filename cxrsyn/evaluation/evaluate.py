@@ -41,12 +41,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - truncated or foreign files
-        raise CxrsynError(f"{ckpt_path} is not a readable checkpoint ({type(error).__name__}); re-copy it") from None
+        raise CxrsynError(
+            f"{ckpt_path} is not a readable checkpoint ({type(error).__name__}); re-copy it"
+        ) from None
     preprocessing = checkpoint_preprocessing(checkpoint)
     if preprocessing is not None:
         for key, value in preprocessing.items():
             OmegaConf.update(cfg, f"datamodule.{key}", value)
-        print(f"preprocessing from the checkpoint: image_size {preprocessing['image_size']}, resize {preprocessing['resize']}")
+        print(
+            f"preprocessing from the checkpoint: image_size {preprocessing['image_size']}, resize {preprocessing['resize']}"
+        )
     else:
         print(
             "the checkpoint records no preprocessing; using datamodule.image_size="
@@ -63,5 +67,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.save(OmegaConf.create(resolved_config(cfg)), output_dir / RESOLVED_CONFIG_NAME)
     started = time.time()
     trainer.test(model, datamodule=datamodule, verbose=False)
-    checkpoint_info = {"path": str(ckpt_path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
+    checkpoint_info = {
+        "path": str(ckpt_path),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+    }
     return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started)

@@ -18,6 +18,8 @@ from cxrsyn.evaluation.metrics import binary_metrics
 PREDICTIONS_DIRNAME = "predictions"
 METRICS_NAME = "metrics.json"
 PROB_COLUMN = "prob"
+# where a sample was read from on this machine: not an attribute of the sample
+INTERNAL_COLUMNS = ("file", "cache_file", "cache_row", "source")
 
 
 def predictions_table(samples: pd.DataFrame, indices: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
@@ -28,7 +30,7 @@ def predictions_table(samples: pd.DataFrame, indices: np.ndarray, probs: np.ndar
     rows = samples.iloc[indices[order]].reset_index(drop=True)
     table = rows[[PATH_COLUMN, LABEL_COLUMN]].copy()
     table[PROB_COLUMN] = np.asarray(probs, dtype=np.float64)[order]
-    attributes = [c for c in rows.columns if c not in (PATH_COLUMN, LABEL_COLUMN, "file")]
+    attributes = [c for c in rows.columns if c not in (PATH_COLUMN, LABEL_COLUMN, *INTERNAL_COLUMNS)]
     return pd.concat([table, rows[attributes]], axis=1)
 
 

@@ -67,7 +67,9 @@ def build_datamodule(
     try:
         return make_datamodule(train=train, test_sets=test_sets)
     except TypeError as error:
-        raise CxrsynError(f"config 'datamodule': {error}; fix the key in conf/ or in your overrides") from None
+        raise CxrsynError(
+            f"config 'datamodule': {error}; fix the key in conf/ or in your overrides"
+        ) from None
 
 
 def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
@@ -116,7 +118,9 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     best_path = getattr(checkpoint, "best_model_path", "") or ""
     checkpoint_info = {
         "tested": test_ckpt,
-        "path": str(Path(best_path).relative_to(output_dir)) if best_path.startswith(str(output_dir)) else best_path,
+        "path": str(Path(best_path).relative_to(output_dir))
+        if best_path.startswith(str(output_dir))
+        else best_path,
         "monitor": getattr(checkpoint, "monitor", None),
         "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
     }

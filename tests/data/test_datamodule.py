@@ -47,7 +47,7 @@ def test_loaders_yield_unit_range_single_channel_batches(sources):
     batch = next(iter(datamodule.train_dataloader()))
     assert tuple(batch["image"].shape) == (4, 1, 32, 32)
     assert batch["label"].dtype.is_floating_point
-    assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+    assert float(batch["image"].min()) >= 0.0 and float(batch["image"].max()) <= 1.0
     (test_loader,) = datamodule.test_dataloader()
     indices = [int(i) for batch in test_loader for i in batch["index"]]
     assert indices == list(range(14))
@@ -58,7 +58,10 @@ def test_sources_may_crop_differently(sources, tmp_path):
     cropped = PhantomFolder(**{**train.__dict__, "crop_bottom_fraction": 0.3})
     datamodule = make([train, cropped], test, augment=False)
     dataset = datamodule._datasets["train"]
-    assert {t.transforms[0].__class__.__name__ for t in dataset.transforms} == {"CropBottom", "LongestMaxSize"}
+    assert {t.transforms[0].__class__.__name__ for t in dataset.transforms} == {
+        "CropBottom",
+        "LongestMaxSize",
+    }
     assert datamodule.summary["train"]["n"] + datamodule.summary["val"]["n"] == 40
 
 

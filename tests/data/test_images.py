@@ -42,7 +42,9 @@ def test_missing_empty_and_non_image_files_fail_the_header_check(tmp_path):
 
 
 def test_truncated_image_passes_the_header_check_but_fails_to_decode(tmp_path):
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+        tmp_path / "a.png"
+    )
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     check_image_header(tmp_path / "cut.png")

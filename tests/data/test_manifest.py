@@ -18,7 +18,10 @@ def make_folder(root: Path, rows: list[dict]) -> Path:
 
 
 def test_round_trip_keeps_rows_and_attributes(tmp_path):
-    rows = [{"path": "images/a.png", "label": 1, "sex": "F"}, {"path": "images/b.png", "label": 0, "sex": "M"}]
+    rows = [
+        {"path": "images/a.png", "label": 1, "sex": "F"},
+        {"path": "images/b.png", "label": 0, "sex": "M"},
+    ]
     table = read_manifest(make_folder(tmp_path, rows))
     assert table["path"].tolist() == ["images/a.png", "images/b.png"]
     assert table["label"].tolist() == [1, 0]
@@ -45,7 +48,9 @@ def test_missing_columns_are_listed(tmp_path):
 @pytest.mark.parametrize("bad", ["2", "yes", "-1", "0.5"])
 def test_labels_other_than_0_1_are_rejected_with_line(tmp_path, bad):
     (tmp_path / "manifest.csv").write_text(f"path,label\nimages/a.png,1\nimages/b.png,{bad}\n")
-    with pytest.raises(CxrsynError, match=rf"line 3: label must be 0 \(normal\) or 1 \(pneumonia\), found {bad}"):
+    with pytest.raises(
+        CxrsynError, match=rf"line 3: label must be 0 \(normal\) or 1 \(pneumonia\), found {bad}"
+    ):
         read_manifest(tmp_path)
 
 

@@ -47,7 +47,9 @@ def test_letterbox_pads_and_keeps_the_aspect_ratio():
 
 
 def test_unknown_resize_policy_is_named():
-    with pytest.raises(CxrsynError, match=r"datamodule.resize='squash' is unknown; use one of letterbox, stretch"):
+    with pytest.raises(
+        CxrsynError, match=r"datamodule.resize='squash' is unknown; use one of letterbox, stretch"
+    ):
         build_transform(32, "squash")
 
 

@@ -35,7 +35,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 def test_unknown_config_choice_lists_the_options():
     result = run_cli("cxrsyn.train", "data=nope")
-    assert_one_line_error(result, "no config 'nope' in group 'data'", "choose one of: folder, phantom")
+    assert_one_line_error(
+        result,
+        "no config 'nope' in group 'data'",
+        "choose one of: folder, kermany, phantom, phantom_real, rsna",
+    )
+    assert "no config 'kermny' in group 'test_sets'" in unknown_choice_message(["test_sets=[rsna,kermny]"])
+    assert unknown_choice_message(["test_sets=[]", "test_sets=[rsna,kermany]"]) is None
     assert "choose one of: cpu, ddp, gpu" in unknown_choice_message(["trainer=gpu,tpu"])
     assert unknown_choice_message(["+notes=free text"]) is None  # a new key, not a group choice
     assert unknown_choice_message(["data.image_size=64", "data=phantom", "hydra.run.dir=x"]) is None

@@ -1,0 +1,119 @@
+"""Real test sets end to end: training tests on RSNA and Kermany (roots from the environment) and
+``python -m cxrsyn.evaluate`` re-evaluates a checkpoint in the training run's format."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxrsyn.data.fixtures import rsna_patients, write_kermany_root, write_rsna_root
+from cxrsyn.data.rsna import IMAGES_DIRNAME
+from tests.conftest import run_cli, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real_roots(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("real")
+    return {
+        "rsna": write_rsna_root(base / "rsna", rsna_patients(6, 5, 3, seed=4)),
+        "kermany": write_kermany_root(base / "kermany", {"train": (3, 3), "val": (1, 1), "test": (2, 3)}),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, real_roots, phantom_data_dir) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("run")
+    env = {
+        **os.environ,
+        "CXRSYN_RSNA_ROOT": str(real_roots["rsna"]),
+        "CXRSYN_KERMANY_ROOT": str(real_roots["kermany"]),
+    }
+    result = run_cli(
+        "cxrsyn.train",
+        *tiny_overrides(phantom_data_dir),
+        "test_sets=[phantom_real,rsna,kermany]",
+        f"hydra.run.dir={run_dir}",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_training_tests_on_the_real_sets(trained):
+    run_dir, metrics = trained
+    assert list(metrics["test_sets"]) == ["phantom_real", "rsna", "kermany"]
+    rsna, kermany = metrics["test_sets"]["rsna"], metrics["test_sets"]["kermany"]
+    assert (rsna["n"], rsna["n_pos"]) == (11, 5) and (kermany["n"], kermany["n_pos"]) == (13, 7)
+    assert rsna["skipped"] == [] and kermany["skipped"] == []
+    predictions = pd.read_csv(run_dir / rsna["predictions"])
+    assert {"age", "age_flag", "sex", "view", "detailed_class"} <= set(predictions.columns)
+    assert "cache_file" not in predictions.columns  # where it was read from is not an attribute
+    assert set(pd.read_csv(run_dir / kermany["predictions"])["split"]) == {"train", "val", "test"}
+
+
+def evaluate(trained, tmp_path, *overrides: str):
+    run_dir, metrics = trained
+    out = tmp_path / "eval"
+    ckpt = run_dir / metrics["checkpoint"]["path"]
+    result = run_cli(
+        "cxrsyn.evaluate",
+        f"ckpt_path={ckpt}",
+        f"paths.data_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+        *overrides,
+    )
+    return result, out
+
+
+def test_evaluate_reproduces_the_training_runs_predictions(trained, tmp_path, real_roots):
+    result, out = evaluate(trained, tmp_path, "data=rsna", f"data.root={real_roots['rsna']}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "preprocessing from the checkpoint: image_size 48, resize letterbox" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    run_dir, trained_metrics = trained
+    assert metrics["test_sets"]["rsna"]["auroc"] == pytest.approx(
+        trained_metrics["test_sets"]["rsna"]["auroc"]
+    )
+    again = pd.read_csv(out / "predictions" / "rsna.csv")
+    first = pd.read_csv(run_dir / "predictions" / "rsna.csv")
+    assert list(again.columns) == list(first.columns)
+    pd.testing.assert_series_equal(again["prob"], first["prob"], atol=1e-6)
+
+
+def test_evaluate_bad_dicom_stops_or_is_listed(trained, tmp_path, real_roots):
+    import shutil
+
+    root = tmp_path / "rsna_damaged"
+    shutil.copytree(real_roots["rsna"], root)
+    victim = sorted((root / IMAGES_DIRNAME).glob("*.dcm"))[0]
+    victim.write_bytes(b"")
+    result, _ = evaluate(trained, tmp_path, "data=rsna", f"data.root={root}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and victim.name in lines[-1] and "on_bad_file=skip" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+    result, out = evaluate(trained, tmp_path, "data=rsna", f"data.root={root}", "data.on_bad_file=skip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    skipped = metrics["test_sets"]["rsna"]["skipped"]
+    assert len(skipped) == 1 and skipped[0]["path"].endswith(victim.name) and "empty" in skipped[0]["reason"]
+    assert "skipped:     1 file(s) of rsna" in result.stdout
+
+
+def test_missing_root_names_the_download_command(trained, tmp_path):
+    result, _ = evaluate(trained, tmp_path, "data=kermany", f"data.root={tmp_path}/absent")
+    assert result.returncode == 2
+    assert "python -m cxrsyn.data download kermany --root DIR" in result.stderr.strip().splitlines()[-1]
+
+
+def test_missing_checkpoint(tmp_path):
+    result = run_cli("cxrsyn.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"hydra.run.dir={tmp_path}/o")
+    assert result.returncode == 2 and "is not a file" in result.stderr
