@@ -104,7 +104,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +133,7 @@ def main() -> int:
 
         source = RSNA(root=str(root), cache=True, cache_dir=str(tmp / "c0"), show_progress=False, workers=1)
         model = PneumoniaClassifier(backbone=args.backbone, pretrained=False)
+        model_only(model, args.batch_size, args.image_size, args.batch_size)  # warm-up: first-call allocations
         model_rates, eval_rates = [], []
         for _ in range(args.repeats):
             model_rates.append(model_only(model, len(files), args.image_size, args.batch_size))

@@ -148,8 +148,9 @@ class CXRDataModule(pl.LightningDataModule):
 
     def _transform(self, source: DatasetFolder, augmentation: Augmentation | None = None):
         # a cached image is already cropped and resized: only augmentation and the tensor step remain
-        crop = 0.0 if source.cache else source.crop_bottom_fraction
-        return build_transform(self.image_size, self.resize, crop, augmentation)
+        return build_transform(
+            self.image_size, self.resize, source.crop_bottom_fraction, augmentation, already_sized=source.cache
+        )
 
     def index_source(self, source: DatasetFolder) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The source's samples (from its cache when it has one) and what was read, selected and skipped."""

@@ -89,12 +89,17 @@ def build_transform(
     resize: str,
     crop_bottom_fraction: float = 0.0,
     augmentation: Augmentation | None = None,
+    already_sized: bool = False,
 ) -> A.Compose:
-    """Crop, resize, augment (training only: pass ``augmentation``), clip to [0, 1], to tensor."""
+    """Crop, resize, augment (training only: pass ``augmentation``), clip to [0, 1], to tensor.
+
+    ``already_sized``: the images were cropped and resized before (the decode-once cache): skip both.
+    """
     ops: list[A.BasicTransform] = []
-    if crop_bottom_fraction > 0:
+    if crop_bottom_fraction > 0 and not already_sized:
         ops.append(CropBottom(crop_bottom_fraction))
-    ops.extend(resize_ops(image_size, resize))
+    if not already_sized:
+        ops.extend(resize_ops(image_size, resize))
     if augmentation is not None:
         if augmentation.hflip_p > 0:
             ops.append(A.HorizontalFlip(p=augmentation.hflip_p))
