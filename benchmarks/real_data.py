@@ -133,7 +133,9 @@ def main() -> int:
 
         source = RSNA(root=str(root), cache=True, cache_dir=str(tmp / "c0"), show_progress=False, workers=1)
         model = PneumoniaClassifier(backbone=args.backbone, pretrained=False)
-        model_only(model, args.batch_size, args.image_size, args.batch_size)  # warm-up: first-call allocations
+        model_only(
+            model, args.batch_size, args.image_size, args.batch_size
+        )  # warm-up: first-call allocations
         model_rates, eval_rates = [], []
         for _ in range(args.repeats):
             model_rates.append(model_only(model, len(files), args.image_size, args.batch_size))

@@ -149,7 +149,11 @@ class CXRDataModule(pl.LightningDataModule):
     def _transform(self, source: DatasetFolder, augmentation: Augmentation | None = None):
         # a cached image is already cropped and resized: only augmentation and the tensor step remain
         return build_transform(
-            self.image_size, self.resize, source.crop_bottom_fraction, augmentation, already_sized=source.cache
+            self.image_size,
+            self.resize,
+            source.crop_bottom_fraction,
+            augmentation,
+            already_sized=source.cache,
         )
 
     def index_source(self, source: DatasetFolder) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -123,3 +123,38 @@ def test_prepare_cli_builds_the_cache_and_reports_it(tmp_path):
     assert "decoded 8 images" in result.stdout
     rerun = run_cli("cxrsyn.data", *args)
     assert rerun.returncode == 0 and "decoded" not in rerun.stdout
+
+
+def test_truncated_jpeg_and_dicom_without_pixels_are_listed_when_skipped(tmp_path):
+    """Files whose header reads but whose pixels do not: found while decoding into the cache."""
+    import pydicom
+
+    kermany_root = write_kermany_root(tmp_path / "k", {"test": (3, 3)}, quirks=False, image_size=64)
+    jpeg = sorted((kermany_root / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+    jpeg.write_bytes(jpeg.read_bytes()[:400])
+    patients = rsna_patients(2, 2, 0, seed=5)
+    rsna_root = write_rsna_root(tmp_path / "r", patients)
+    dicom = rsna_root / IMAGES_DIRNAME / f"{patients[0].patient_id}.dcm"
+    dataset = pydicom.dcmread(dicom)
+    del dataset.PixelData
+    dataset.save_as(dicom)
+    cases = [
+        (
+            Kermany(root=str(kermany_root), cache=True, cache_dir=str(tmp_path / "c")),
+            jpeg,
+            "could not be decoded",
+        ),
+        (
+            RSNA(
+                root=str(rsna_root), cache=True, cache_dir=str(tmp_path / "c"), workers=1, show_progress=False
+            ),
+            dicom,
+            "has no pixel data",
+        ),
+    ]
+    for source, victim, reason in cases:
+        with pytest.raises(CxrsynError, match=f"{victim.name}: .*{reason}.*on_bad_file=skip"):
+            build(source)
+        result = build(source, policy="skip")
+        assert [item["path"] for item in result.skipped] == [str(victim.relative_to(source.root))]
+        assert reason in result.skipped[0]["reason"]
