@@ -1,0 +1,27 @@
+"""Generate a synthetic dataset folder.
+
+    python -m cxrsyn.generate generator=nano_banana out_dir=DIR generator.n_per_class=N [dry_run=true]
+    python -m cxrsyn.generate generator=phantom out_dir=DIR
+
+Rerunning the same command resumes: only missing images are made. Config: ``conf/generate.yaml``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cxrsyn.config import CONF_DIR, exit_on_unknown_choice
+from cxrsyn.errors import report_known_errors
+from cxrsyn.generate.run import generate
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
+@report_known_errors
+def main(cfg: DictConfig) -> None:
+    generate(cfg)
+
+
+if __name__ == "__main__":
+    exit_on_unknown_choice()
+    main()

@@ -1,0 +1,152 @@
+"""A local HTTP server that speaks the Gemini ``generateContent`` wire format and injects faults.
+
+For tests, benchmarks and offline demos of ``generator=nano_banana`` through the real ``google-genai``
+client (``generator.base_url=<server.url>``). Each request takes the next behaviour from ``script`` (then
+``ok`` for good):
+
+``ok``           200 with one PNG (unique per served image) and usage metadata
+``403``/``429``/``500``/``503``   an error in Google's JSON error format
+``500-html``     a 500 whose body is not JSON
+``slow``         sleeps ``slow_s`` (longer than the client's timeout), then answers ok
+``no-image``     200 whose candidate has ``finishReason: NO_IMAGE`` and text only
+``safety``       200 with ``finishReason: IMAGE_SAFETY`` and no parts
+``blocked``      200 with ``promptFeedback.blockReason: PROHIBITED_CONTENT`` and no candidates
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image
+
+BEHAVIOURS = ("ok", "403", "429", "500", "503", "500-html", "slow", "no-image", "safety", "blocked")
+_STATUS = {"403": "PERMISSION_DENIED", "429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}
+
+
+class FakeGemini:
+    def __init__(
+        self, script: Iterable[str] = (), latency_s: float = 0.0, slow_s: float = 3.0, image_size: int = 64
+    ):
+        unknown = set(script) - set(BEHAVIOURS)
+        if unknown:
+            raise ValueError(f"unknown behaviours {sorted(unknown)}; use {BEHAVIOURS}")
+        self.script = deque(script)
+        self.latency_s = latency_s
+        self.slow_s = slow_s
+        self.image_size = image_size
+        self.served = Counter()  # behaviour -> replies sent
+        self.images_served = 0
+        self.api_keys: set[str] = set()
+        self.paths: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # ---------------------------------------------------------------------------------------------- life
+    def __enter__(self) -> FakeGemini:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "use the server in a with block"
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    # ------------------------------------------------------------------------------------------- replies
+    def next_behaviour(self) -> str:
+        with self._lock:
+            return self.script.popleft() if self.script else "ok"
+
+    def image_png(self) -> bytes:
+        with self._lock:
+            self.images_served += 1
+            number = self.images_served
+        rng = np.random.default_rng(number)
+        pixels = rng.integers(0, 256, (self.image_size, self.image_size), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeGemini
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        fake = self.fake
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        with fake._lock:
+            fake.paths[self.path.split("?")[0]] += 1
+            if self.headers.get("x-goog-api-key"):
+                fake.api_keys.add(self.headers["x-goog-api-key"])
+        if not self.path.endswith(":generateContent"):
+            return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": self.path}})
+        json.loads(body or b"{}")
+        behaviour = fake.next_behaviour()
+        if fake.latency_s:
+            time.sleep(fake.latency_s)
+        if behaviour == "slow":
+            time.sleep(fake.slow_s)
+            behaviour = "ok"
+        if behaviour in _STATUS:
+            reply = {
+                "error": {
+                    "code": int(behaviour),
+                    "status": _STATUS[behaviour],
+                    "message": f"injected {behaviour}",
+                }
+            }
+            self._count(behaviour)
+            return self._send(int(behaviour), reply)
+        if behaviour == "500-html":
+            self._count(behaviour)
+            return self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
+        usage = {"promptTokenCount": 40, "candidatesTokenCount": 1290, "totalTokenCount": 1330}
+        if behaviour == "no-image":
+            parts = [{"text": "I can describe a chest X-ray instead."}]
+            reply = {
+                "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "NO_IMAGE"}]
+            }
+        elif behaviour == "safety":
+            reply = {"candidates": [{"finishReason": "IMAGE_SAFETY"}]}
+        elif behaviour == "blocked":
+            reply = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}
+        else:
+            data = base64.b64encode(fake.image_png()).decode()
+            parts = [{"inlineData": {"mimeType": "image/png", "data": data}}]
+            reply = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}
+        self._count(behaviour)
+        return self._send(200, {**reply, "usageMetadata": usage, "modelVersion": "fake"})
+
+    def _count(self, behaviour: str) -> None:
+        with self.fake._lock:
+            self.fake.served[behaviour] += 1
+
+    def _send(self, status: int, payload: dict | bytes, content_type: str = "application/json") -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout) or was killed
+            pass

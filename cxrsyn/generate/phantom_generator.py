@@ -1,0 +1,58 @@
+"""``generator=phantom`` behind the same interface and output format as the real generators."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from cxrsyn.generate.grid import GridCell
+from cxrsyn.generate.nano_banana import Counts
+from cxrsyn.generate.phantom import PHANTOM_VERSION, PhantomSpec, render
+from cxrsyn.generate.prompts import ImageRequest
+from cxrsyn.generate.store import OutputStore
+
+
+@dataclass
+class PhantomGenerator:
+    """Draws each request's grid cell with the phantom simulator (the prompt is recorded, not read)."""
+
+    n_per_class: int = 150
+    prompt_template: str = "phantom {class_name}: {age} year old {sex}, {habitus}, {projection}. {finding}."
+    domain: str = "generator_like"
+    image_size: int = 256
+    shortcut_strength: float = 0.5
+    show_progress: bool = True
+
+    name = "phantom"
+
+    @property
+    def model(self) -> str:
+        return f"phantom-v{PHANTOM_VERSION}-{self.domain}"
+
+    def paid_calls(self, n: int) -> str:
+        return "none (the phantom is drawn locally)"
+
+    def generate(self, requests: Sequence[ImageRequest], store: OutputStore) -> Counts:
+        counts = Counts()
+        for request in tqdm(requests, desc="phantom", unit="img", disable=not self.show_progress):
+            grid_attributes = {k: v for k, v in request.attributes.items() if k not in ("finding", "age")}
+            spec = PhantomSpec(
+                domain=self.domain,
+                n_per_class=1,
+                image_size=self.image_size,
+                shortcut_strength=self.shortcut_strength,
+                attributes={name: [value] for name, value in grid_attributes.items()},
+            )
+            pixels, drawn = render(
+                GridCell(request.index, request.label, grid_attributes, request.seed), spec
+            )
+            buffer = io.BytesIO()
+            Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=1)
+            extra = {f"phantom_{key}": value for key, value in drawn.items() if key not in request.attributes}
+            store.save(request, buffer.getvalue(), extra)
+            counts.ok += 1
+        return counts

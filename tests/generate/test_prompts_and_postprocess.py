@@ -1,0 +1,104 @@
+"""The prompt grid, the phantom behind the generator interface, and post-processing (crop) with provenance."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrsyn.data.images import read_grayscale
+from cxrsyn.data.manifest import read_manifest, sha256_of_file
+from cxrsyn.data.sources import DatasetFolder
+from cxrsyn.data.transforms import crop_bottom
+from cxrsyn.errors import CxrsynError
+from cxrsyn.generate.postprocess import crop_folder
+from cxrsyn.generate.prompts import DEFAULT_FINDINGS, PromptGrid
+from tests.conftest import run_cli
+
+ROENTGEN_TEMPLATE = "{age} year old {sex}. {finding}"
+
+
+def test_requests_are_balanced_and_deterministic():
+    grid = PromptGrid()
+    requests = grid.requests(150, seed=0, template=ROENTGEN_TEMPLATE)
+    assert requests == grid.requests(150, seed=0, template=ROENTGEN_TEMPLATE)
+    assert requests != grid.requests(150, seed=1, template=ROENTGEN_TEMPLATE)
+    assert [r.label for r in requests].count(1) == 150 and len({r.id for r in requests}) == 300
+    pneumonia = [r for r in requests if r.label == 1]
+    normal = [r for r in requests if r.label == 0]
+    for name in ("sex", "age_band", "habitus", "projection"):  # same attribute mix in both classes
+        assert Counter(r.attributes[name] for r in pneumonia) == Counter(r.attributes[name] for r in normal)
+    findings = Counter(r.attributes["finding"] for r in pneumonia)
+    assert (
+        set(findings) == set(DEFAULT_FINDINGS["pneumonia"])
+        and max(findings.values()) - min(findings.values()) <= 1
+    )
+    assert {r.attributes["finding"] for r in normal} == set(DEFAULT_FINDINGS["normal"])
+    for r in requests:
+        low, high = map(int, r.attributes["age_band"].split("-"))
+        assert low <= r.attributes["age"] <= high
+        assert r.prompt == f"{r.attributes['age']} year old {r.attributes['sex']}. {r.attributes['finding']}"
+
+
+def test_bad_templates_and_grids_are_one_line_errors():
+    with pytest.raises(CxrsynError, match="uses \\{race\\}, which is not an attribute"):
+        PromptGrid().requests(2, 0, "{age} year old {race} {sex}")
+    with pytest.raises(CxrsynError, match="findings.normal is empty"):
+        PromptGrid(findings={"pneumonia": ["x"], "normal": []}).requests(2, 0, ROENTGEN_TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def phantom_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "phantom"
+    run = tmp_path_factory.mktemp("run")
+    result = run_cli(
+        "cxrsyn.generate",
+        "generator=phantom",
+        f"out_dir={out}",
+        "generator.n_per_class=4",
+        "generator.image_size=64",
+        "generator.show_progress=false",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_phantom_generator_writes_the_same_format(phantom_folder):
+    table = DatasetFolder(root=str(phantom_folder)).index().table
+    assert len(table) == 8 and table["label"].sum() == 4
+    assert {"prompt", "sha256", "generator", "model", "seed", "timestamp", "finding", "age"} <= set(
+        table.columns
+    )
+    assert set(table["generator"]) == {"phantom"}
+
+
+def test_crop_is_the_transforms_crop_with_provenance_and_idempotent(phantom_folder, tmp_path):
+    out = tmp_path / "cropped"
+    first = crop_folder(phantom_folder, out, 0.3)
+    assert first == {"images": 8, "written": 8, "operation": "crop_bottom(fraction=0.3)"}
+    source = read_manifest(phantom_folder)
+    derived = read_manifest(out)
+    assert list(derived["source_path"]) == list(source["path"])
+    assert list(derived["source_sha256"]) == list(source["sha256"])
+    for row in derived.itertuples(index=False):
+        original = np.asarray(Image.open(phantom_folder / row.source_path))
+        np.testing.assert_array_equal(np.asarray(Image.open(out / row.path)), crop_bottom(original, 0.3))
+        assert sha256_of_file(out / row.path) == row.sha256
+    raw = read_grayscale(phantom_folder / source["path"][0])
+    assert read_grayscale(out / derived["path"][0]).shape == crop_bottom(raw, 0.3).shape
+    assert crop_folder(phantom_folder, out, 0.3)["written"] == 0  # idempotent
+    assert crop_folder(phantom_folder, out, 0.2)["written"] == 8  # another operation rewrites
+
+
+def test_postprocess_cli(phantom_folder, tmp_path):
+    result = run_cli(
+        "cxrsyn.postprocess", f"in_dir={phantom_folder}", f"out_dir={tmp_path}/c", "crop_bottom_fraction=0.3"
+    )
+    assert result.returncode == 0 and "8 written" in result.stdout
+    bad = run_cli(
+        "cxrsyn.postprocess", f"in_dir={phantom_folder}", f"out_dir={tmp_path}/d", "crop_bottom_fraction=1.2"
+    )
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: crop_bottom_fraction=1.2 must lie in [0, 1)"
