@@ -40,8 +40,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         f"already in {out_dir}, {len(pending)} to make; paid calls: {generator.paid_calls(len(pending))}"
     )
     counts = generator.generate(pending, store) if pending else None
-    manifest = store.write_manifest()
     kept = store.kept()
+    manifest = store.write_manifest(kept.values())
     missing = sorted(set(wanted) - set(kept))
     summary = {
         "out_dir": str(out_dir),
