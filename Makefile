@@ -48,6 +48,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/real_data.py
+	$(PY) benchmarks/generation.py
 
 clean-outputs:
 	rm -rf outputs multirun lightning_logs wandb

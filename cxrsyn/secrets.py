@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-SECRET_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "WANDB_API_KEY")
+SECRET_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "KAGGLE_KEY")
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
 REDACTED = "<redacted>"
 

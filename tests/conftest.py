@@ -60,16 +60,18 @@ def tiny_phantom(phantom_data_dir: Path) -> Path:
     return phantom_data_dir
 
 
+def compose_config(config_name: str, overrides: list[str]):
+    """Compose ``conf/<config_name>.yaml`` in-process with overrides, as its command line would."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
 @pytest.fixture
 def compose_train():
     """Compose ``conf/train.yaml`` in-process with overrides, as ``python -m cxrsyn.train`` would."""
-    from hydra import compose, initialize_config_dir
-
-    def _compose(overrides: list[str]):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="train", overrides=overrides)
-
-    return _compose
+    return lambda overrides: compose_config("train", overrides)
 
 
 def run_cli(

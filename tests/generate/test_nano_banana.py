@@ -14,12 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrsyn.config import CONF_DIR
 from cxrsyn.data.manifest import read_manifest, sha256_of_file
 from cxrsyn.errors import CxrsynError
 from cxrsyn.generate.fake_gemini import FakeGemini
 from cxrsyn.generate.run import generate
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT, compose_config, run_cli
 
 KEY = "AIza-test-key-0123456789-do-not-leak"
 
@@ -41,12 +40,7 @@ def overrides(server: FakeGemini, out_dir: Path, n_per_class: int, **extra: obje
 
 
 def compose(args: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="generate", overrides=args)
-    return cfg
+    return compose_config("generate", args)
 
 
 @pytest.fixture

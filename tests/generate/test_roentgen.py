@@ -1,0 +1,64 @@
+"""RoentGen-v2's code path through real diffusers, on a tiny random pipeline built offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxrsyn.data.manifest import read_manifest
+from cxrsyn.errors import CxrsynError
+from cxrsyn.generate.run import generate
+from tests.conftest import run_cli
+from tests.generate.test_nano_banana import compose
+from tests.generate.tiny_pipeline import build_tiny_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_sd"))
+
+
+def settings(pipeline_dir: Path, out_dir: Path, **extra: object) -> list[str]:
+    values = {
+        "generator": "roentgen",
+        "generator.model_id": pipeline_dir,
+        "generator.local_files_only": True,
+        "generator.resolution": 32,
+        "generator.steps": 2,
+        "generator.n_per_class": 2,
+        "generator.show_progress": False,
+        "generator.prompt_template": "'{age} year old {sex}.'",
+        "out_dir": out_dir,
+    }
+    values.update(extra)
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def test_generate_resume_and_manifest(pipeline_dir, tmp_path):
+    args = settings(pipeline_dir, tmp_path / "out")
+    result = run_cli("cxrsyn.generate", *args, f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = read_manifest(tmp_path / "out")
+    assert len(table) == 4 and table["label"].sum() == 2 and table["sha256"].is_unique
+    assert set(table["generator"]) == {"roentgen"} and set(table["steps"]) == {2}
+    assert not table["prompt_truncated"].any()
+    assert table["prompt"].str.fullmatch(r"\d+ year old (female|male)\.").all()
+    again = run_cli("cxrsyn.generate", *args, f"hydra.run.dir={tmp_path}/run2")
+    assert again.returncode == 0 and "0 to make" in again.stdout
+
+
+def test_an_image_does_not_depend_on_its_batch(pipeline_dir, tmp_path):
+    one = generate(compose(settings(pipeline_dir, tmp_path / "one", **{"generator.batch_size": 1})))
+    three = generate(compose(settings(pipeline_dir, tmp_path / "three", **{"generator.batch_size": 3})))
+    assert one["kept"] == three["kept"] == 4
+    first = read_manifest(tmp_path / "one").set_index("request_id")["sha256"]
+    second = read_manifest(tmp_path / "three").set_index("request_id")["sha256"]
+    assert first.to_dict() == second.to_dict()
+
+
+def test_unloadable_model_is_one_line(tmp_path):
+    with pytest.raises(CxrsynError, match="cannot load generator.model_id=.*gated.*local copy"):
+        generate(compose(settings(tmp_path / "no_such_model", tmp_path / "out")))
