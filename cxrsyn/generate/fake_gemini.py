@@ -11,6 +11,10 @@ client (``generator.base_url=<server.url>``). Each request takes the next behavi
 ``no-image``     200 whose candidate has ``finishReason: NO_IMAGE`` and text only
 ``safety``       200 with ``finishReason: IMAGE_SAFETY`` and no parts
 ``blocked``      200 with ``promptFeedback.blockReason: PROHIBITED_CONTENT`` and no candidates
+
+Batch mode: ``:batchGenerateContent`` creates a job whose ``GET batches/<id>`` answers RUNNING for
+``batch_polls`` polls, then SUCCEEDED with one inlined response per request (each taking the next behaviour;
+error behaviours become per-item errors).
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ _STATUS = {"403": "PERMISSION_DENIED", "429": "RESOURCE_EXHAUSTED", "500": "INTE
 
 class FakeGemini:
     def __init__(
-        self, script: Iterable[str] = (), latency_s: float = 0.0, slow_s: float = 3.0, image_size: int = 64
+        self,
+        script: Iterable[str] = (),
+        latency_s: float = 0.0,
+        slow_s: float = 3.0,
+        image_size: int = 64,
+        batch_polls: int = 1,
     ):
         unknown = set(script) - set(BEHAVIOURS)
         if unknown:
@@ -46,6 +55,8 @@ class FakeGemini:
         self.images_served = 0
         self.api_keys: set[str] = set()
         self.paths: Counter[str] = Counter()
+        self.batch_polls = batch_polls
+        self.batch_jobs: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -83,6 +94,12 @@ class FakeGemini:
         return buffer.getvalue()
 
 
+def _error(behaviour: str) -> dict:
+    return {
+        "error": {"code": int(behaviour), "status": _STATUS[behaviour], "message": f"injected {behaviour}"}
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeGemini
     protocol_version = "HTTP/1.1"
@@ -97,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.paths[self.path.split("?")[0]] += 1
             if self.headers.get("x-goog-api-key"):
                 fake.api_keys.add(self.headers["x-goog-api-key"])
+        if self.path.endswith(":batchGenerateContent"):
+            return self._create_batch(json.loads(body or b"{}"))
         if not self.path.endswith(":generateContent"):
             return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": self.path}})
         json.loads(body or b"{}")
@@ -107,18 +126,16 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fake.slow_s)
             behaviour = "ok"
         if behaviour in _STATUS:
-            reply = {
-                "error": {
-                    "code": int(behaviour),
-                    "status": _STATUS[behaviour],
-                    "message": f"injected {behaviour}",
-                }
-            }
             self._count(behaviour)
-            return self._send(int(behaviour), reply)
+            return self._send(int(behaviour), _error(behaviour))
         if behaviour == "500-html":
             self._count(behaviour)
             return self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
+        self._count(behaviour)
+        return self._send(200, self._reply(behaviour))
+
+    def _reply(self, behaviour: str) -> dict:
+        fake = self.fake
         usage = {"promptTokenCount": 40, "candidatesTokenCount": 1290, "totalTokenCount": 1330}
         if behaviour == "no-image":
             parts = [{"text": "I can describe a chest X-ray instead."}]
@@ -133,8 +150,48 @@ class _Handler(BaseHTTPRequestHandler):
             data = base64.b64encode(fake.image_png()).decode()
             parts = [{"inlineData": {"mimeType": "image/png", "data": data}}]
             reply = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}
-        self._count(behaviour)
-        return self._send(200, {**reply, "usageMetadata": usage, "modelVersion": "fake"})
+        return {**reply, "usageMetadata": usage, "modelVersion": "fake"}
+
+    # ------------------------------------------------------------------------------------------ batches
+    def _create_batch(self, body: dict) -> None:
+        fake = self.fake
+        items = body.get("batch", {}).get("inputConfig", {}).get("requests", {}).get("requests", [])
+        with fake._lock:
+            name = f"batches/fake-{len(fake.batch_jobs) + 1}"
+            fake.batch_jobs[name] = {
+                "keys": [item.get("metadata", {}).get("key") for item in items],
+                "polls_left": fake.batch_polls,
+                "output": None,
+            }
+        return self._send(200, {"name": name, "metadata": {"name": name, "state": "BATCH_STATE_PENDING"}})
+
+    def do_GET(self) -> None:  # noqa: N802
+        fake = self.fake
+        path = self.path.split("?")[0]
+        with fake._lock:
+            fake.paths[path] += 1
+        name = path[path.find("batches/") :] if "batches/" in path else ""
+        job = fake.batch_jobs.get(name)
+        if job is None:
+            return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": path}})
+        with fake._lock:
+            running = job["polls_left"] > 0
+            job["polls_left"] -= 1
+        if running:
+            return self._send(200, {"name": name, "metadata": {"name": name, "state": "BATCH_STATE_RUNNING"}})
+        if job["output"] is None:
+            responses = []
+            for key in job["keys"]:
+                behaviour = fake.next_behaviour()
+                behaviour = "ok" if behaviour in ("slow", "500-html") else behaviour
+                self._count(behaviour)
+                if behaviour in _STATUS:
+                    responses.append({"error": _error(behaviour)["error"], "metadata": {"key": key}})
+                else:
+                    responses.append({"response": self._reply(behaviour), "metadata": {"key": key}})
+            job["output"] = {"inlinedResponses": {"inlinedResponses": responses}}
+        metadata = {"name": name, "state": "BATCH_STATE_SUCCEEDED", "output": job["output"]}
+        return self._send(200, {"name": name, "metadata": metadata, "done": True})
 
     def _count(self, behaviour: str) -> None:
         with self.fake._lock:

@@ -70,11 +70,16 @@ class NanoBanana:
     max_no_image: int = 3
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 60.0
+    batch: bool = False  # Gemini batch mode: asynchronous, cheaper per image, slower to return
+    batch_size: int = 100  # requests per batch job
+    batch_poll_s: float = 30.0
     show_progress: bool = True
 
     name = "nano_banana"
 
     def paid_calls(self, n: int) -> str:
+        if self.batch:
+            return f"{n} images in {-(-n // max(1, self.batch_size))} batch job(s) (batch pricing)"
         return f"{n} generate_content calls (more if replies are blocked or fail and are asked again)"
 
     def generate(self, requests: Sequence[ImageRequest], store: OutputStore) -> Counts:
@@ -93,6 +98,12 @@ class NanoBanana:
         config = types.GenerateContentConfig(
             response_modalities=["IMAGE"], image_config=types.ImageConfig(**image_config)
         )
+        if self.batch:
+            from cxrsyn.generate.gemini_batch import generate_batch
+
+            counts = generate_batch(self, client, config, requests, store)
+            client.close()
+            return counts
         counts = Counts()
         lock = threading.Lock()
         stop = threading.Event()
