@@ -17,7 +17,7 @@ import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from cxrsyn.config import unknown_choice_message
+from cxrsyn.config import available_choices, unknown_choice_message
 from cxrsyn.data.manifest import read_manifest, write_manifest
 from tests.conftest import REPO_ROOT, run_cli, tiny_overrides
 
@@ -38,7 +38,7 @@ def test_unknown_config_choice_lists_the_options():
     assert_one_line_error(
         result,
         "no config 'nope' in group 'data'",
-        "choose one of: folder, kermany, phantom, phantom_real, rsna",
+        f"choose one of: {', '.join(available_choices('data'))}",
     )
     assert "no config 'kermny' in group 'test_sets'" in unknown_choice_message(["test_sets=[rsna,kermny]"])
     assert unknown_choice_message(["test_sets=[]", "test_sets=[rsna,kermany]"]) is None
