@@ -17,6 +17,7 @@ from cxrsyn.errors import CxrsynError
 from cxrsyn.models.classifier import PneumoniaClassifier
 from cxrsyn.training.run import (
     RESOLVED_CONFIG_NAME,
+    bootstrap_settings,
     build_datamodule,
     instantiate_node,
     resolved_config,
@@ -72,4 +73,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
     }
-    return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started)
+    return write_results(
+        output_dir,
+        datamodule,
+        model,
+        checkpoint_info,
+        time.time() - started,
+        bootstrap=bootstrap_settings(cfg),
+    )

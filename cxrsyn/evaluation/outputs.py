@@ -14,6 +14,7 @@ import pandas as pd
 
 from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.evaluation.metrics import binary_metrics
+from cxrsyn.evaluation.statistics import bootstrap_ci
 
 PREDICTIONS_DIRNAME = "predictions"
 METRICS_NAME = "metrics.json"
@@ -43,8 +44,19 @@ def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame)
     return path
 
 
-def test_set_metrics(table: pd.DataFrame) -> dict[str, Any]:
-    return binary_metrics(table[LABEL_COLUMN].to_numpy(), table[PROB_COLUMN].to_numpy())
+def test_set_metrics(table: pd.DataFrame, bootstrap: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """n, n_pos, n_neg, AUROC, AUPR and, with ``bootstrap`` (``n_resamples``, ``seed``, ``alpha``), their
+    stratified-bootstrap CIs ``auroc_ci`` and ``aupr_ci`` (see ``cxrsyn.evaluation.statistics``)."""
+    labels, probs = table[LABEL_COLUMN].to_numpy(), table[PROB_COLUMN].to_numpy()
+    result = binary_metrics(labels, probs)
+    if bootstrap and result["auroc"] is not None:
+        settings = {key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap}
+        result.update(bootstrap_ci(labels, probs, **settings))
+        result["ci_method"] = (
+            f"stratified percentile bootstrap, {settings.get('n_resamples', 2000)} resamples, "
+            f"seed {settings.get('seed', 0)}, {100 * (1 - settings.get('alpha', 0.05)):g}%"
+        )
+    return result
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:

@@ -125,7 +125,17 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
     }
     extra = {"epochs_trained": trainer.current_epoch}
-    return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra)
+    return write_results(
+        output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, bootstrap_settings(cfg)
+    )
+
+
+def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """``evaluation.bootstrap`` of the config as plain values (null or n_resamples 0: no CIs)."""
+    settings = OmegaConf.select(cfg, "evaluation.bootstrap")
+    if not settings or not settings.get("n_resamples"):
+        return None
+    return dict(OmegaConf.to_container(settings, resolve=True))
 
 
 def write_results(
@@ -135,6 +145,7 @@ def write_results(
     checkpoint: dict[str, Any],
     seconds: float,
     extra: dict[str, Any] | None = None,
+    bootstrap: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, skipped)."""
     test_sets: dict[str, Any] = {}
@@ -144,7 +155,7 @@ def write_results(
         path = write_predictions(output_dir, name, table)
         skipped = datamodule.summary["test_sets"][name]["skipped"]
         test_sets[name] = {
-            **test_set_metrics(table),
+            **test_set_metrics(table, bootstrap),
             "predictions": str(path.relative_to(output_dir)),
             "skipped": skipped,
         }
@@ -169,10 +180,15 @@ def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
     def fmt(value: float | None) -> str:
         return "  n/a" if value is None else f"{value:.3f}"
 
-    rows = [f"{'test set':<24} {'n':>7} {'n_pos':>7} {'AUROC':>7} {'AUPR':>7}"]
+    def with_ci(result: dict[str, Any], key: str) -> str:
+        ci = result.get(f"{key}_ci")
+        return fmt(result[key]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+    rows = [f"{'test set':<24} {'n':>7} {'n_pos':>7} {'AUROC (95% CI)':>22} {'AUPR (95% CI)':>22}"]
     for name, result in metrics["test_sets"].items():
         rows.append(
-            f"{name:<24} {result['n']:>7} {result['n_pos']:>7} {fmt(result['auroc']):>7} {fmt(result['aupr']):>7}"
+            f"{name:<24} {result['n']:>7} {result['n_pos']:>7} {with_ci(result, 'auroc'):>22} "
+            f"{with_ci(result, 'aupr'):>22}"
         )
     print("\n".join(["", "results (positive class = pneumonia):", *rows, ""]))
     print(f"run folder:  {output_dir}")

@@ -10,6 +10,7 @@ import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrsyn.errors import CxrsynError
+from cxrsyn.evaluation.statistics import bootstrap_ci
 from cxrsyn.training.run import train
 from tests.conftest import tiny_overrides
 
@@ -52,6 +53,12 @@ def test_metrics_equal_scikit_learn_on_the_predictions_file(finished_run):
     assert result["auroc"] == pytest.approx(roc_auc_score(table["label"], table["prob"]), abs=1e-12)
     assert result["aupr"] == pytest.approx(average_precision_score(table["label"], table["prob"]), abs=1e-12)
     assert table["sex"].notna().all()  # attributes travel with the predictions
+    # the CIs are the stratified bootstrap of the predictions file, reproducible from it and the seed
+    assert result["auroc_ci"][0] <= result["auroc"] <= result["auroc_ci"][1]
+    assert result["aupr_ci"][0] <= result["aupr"] <= result["aupr_ci"][1]
+    again = bootstrap_ci(table["label"].to_numpy(), table["prob"].to_numpy(), n_resamples=2000, seed=0)
+    assert [result["auroc_ci"], result["aupr_ci"]] == [again["auroc_ci"], again["aupr_ci"]]
+    assert result["ci_method"].startswith("stratified percentile bootstrap, 2000 resamples")
 
 
 def test_predictions_are_the_best_checkpoints_outputs(finished_run):
