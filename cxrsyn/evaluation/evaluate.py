@@ -3,6 +3,7 @@ format."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.errors import CxrsynError
+from cxrsyn.evaluation.outputs import METRICS_NAME
 from cxrsyn.models.classifier import PneumoniaClassifier
 from cxrsyn.training.run import (
     RESOLVED_CONFIG_NAME,
@@ -73,11 +75,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
     }
+    # the operating threshold the training run fixed on its validation split, when the run folder is there
+    run_metrics = ckpt_path.parent.parent / METRICS_NAME
+    threshold = (
+        json.loads(run_metrics.read_text()).get("validation_threshold") if run_metrics.is_file() else None
+    )
+    extra = {"validation_threshold": threshold}
     return write_results(
-        output_dir,
-        datamodule,
-        model,
-        checkpoint_info,
-        time.time() - started,
-        bootstrap=bootstrap_settings(cfg),
+        output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, bootstrap_settings(cfg)
     )

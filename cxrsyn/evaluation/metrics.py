@@ -49,3 +49,54 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     else:
         result.update(auroc=auroc(labels, probs), aupr=average_precision(labels, probs))
     return result
+
+
+def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The threshold maximising Youden's J = sensitivity + specificity - 1 (predict positive at >= it)."""
+    labels = np.asarray(labels).astype(bool)
+    probs = np.asarray(probs, dtype=np.float64)
+    candidates = np.unique(probs)
+    positives, negatives = labels.sum(), (~labels).sum()
+    order = np.sort(probs[labels]), np.sort(probs[~labels])
+    # counts at or above each candidate, by binary search
+    tp = positives - np.searchsorted(order[0], candidates, side="left")
+    fp = negatives - np.searchsorted(order[1], candidates, side="left")
+    j = tp / positives - fp / negatives
+    return float(candidates[int(np.argmax(j))])
+
+
+def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """Sensitivity, specificity, PPV, NPV and F1 when predicting pneumonia at ``prob >= threshold``."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(probs, dtype=np.float64) >= threshold
+    tp, fp = int((predicted & labels).sum()), int((predicted & ~labels).sum())
+    fn, tn = int((~predicted & labels).sum()), int((~predicted & ~labels).sum())
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    return {
+        "threshold": float(threshold),
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[str, float]:
+    """Brier score and expected calibration error over ``bins`` equal-width probability bins."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            ece += members.mean() * abs(probs[members].mean() - labels[members].mean())
+    return {"brier": float(np.mean((probs - labels) ** 2)), "ece": float(ece), "ece_bins": bins}

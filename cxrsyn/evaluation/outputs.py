@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
-from cxrsyn.evaluation.metrics import binary_metrics
+from cxrsyn.evaluation.metrics import binary_metrics, calibration, threshold_metrics, youden_threshold
 from cxrsyn.evaluation.statistics import bootstrap_ci
 
 PREDICTIONS_DIRNAME = "predictions"
@@ -44,9 +44,16 @@ def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame)
     return path
 
 
-def test_set_metrics(table: pd.DataFrame, bootstrap: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def test_set_metrics(
+    table: pd.DataFrame,
+    bootstrap: Mapping[str, Any] | None = None,
+    validation_threshold: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """n, n_pos, n_neg, AUROC, AUPR and, with ``bootstrap`` (``n_resamples``, ``seed``, ``alpha``), their
-    stratified-bootstrap CIs ``auroc_ci`` and ``aupr_ci`` (see ``cxrsyn.evaluation.statistics``)."""
+    stratified-bootstrap CIs ``auroc_ci`` and ``aupr_ci`` (see ``cxrsyn.evaluation.statistics``);
+    calibration (Brier, ECE); sensitivity, specificity, PPV, NPV, F1 at the threshold fixed on the validation
+    split (``at_validation_threshold``) and at Youden's J on this test set (``at_test_youden``: chosen on the
+    test set itself, so optimistic)."""
     labels, probs = table[LABEL_COLUMN].to_numpy(), table[PROB_COLUMN].to_numpy()
     result = binary_metrics(labels, probs)
     if bootstrap and result["auroc"] is not None:
@@ -56,6 +63,15 @@ def test_set_metrics(table: pd.DataFrame, bootstrap: Mapping[str, Any] | None = 
             f"stratified percentile bootstrap, {settings.get('n_resamples', 2000)} resamples, "
             f"seed {settings.get('seed', 0)}, {100 * (1 - settings.get('alpha', 0.05)):g}%"
         )
+    if result["auroc"] is not None:
+        result["calibration"] = calibration(labels, probs)
+        thresholds = {}
+        if validation_threshold:
+            thresholds["at_validation_threshold"] = threshold_metrics(
+                labels, probs, validation_threshold["value"]
+            )
+        thresholds["at_test_youden"] = threshold_metrics(labels, probs, youden_threshold(labels, probs))
+        result["thresholds"] = thresholds
     return result
 
 

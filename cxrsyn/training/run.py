@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.errors import CxrsynError
+from cxrsyn.evaluation.metrics import youden_threshold
 from cxrsyn.evaluation.outputs import (
     METRICS_NAME,
     predictions_table,
@@ -111,6 +113,9 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         )
     test_ckpt = cfg.get("test_ckpt", "best")
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+    # the tested weights on the validation split: the operating threshold is fixed there, never on a test set
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    threshold = validation_threshold(model.val_predictions)
     if not trainer.is_global_zero:
         return None
     datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
@@ -124,10 +129,21 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         "monitor": getattr(checkpoint, "monitor", None),
         "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
     }
-    extra = {"epochs_trained": trainer.current_epoch}
+    extra = {"epochs_trained": trainer.current_epoch, "validation_threshold": threshold}
     return write_results(
         output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, bootstrap_settings(cfg)
     )
+
+
+def validation_threshold(predictions: Any) -> dict[str, Any] | None:
+    """Youden's J threshold on the validation split (the synthetic data), or None without both classes."""
+    if predictions is None or len(np.unique(predictions.labels)) < 2:
+        return None
+    return {
+        "value": youden_threshold(predictions.labels, predictions.probs),
+        "method": "Youden's J on the validation split of the training data, with the tested weights",
+        "n": int(len(predictions.labels)),
+    }
 
 
 def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:
@@ -155,7 +171,7 @@ def write_results(
         path = write_predictions(output_dir, name, table)
         skipped = datamodule.summary["test_sets"][name]["skipped"]
         test_sets[name] = {
-            **test_set_metrics(table, bootstrap),
+            **test_set_metrics(table, bootstrap, (extra or {}).get("validation_threshold")),
             "predictions": str(path.relative_to(output_dir)),
             "skipped": skipped,
         }

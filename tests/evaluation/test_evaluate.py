@@ -85,6 +85,10 @@ def test_evaluate_reproduces_the_training_runs_predictions(trained, tmp_path, re
     first = pd.read_csv(run_dir / "predictions" / "rsna.csv")
     assert list(again.columns) == list(first.columns)
     pd.testing.assert_series_equal(again["prob"], first["prob"], atol=1e-6)
+    # the threshold fixed on the training run's validation split is reused, not re-chosen on this test set
+    assert metrics["validation_threshold"] == trained_metrics["validation_threshold"]
+    fixed = metrics["test_sets"]["rsna"]["thresholds"]["at_validation_threshold"]
+    assert fixed["threshold"] == trained_metrics["validation_threshold"]["value"]
 
 
 def test_evaluate_bad_dicom_stops_or_is_listed(trained, tmp_path, real_roots):

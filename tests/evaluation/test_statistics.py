@@ -63,3 +63,25 @@ def test_delong_finds_no_difference_between_identical_models():
     labels, a, _ = correlated_scores(300, seed=4)
     test = delong(labels, a, a.copy())
     assert test["auroc_diff"] == 0.0 and test["p_value"] == 1.0
+
+
+def test_thresholds_and_calibration_against_scikit_learn():
+    from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, roc_curve
+
+    from cxrsyn.evaluation.metrics import calibration, threshold_metrics, youden_threshold
+
+    labels, scores, _ = correlated_scores(600, seed=5)
+    probs = 1.0 / (1.0 + np.exp(-scores))
+    fpr, tpr, thresholds = roc_curve(labels, probs)
+    best = thresholds[np.argmax(tpr - fpr)]
+    assert youden_threshold(labels, probs) == pytest.approx(best)
+    result = threshold_metrics(labels, probs, 0.5)
+    tn, fp, fn, tp = confusion_matrix(labels, probs >= 0.5).ravel()
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (tp, fp, fn, tn)
+    assert result["sensitivity"] == pytest.approx(tp / (tp + fn)) and result["npv"] == pytest.approx(
+        tn / (tn + fn)
+    )
+    assert result["f1"] == pytest.approx(f1_score(labels, probs >= 0.5))
+    cal = calibration(labels, probs)
+    assert cal["brier"] == pytest.approx(brier_score_loss(labels, probs))
+    assert calibration(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))["ece"] == 0.0

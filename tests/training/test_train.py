@@ -59,6 +59,12 @@ def test_metrics_equal_scikit_learn_on_the_predictions_file(finished_run):
     again = bootstrap_ci(table["label"].to_numpy(), table["prob"].to_numpy(), n_resamples=2000, seed=0)
     assert [result["auroc_ci"], result["aupr_ci"]] == [again["auroc_ci"], again["aupr_ci"]]
     assert result["ci_method"].startswith("stratified percentile bootstrap, 2000 resamples")
+    # operating points: the threshold is fixed on the validation split; Youden's J on the test set is labelled
+    fixed = result["thresholds"]["at_validation_threshold"]
+    assert fixed["threshold"] == metrics["validation_threshold"]["value"]
+    assert fixed["tp"] == int(((table["prob"] >= fixed["threshold"]) & (table["label"] == 1)).sum())
+    assert set(result["thresholds"]) == {"at_validation_threshold", "at_test_youden"}
+    assert 0.0 <= result["calibration"]["ece"] <= 1.0 and 0.0 <= result["calibration"]["brier"] <= 1.0
 
 
 def test_predictions_are_the_best_checkpoints_outputs(finished_run):
