@@ -10,7 +10,6 @@ record being written leaves a job this folder does not know about (list and coll
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from cxrsyn.generate.nano_banana import Counts, _image_of, _short
 from cxrsyn.generate.prompts import ImageRequest
-from cxrsyn.generate.store import OutputStore, as_png
+from cxrsyn.generate.store import OutputStore, as_png, atomic_write
 
 JOBS_NAME = "batch_jobs.json"
 DONE_STATES = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
@@ -29,12 +28,7 @@ def _load(path: Path) -> list[dict[str, Any]]:
 
 
 def _save(path: Path, jobs: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(jobs, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(jobs, indent=1).encode())
 
 
 def generate_batch(

@@ -28,6 +28,7 @@ from cxrsyn.data.manifest import (
 )
 from cxrsyn.data.transforms import crop_bottom
 from cxrsyn.errors import CxrsynError
+from cxrsyn.generate.store import atomic_write
 
 PROVENANCE_COLUMNS = ("source_dir", "source_path", "source_sha256", "operation")
 
@@ -99,6 +100,4 @@ def _crop(path: Path, fraction: float) -> Image.Image:
 def _write_png(path: Path, image: Image.Image) -> None:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buffer.getvalue())

@@ -36,7 +36,8 @@ RECORDS_DIRNAME = "records"
 ATTEMPTS_NAME = "attempts.jsonl"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
@@ -93,7 +94,7 @@ class OutputStore:
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **dict(extra or {}),
         }
-        _atomic_write(self.records / f"{request.id}.json", json.dumps(record).encode())
+        atomic_write(self.records / f"{request.id}.json", json.dumps(record).encode())
         os.replace(tmp, final)
         return record
 
