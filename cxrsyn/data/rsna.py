@@ -112,7 +112,7 @@ class RSNA(DatasetFolder):
         table = table.sort_values("patient_id", kind="stable").reset_index(drop=True)
         found["selection"] = self.selection
         columns = [FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, "patient_id", "detailed_class", "n_boxes"]
-        columns += ["age", "age_flag", "sex", "view"]
+        columns += ["age", "age_flag", "age_band", "sex", "view"]
         return SourceIndex(table[columns], bad.skipped, found)
 
     def _views(self) -> set[str] | None:
@@ -306,6 +306,17 @@ def parse_age(value: object) -> tuple[int | None, str]:
     return years, ("impossible" if years > MAX_PLAUSIBLE_AGE else "")
 
 
+AGE_BANDS = ((0, 17), (18, 39), (40, 64), (65, MAX_PLAUSIBLE_AGE))
+
+
+def age_band(years: int) -> str:
+    """The subgroup band of an age in whole years: 0-17, 18-39, 40-64 or 65+."""
+    for low, high in AGE_BANDS:
+        if low <= years <= high:
+            return f"{low}+" if high == MAX_PLAUSIBLE_AGE else f"{low}-{high}"
+    return "unknown"
+
+
 def _with_attributes(table: pd.DataFrame, found: dict[str, Any]) -> pd.DataFrame:
     parsed = [parse_age(value) for value in table["PatientAge"]]
     table = table.assign(
@@ -314,6 +325,10 @@ def _with_attributes(table: pd.DataFrame, found: dict[str, Any]) -> pd.DataFrame
         sex=table["PatientSex"].str.upper().str.strip(),
         view=table["ViewPosition"].str.upper().str.strip(),
     )
+    table["age_band"] = [
+        age_band(age) if flag == "" else "unknown"
+        for age, flag in zip(table["age"], table["age_flag"], strict=True)
+    ]
     flagged = table[table["age_flag"] != ""]
     found["age_flags"] = {
         f"{row.patient_id}": f"{row.age_flag} ({row.PatientAge!s})" for row in flagged.itertuples(index=False)

@@ -21,6 +21,7 @@ from cxrsyn.training.run import (
     RESOLVED_CONFIG_NAME,
     bootstrap_settings,
     build_datamodule,
+    evaluation_settings,
     instantiate_node,
     resolved_config,
     write_results,
@@ -82,5 +83,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     extra = {"validation_threshold": threshold}
     return write_results(
-        output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, bootstrap_settings(cfg)
+        output_dir,
+        datamodule,
+        model,
+        checkpoint_info,
+        time.time() - started,
+        extra,
+        bootstrap_settings(cfg),
+        evaluation_settings(cfg, "subgroups"),
     )

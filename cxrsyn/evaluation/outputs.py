@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,53 @@ def test_set_metrics(
             )
         thresholds["at_test_youden"] = threshold_metrics(labels, probs, youden_threshold(labels, probs))
         result["thresholds"] = thresholds
+    return result
+
+
+def subgroup_metrics(
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    bootstrap: Mapping[str, Any] | None = None,
+    min_per_class: int = 10,
+) -> dict[str, dict[str, Any]]:
+    """AUROC and AUPR (with CIs when ``bootstrap``) per value of each attribute column present in ``table``.
+
+    A value found only among positives (Kermany's bacteria and virus subtypes) is scored as those positives
+    against every negative (``"vs": "all negatives"``); a value found only among negatives (the normal
+    subtype) is the negative class itself and is left out. Subgroups with fewer than ``min_per_class``
+    positives or negatives get their counts and null metrics (``"too_small": true``)."""
+    result: dict[str, dict[str, Any]] = {}
+    labels = table[LABEL_COLUMN].to_numpy()
+    for column in columns:
+        if column not in table.columns:
+            continue
+        groups: dict[str, Any] = {}
+        values = table[column].astype("string").fillna("missing")
+        for value in sorted(values.unique()):
+            member = (values == value).to_numpy()
+            entry: dict[str, Any] = {}
+            if not labels[member].any():
+                continue
+            if labels[member].all():
+                member = member | (labels == 0)
+                entry["vs"] = "all negatives"
+            rows = table[member]
+            counts = {"n": int(member.sum()), "n_pos": int(labels[member].sum())}
+            counts["n_neg"] = counts["n"] - counts["n_pos"]
+            entry.update(counts)
+            if min(counts["n_pos"], counts["n_neg"]) < min_per_class:
+                groups[str(value)] = {**entry, "auroc": None, "aupr": None, "too_small": True}
+                continue
+            scores = rows[PROB_COLUMN].to_numpy()
+            entry.update(binary_metrics(rows[LABEL_COLUMN].to_numpy(), scores))
+            if bootstrap:
+                settings = {
+                    key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap
+                }
+                entry.update(bootstrap_ci(rows[LABEL_COLUMN].to_numpy(), scores, **settings))
+            groups[str(value)] = entry
+        if groups:
+            result[column] = groups
     return result
 
 

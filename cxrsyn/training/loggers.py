@@ -81,3 +81,58 @@ def wandb_logger(
         job_type=job_type,
         log_model=False,
     )
+
+
+def flat_metrics(metrics: dict, prefix: str = "test") -> dict[str, float]:
+    """Numbers of ``metrics.json``'s ``test_sets`` as ``test/<set>/<path>`` keys (CI bounds as _lo / _hi)."""
+    flat: dict[str, float] = {}
+
+    def walk(value: object, key: str) -> None:
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, (int, float)):
+            flat[key] = float(value)
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}/{name}")
+        elif isinstance(value, list) and len(value) == 2 and key.endswith("_ci"):
+            walk(value[0], f"{key}_lo")
+            walk(value[1], f"{key}_hi")
+
+    for name, result in metrics["test_sets"].items():
+        walk({k: v for k, v in result.items() if k not in ("skipped", "predictions")}, f"{prefix}/{name}")
+    return flat
+
+
+def log_results_to_wandb(loggers: Sequence[object], output_dir: Path, metrics: dict) -> None:
+    """Send a finished run's results to every W&B logger: metrics in the summary, ROC and PR curves and the
+    prediction table per test set, Grad-CAM figures; then close the W&B run, so the next multirun job
+    starts its own."""
+    import pandas as pd
+    import wandb
+
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        run = logger.experiment
+        run.summary.update(flat_metrics(metrics))
+        run.summary.update({"seconds": metrics["seconds"], "epochs_trained": metrics.get("epochs_trained")})
+        for name, result in metrics["test_sets"].items():
+            table = pd.read_csv(output_dir / result["predictions"])
+            labels = table["label"].to_numpy()
+            probs = table["prob"].to_numpy()
+            both = list(zip(1.0 - probs, probs, strict=True))
+            classes = ["normal", "pneumonia"]
+            run.log(
+                {
+                    f"test/{name}/roc": wandb.plot.roc_curve(
+                        labels, both, labels=classes, classes_to_plot=[1]
+                    ),
+                    f"test/{name}/pr": wandb.plot.pr_curve(labels, both, labels=classes, classes_to_plot=[1]),
+                    f"test/{name}/predictions": wandb.Table(dataframe=table),
+                }
+            )
+        figures = sorted((output_dir / "gradcam").glob("*.png"))
+        if figures:
+            run.log({f"gradcam/{path.stem}": wandb.Image(str(path)) for path in figures})
+        run.finish()

@@ -10,6 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -22,12 +23,14 @@ from cxrsyn.evaluation.metrics import youden_threshold
 from cxrsyn.evaluation.outputs import (
     METRICS_NAME,
     predictions_table,
+    subgroup_metrics,
     test_set_metrics,
     write_json,
     write_predictions,
 )
 from cxrsyn.models.classifier import PneumoniaClassifier
 from cxrsyn.secrets import redact
+from cxrsyn.training.loggers import log_results_to_wandb
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 DATA_SUMMARY_NAME = "data_summary.json"
@@ -38,10 +41,31 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return redact(OmegaConf.to_container(cfg, resolve=True))
 
 
+SOURCES = ("real", "phantom")
+STAND_IN_KEY = "phantom"
+
+
+def source_node(cfg: DictConfig, key: str) -> Any:
+    """The config at ``key`` for the chosen ``source``. A dataset config may carry its phantom stand-in under
+    ``phantom:``; with ``source=phantom`` that stand-in is used, with ``source=real`` the dataset itself."""
+    node = OmegaConf.select(cfg, key)
+    source = cfg.get("source", "real")
+    if source not in SOURCES:
+        raise CxrsynError(f"source={source!r} is unknown; use one of {', '.join(SOURCES)}")
+    if not isinstance(node, DictConfig) or STAND_IN_KEY not in node or "_target_" not in node:
+        return node
+    if source == "phantom":
+        return node[STAND_IN_KEY]
+    resolved = OmegaConf.to_container(node, resolve=True)
+    del resolved[STAND_IN_KEY]
+    return OmegaConf.create(resolved)
+
+
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(cfg[key])``, with known failures as one line naming the config key."""
+    """``hydra.utils.instantiate(cfg[key])`` (for datasets, see ``source_node``), with known failures as
+    one line naming the config key."""
     try:
-        return instantiate(OmegaConf.select(cfg, key), **kwargs)
+        return instantiate(source_node(cfg, key), **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
         while isinstance(cause, InstantiationException):
@@ -74,7 +98,9 @@ def build_datamodule(
         ) from None
 
 
-def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
+def build(
+    cfg: DictConfig, identity: dict[str, Any] | None = None
+) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Trainer]:
     datamodule = build_datamodule(cfg)
     model = instantiate_node(cfg, "model")
     callbacks = [
@@ -83,7 +109,9 @@ def build(cfg: DictConfig) -> tuple[CXRDataModule, PneumoniaClassifier, pl.Train
         if item
     ]
     loggers = [
-        instantiate_node(cfg, f"logger.{name}") for name, item in (cfg.get("logger") or {}).items() if item
+        instantiate_node(cfg, f"logger.{name}", **wandb_identity(item, identity or {}))
+        for name, item in (cfg.get("logger") or {}).items()
+        if item
     ]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
@@ -97,7 +125,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
-    datamodule, model, trainer = build(cfg)
+    identity = run_identity(cfg)
+    datamodule, model, trainer = build(cfg, identity)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(config), output_dir / RESOLVED_CONFIG_NAME)
@@ -129,10 +158,57 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         "monitor": getattr(checkpoint, "monitor", None),
         "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
     }
-    extra = {"epochs_trained": trainer.current_epoch, "validation_threshold": threshold}
-    return write_results(
-        output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, bootstrap_settings(cfg)
+    extra = {"run": identity, "epochs_trained": trainer.current_epoch, "validation_threshold": threshold}
+    metrics = write_results(
+        output_dir,
+        datamodule,
+        model,
+        checkpoint_info,
+        time.time() - started,
+        extra,
+        bootstrap_settings(cfg),
+        evaluation_settings(cfg, "subgroups"),
     )
+    log_results_to_wandb(trainer.loggers, output_dir, metrics)
+    return metrics
+
+
+def wandb_identity(logger_cfg: DictConfig, identity: dict[str, Any]) -> dict[str, Any]:
+    """For a W&B logger config: group by experiment, tag by arm and seed, name the run after both, unless the
+    config sets them itself. Every multirun job is its own W&B run."""
+    if "wandb" not in str(logger_cfg.get("_target_", "")) or not identity:
+        return {}
+    arm = [item for item in identity["swept"] if not item.startswith("seed=")]
+    tags = [*(logger_cfg.get("tags") or []), *arm, f"seed={identity['seed']}", f"source={identity['source']}"]
+    name = "-".join([identity["experiment"] or "train", *arm, f"seed{identity['seed']}"])
+    return {
+        "group": logger_cfg.get("group") or identity["experiment"],
+        "tags": tags,
+        "name": logger_cfg.get("name") or name,
+    }
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Which study, arm and seed a run belongs to: ``metrics.json`` ``run``, W&B group and tags, the report.
+    ``overrides`` are the job's command-line and sweep overrides (secrets removed); ``swept`` the ones its
+    experiment file sweeps (``hydra.sweeper.params``); the report finds every varied override itself."""
+    experiment = cfg.get("experiment") or {}
+    identity: dict[str, Any] = {
+        "experiment": experiment.get("name"),
+        "source": cfg.get("source", "real"),
+        "seed": int(cfg.seed),
+        "train_data": None,
+        "overrides": [],
+        "swept": [],
+    }
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        identity["train_data"] = hydra_cfg.runtime.choices.get("data")
+        overrides = [str(item) for item in redact(list(hydra_cfg.overrides.task))]
+        swept_keys = {str(key) for key in (hydra_cfg.sweeper.get("params") or {})}
+        identity["overrides"] = overrides
+        identity["swept"] = [item for item in overrides if item.split("=", 1)[0] in swept_keys]
+    return identity
 
 
 def validation_threshold(predictions: Any) -> dict[str, Any] | None:
@@ -144,6 +220,12 @@ def validation_threshold(predictions: Any) -> dict[str, Any] | None:
         "method": "Youden's J on the validation split of the training data, with the tested weights",
         "n": int(len(predictions.labels)),
     }
+
+
+def evaluation_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """``evaluation.<name>`` of the config as plain values ({} when absent)."""
+    settings = OmegaConf.select(cfg, f"evaluation.{name}")
+    return dict(OmegaConf.to_container(settings, resolve=True)) if settings else {}
 
 
 def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:
@@ -162,8 +244,11 @@ def write_results(
     seconds: float,
     extra: dict[str, Any] | None = None,
     bootstrap: dict[str, Any] | None = None,
+    subgroups: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, skipped)."""
+    """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, subgroups,
+    thresholds, calibration, skipped)."""
+    subgroups = subgroups or {}
     test_sets: dict[str, Any] = {}
     for name in datamodule.test_set_names:
         predictions = model.test_predictions[name]
@@ -172,6 +257,9 @@ def write_results(
         skipped = datamodule.summary["test_sets"][name]["skipped"]
         test_sets[name] = {
             **test_set_metrics(table, bootstrap, (extra or {}).get("validation_threshold")),
+            "subgroups": subgroup_metrics(
+                table, subgroups.get("columns", ()), bootstrap, subgroups.get("min_per_class", 10)
+            ),
             "predictions": str(path.relative_to(output_dir)),
             "skipped": skipped,
         }
