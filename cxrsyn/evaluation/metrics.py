@@ -23,8 +23,8 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AP = sum over distinct thresholds of (recall step) x precision, without interpolation."""
+def _counts_at_thresholds(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives when predicting positive at >= each distinct score, highest first."""
     labels = np.asarray(labels).astype(np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
@@ -32,10 +32,25 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     # the last position of each run of equal scores is where a threshold takes effect
     last_of_run = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
     true_pos = np.cumsum(labels)[last_of_run]
-    predicted_pos = last_of_run + 1.0
-    precision = true_pos / predicted_pos
-    recall = true_pos / true_pos[-1]
+    return true_pos, last_of_run + 1.0 - true_pos
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AP = sum over distinct thresholds of (recall step) x precision, without interpolation."""
+    precision, recall = pr_curve(labels, scores)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    true_pos, false_pos = _counts_at_thresholds(labels, scores)
+    return np.r_[0.0, false_pos / false_pos[-1]], np.r_[0.0, true_pos / true_pos[-1]]
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold, highest threshold first (no (0, 1) point added)."""
+    true_pos, false_pos = _counts_at_thresholds(labels, scores)
+    return true_pos / (true_pos + false_pos), true_pos / true_pos[-1]
 
 
 def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:

@@ -1,0 +1,543 @@
+"""A study's results from its run folders: the paper-layout table, paired comparisons and figures.
+
+``python -m cxrsyn.report DIR`` reads every ``metrics.json`` under DIR (one run, or a multirun's job
+folders) and writes into DIR (or ``--out``):
+
+- ``results.md`` and ``results.csv``: one row per arm (the overrides that differ between runs, seed aside),
+  per test set AUROC and AUPR as mean and sd over seeds, the 95% CI of each run, n; the paper's numbers for
+  the arms it reported; paired comparisons between arms; Grad-CAM bottom-band shares.
+- ``comparisons.csv``: per pair of arms, test set and seed: DeLong's test and the paired-bootstrap CIs of the
+  AUROC and AUPR differences (``cxrsyn.evaluation.statistics``) on the same images.
+- ``roc_<set>.png``, ``pr_<set>.png``: the curves of every run, one colour per arm.
+- ``gradcam_<set>.png``: each arm's Grad-CAM grid (true and false positives and negatives).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrsyn.errors import CxrsynError
+from cxrsyn.evaluation.outputs import METRICS_NAME, write_json
+from cxrsyn.evaluation.statistics import delong, paired_bootstrap
+
+RESULTS_MD = "results.md"
+RESULTS_CSV = "results.csv"
+COMPARISONS_CSV = "comparisons.csv"
+REPORT_JSON = "report.json"
+# Peng, Lam, Qiu, arXiv 2512.00428 (one run per arm): training data -> test set -> metric -> (value, CI)
+PAPER = {
+    "synthetic_cropped": {
+        "rsna": {"auroc": (0.923, (0.919, 0.927)), "aupr": (0.900, (0.894, 0.907)), "n": 14863},
+        "kermany": {"auroc": (0.824, (0.810, 0.836)), "aupr": (0.913, (0.904, 0.922)), "n": 5856},
+    },
+    "synthetic_raw": {"rsna": {"auroc": (0.853, None), "aupr": (None, None), "n": 14863}},
+}
+IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "hydra/")
+
+
+@dataclass
+class Run:
+    """One training run's folder and its ``metrics.json``."""
+
+    folder: Path
+    metrics: dict[str, Any]
+    arm: str = ""
+
+    @property
+    def seed(self) -> int:
+        return int(self.metrics.get("run", {}).get("seed", 0))
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.metrics.get("run", {})
+
+    def predictions(self, test_set: str) -> pd.DataFrame:
+        return pd.read_csv(self.folder / self.metrics["test_sets"][test_set]["predictions"])
+
+
+@dataclass
+class Study:
+    runs: list[Run]
+    unfinished: list[str] = field(default_factory=list)
+
+    @property
+    def arms(self) -> list[str]:
+        return list(dict.fromkeys(run.arm for run in self.runs))
+
+    @property
+    def test_sets(self) -> list[str]:
+        return list(dict.fromkeys(name for run in self.runs for name in run.metrics["test_sets"]))
+
+    def of_arm(self, arm: str) -> list[Run]:
+        return sorted((run for run in self.runs if run.arm == arm), key=lambda run: run.seed)
+
+
+def find_runs(folder: str | Path) -> Study:
+    """Every finished run under ``folder`` (itself, or job folders below it); job folders without
+    ``metrics.json`` are listed as unfinished. Arms are named by the overrides that differ between runs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CxrsynError(f"report folder {folder} does not exist; give a run or multirun folder")
+    paths = sorted(folder.rglob(METRICS_NAME), key=lambda path: _natural_key(path.parent, folder))
+    paths = [path for path in paths if "wandb" not in path.parts]
+    runs = [Run(path.parent, json.loads(path.read_text())) for path in paths if _is_training_run(path)]
+    if not runs:
+        raise CxrsynError(
+            f"no training run under {folder} (no metrics.json with a 'run' entry); give the folder that "
+            "`python -m cxrsyn.train` (hydra.run.dir) or a multirun (hydra.sweep.dir) wrote"
+        )
+    finished = {run.folder for run in runs}
+    unfinished = [
+        str(job.parent.relative_to(folder)) or "."
+        for job in folder.rglob(".hydra")
+        if job.parent not in finished and not (job.parent / METRICS_NAME).exists()
+    ]
+    name_arms(runs)
+    return Study(runs, sorted(unfinished))
+
+
+def _is_training_run(path: Path) -> bool:
+    return "run" in json.loads(path.read_text())
+
+
+def _natural_key(path: Path, root: Path) -> list[Any]:
+    parts = path.relative_to(root).parts
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in parts]
+
+
+def name_arms(runs: Sequence[Run]) -> None:
+    """Arm = the overrides whose values differ between runs (seed and hydra settings aside), in the order
+    they were given; with none differing, the training data's name."""
+    per_run = [_override_map(run) for run in runs]
+    keys = list(dict.fromkeys(key for overrides in per_run for key in overrides))
+    varying = [key for key in keys if len({overrides.get(key) for overrides in per_run}) > 1]
+    for run, overrides in zip(runs, per_run, strict=True):
+        parts = [f"{key}={overrides[key]}" for key in varying if key in overrides]
+        run.arm = ",".join(parts) or f"data={run.info.get('train_data') or 'default'}"
+
+
+def _override_map(run: Run) -> dict[str, str]:
+    overrides = {}
+    for item in run.info.get("overrides", []):
+        if "=" in item and not item.startswith(IGNORED_OVERRIDE_PREFIXES):
+            key, value = item.split("=", 1)
+            overrides[key.lstrip("+~")] = value
+    return overrides
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def results_table(study: Study) -> pd.DataFrame:
+    """One row per run and test set: arm, seed, n, AUROC and AUPR with their CIs, CAM bottom-band share."""
+    rows = []
+    for run in study.runs:
+        for name, result in run.metrics["test_sets"].items():
+            auroc_ci, aupr_ci = result.get("auroc_ci") or [None, None], result.get("aupr_ci") or [None, None]
+            cam = (run.metrics.get("gradcam") or {}).get(name, {}).get("bottom_band_share", {})
+            rows.append(
+                {
+                    "arm": run.arm,
+                    "train_data": run.info.get("train_data"),
+                    "source": run.info.get("source"),
+                    "seed": run.seed,
+                    "test_set": name,
+                    "n": result["n"],
+                    "n_pos": result["n_pos"],
+                    "auroc": result["auroc"],
+                    "auroc_lo": auroc_ci[0],
+                    "auroc_hi": auroc_ci[1],
+                    "aupr": result["aupr"],
+                    "aupr_lo": aupr_ci[0],
+                    "aupr_hi": aupr_ci[1],
+                    "cam_bottom_share": cam.get("mean"),
+                    "run": str(run.folder),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds per arm and test set (sd is empty with one seed)."""
+    grouped = per_run.groupby(["arm", "test_set"], sort=False)
+    summary = grouped.agg(
+        train_data=("train_data", "first"),
+        source=("source", "first"),
+        seeds=("seed", "nunique"),
+        n=("n", "first"),
+        auroc_mean=("auroc", "mean"),
+        auroc_sd=("auroc", "std"),
+        aupr_mean=("aupr", "mean"),
+        aupr_sd=("aupr", "std"),
+        cam_bottom_share=("cam_bottom_share", "mean"),
+    )
+    return summary.reset_index()
+
+
+def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) -> list[tuple[str, str]]:
+    """The arm pairs of ``experiment.compare`` (each side matched to the arm containing that override), or
+    every pair of arms when the experiment names none."""
+    arms = study.arms
+    if not requested:
+        return list(itertools.combinations(arms, 2))
+    pairs = []
+    for a, b in requested:
+        found = [_arm_matching(arms, a), _arm_matching(arms, b)]
+        if all(found):
+            pairs.append((found[0], found[1]))
+    return pairs or list(itertools.combinations(arms, 2))
+
+
+def _arm_matching(arms: Sequence[str], wanted: str) -> str | None:
+    matches = [arm for arm in arms if wanted in arm.split(",") or arm == wanted]
+    return matches[0] if len(matches) == 1 else None
+
+
+def compare_arms(
+    study: Study,
+    pairs: Sequence[tuple[str, str]],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """For each pair (a, b), test set and seed both arms ran: DeLong's test and the paired bootstrap of a - b
+    on the same images (rows matched by path)."""
+    rows = []
+    for arm_a, arm_b in pairs:
+        runs_b = {run.seed: run for run in study.of_arm(arm_b)}
+        for run_a in study.of_arm(arm_a):
+            run_b = runs_b.get(run_a.seed)
+            if run_b is None:
+                continue
+            for name in run_a.metrics["test_sets"]:
+                if name not in run_b.metrics["test_sets"]:
+                    continue
+                merged = run_a.predictions(name).merge(
+                    run_b.predictions(name)[["path", "label", "prob"]], on="path", suffixes=("_a", "_b")
+                )
+                if (
+                    len(merged) != run_a.metrics["test_sets"][name]["n"]
+                    or (merged["label_a"] != merged["label_b"]).any()
+                ):
+                    raise CxrsynError(
+                        f"test set {name!r} differs between {run_a.folder} and {run_b.folder}; paired tests "
+                        "need both runs scored on the same images"
+                    )
+                labels = merged["label_a"].to_numpy()
+                a, b = merged["prob_a"].to_numpy(), merged["prob_b"].to_numpy()
+                test = delong(labels, a, b, alpha)
+                boot = paired_bootstrap(labels, a, b, n_resamples=n_resamples, seed=seed, alpha=alpha)
+                rows.append(
+                    {
+                        "arm_a": arm_a,
+                        "arm_b": arm_b,
+                        "test_set": name,
+                        "seed": run_a.seed,
+                        "n": len(merged),
+                        "auroc_a": test["auroc_a"],
+                        "auroc_b": test["auroc_b"],
+                        "auroc_diff": test["auroc_diff"],
+                        "delong_z": test["z"],
+                        "delong_p": test["p_value"],
+                        "delong_ci_lo": test["auroc_diff_ci"][0],
+                        "delong_ci_hi": test["auroc_diff_ci"][1],
+                        "boot_auroc_diff_lo": boot["auroc_diff_ci"][0],
+                        "boot_auroc_diff_hi": boot["auroc_diff_ci"][1],
+                        "aupr_diff": boot["aupr_diff"],
+                        "boot_aupr_diff_lo": boot["aupr_diff_ci"][0],
+                        "boot_aupr_diff_hi": boot["aupr_diff_ci"][1],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def plot_curves(study: Study, out_dir: Path) -> list[Path]:
+    """``roc_<set>.png`` and ``pr_<set>.png``: every run's curve, one colour per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cxrsyn.evaluation.metrics import pr_curve, roc_curve
+
+    written = []
+    colours = {arm: plt.get_cmap("tab10")(i % 10) for i, arm in enumerate(study.arms)}
+    for name in study.test_sets:
+        for kind, curve, axes_labels in (
+            ("roc", roc_curve, ("false positive rate", "true positive rate")),
+            ("pr", pr_curve, ("recall", "precision")),
+        ):
+            figure, axes = plt.subplots(figsize=(5.5, 5))
+            for arm in study.arms:
+                for i, run in enumerate(study.of_arm(arm)):
+                    if name not in run.metrics["test_sets"]:
+                        continue
+                    table = run.predictions(name)
+                    x, y = curve(table["label"].to_numpy(), table["prob"].to_numpy())
+                    if kind == "pr":
+                        x, y = y, x  # recall on the x axis
+                    score = run.metrics["test_sets"][name]["auroc" if kind == "roc" else "aupr"]
+                    label = (
+                        f"{arm} (seed {run.seed}: {score:.3f})"
+                        if i == 0 or len(study.of_arm(arm)) < 4
+                        else None
+                    )
+                    axes.plot(x, y, color=colours[arm], alpha=0.8, lw=1.2, label=label)
+            if kind == "roc":
+                axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+            axes.set(xlabel=axes_labels[0], ylabel=axes_labels[1], xlim=(0, 1), ylim=(0, 1.02))
+            axes.set_title(f"{name}: {kind.upper()} ({_source_note(study)})", fontsize=10)
+            axes.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left")
+            path = out_dir / f"{kind}_{name}.png"
+            figure.tight_layout()
+            figure.savefig(path, dpi=120)
+            plt.close(figure)
+            written.append(path)
+    return written
+
+
+def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
+    """``gradcam_<set>.png``: the Grad-CAM grid of each arm's first seed, one panel per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    written = []
+    for name in study.test_sets:
+        panels = []
+        for arm in study.arms:
+            run = study.of_arm(arm)[0]
+            grid = (run.metrics.get("gradcam") or {}).get(name, {}).get("grid")
+            if grid and (run.folder / grid).is_file():
+                share = run.metrics["gradcam"][name]["bottom_band_share"]["mean"]
+                panels.append(
+                    (f"{arm} (seed {run.seed}); CAM share in bottom band {share:.2f}", run.folder / grid)
+                )
+        if not panels:
+            continue
+        images = [np.asarray(Image.open(path).convert("RGB")) for _, path in panels]
+        figure, axes = plt.subplots(
+            1, len(images), figsize=(6 * len(images), 6 * images[0].shape[0] / images[0].shape[1])
+        )
+        for axis, (title, _), image in zip(np.atleast_1d(axes), panels, images, strict=True):
+            axis.imshow(image)
+            axis.set_title(title, fontsize=9)
+            axis.axis("off")
+        figure.suptitle(f"Grad-CAM on {name} ({_source_note(study)})", fontsize=11)
+        path = out_dir / f"gradcam_{name}.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def _source_note(study: Study) -> str:
+    sources = {run.info.get("source") for run in study.runs}
+    return "PHANTOM stand-ins, not evidence" if "phantom" in sources else "real test data"
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def write_report(
+    folder: str | Path,
+    out_dir: str | Path | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Read the runs under ``folder``; write results.md, results.csv, comparisons.csv, report.json and the
+    figures into ``out_dir`` (default ``folder``). Returns what report.json holds."""
+    study = find_runs(folder)
+    out = Path(out_dir or folder)
+    out.mkdir(parents=True, exist_ok=True)
+    per_run = results_table(study)
+    summary = summary_table(per_run)
+    experiment = _experiment(study)
+    comparisons = compare_arms(
+        study, pairs_to_compare(study, experiment.get("compare")), n_resamples, seed, alpha
+    )
+    per_run.to_csv(out / RESULTS_CSV, index=False)
+    comparisons.to_csv(out / COMPARISONS_CSV, index=False)
+    written = (plot_curves(study, out) + gradcam_figure(study, out)) if figures else []
+    markdown = render_markdown(study, experiment, per_run, summary, comparisons, written, alpha)
+    (out / RESULTS_MD).write_text(markdown)
+    report = {
+        "folder": str(folder),
+        "runs": len(study.runs),
+        "arms": study.arms,
+        "unfinished": study.unfinished,
+        "test_sets": study.test_sets,
+        "summary": summary.replace({np.nan: None}).to_dict("records"),
+        "comparisons": comparisons.replace({np.nan: None}).to_dict("records"),
+        "figures": [path.name for path in written],
+    }
+    write_json(out / REPORT_JSON, report)
+    print(
+        f"report: {len(study.runs)} run(s) in {len(study.arms)} arm(s), {len(study.test_sets)} test set(s), "
+        f"{len(study.unfinished)} unfinished job folder(s){': ' + ', '.join(study.unfinished) if study.unfinished else ''}"
+    )
+    for path in (out / RESULTS_MD, out / RESULTS_CSV, out / COMPARISONS_CSV, *written):
+        print(f"  wrote {path}")
+    return report
+
+
+def _experiment(study: Study) -> dict[str, Any]:
+    import yaml
+
+    config = study.runs[0].folder / "config.yaml"
+    if not config.is_file():
+        return {}
+    return (yaml.safe_load(config.read_text()) or {}).get("experiment") or {}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _mean_sd(mean: float, sd: float, seeds: int) -> str:
+    return _fmt(mean) if seeds < 2 else f"{_fmt(mean)} ± {_fmt(sd)}"
+
+
+def render_markdown(
+    study: Study,
+    experiment: dict[str, Any],
+    per_run: pd.DataFrame,
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    figures: Sequence[Path],
+    alpha: float,
+) -> str:
+    phantom = "phantom" in {run.info.get("source") for run in study.runs}
+    level = f"{100 * (1 - alpha):g}%"
+    lines = [f"# {experiment.get('name') or 'Results'}", ""]
+    if experiment.get("question"):
+        lines += [f"**Question.** {experiment['question']}", ""]
+    if phantom:
+        lines += [
+            "> **PHANTOM RUN.** Trained and tested on cxrsyn's phantom stand-ins (`source=phantom`): a check "
+            "that the study runs end to end, not evidence about radiographs. The paper's numbers are shown "
+            "for layout only and are not comparable.",
+            "",
+        ]
+    seeds = sorted({run.seed for run in study.runs})
+    lines += [
+        f"{len(study.runs)} runs, {len(study.arms)} arms, seeds {', '.join(map(str, seeds))}. Positive class: "
+        "pneumonia. Mean ± sd over seeds; per-run 95% CIs (stratified bootstrap) in the second table.",
+        "",
+        "## Results by arm",
+        "",
+    ]
+    header = ["arm"] + [f"{name} {what}" for name in study.test_sets for what in ("AUROC", "AUPR", "n")]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm in study.arms:
+        cells = [arm]
+        for name in study.test_sets:
+            row = summary[(summary["arm"] == arm) & (summary["test_set"] == name)]
+            if row.empty:
+                cells += ["", "", ""]
+                continue
+            row = row.iloc[0]
+            cells += [
+                _mean_sd(row["auroc_mean"], row["auroc_sd"], row["seeds"]),
+                _mean_sd(row["aupr_mean"], row["aupr_sd"], row["seeds"]),
+                f"{int(row['n'])}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    paper_rows = _paper_rows(study)
+    for label, values in paper_rows:
+        lines.append("| " + " | ".join([label, *values]) + " |")
+    if paper_rows:
+        lines += ["", "Paper rows: Peng, Lam, Qiu, arXiv 2512.00428 (one run per arm; 95% CI in brackets)."]
+    lines += [
+        "",
+        "## Every run",
+        "",
+        f"| arm | seed | test set | AUROC [{level} CI] | AUPR [{level} CI] | n |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for row in per_run.itertuples(index=False):
+        lines.append(
+            f"| {row.arm} | {row.seed} | {row.test_set} | {_fmt(row.auroc)} [{_fmt(row.auroc_lo)}, "
+            f"{_fmt(row.auroc_hi)}] | {_fmt(row.aupr)} [{_fmt(row.aupr_lo)}, {_fmt(row.aupr_hi)}] | {row.n} |"
+        )
+    lines += ["", "## Paired comparisons (a - b, same test images)", ""]
+    if comparisons.empty:
+        lines.append("No pair of arms shares a seed and a test set.")
+    else:
+        lines += [
+            f"| a | b | test set | seed | ΔAUROC | DeLong p | ΔAUROC {level} CI (bootstrap) | ΔAUPR | "
+            f"ΔAUPR {level} CI |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in comparisons.itertuples(index=False):
+            lines.append(
+                f"| {row.arm_a} | {row.arm_b} | {row.test_set} | {row.seed} | {row.auroc_diff:+.3f} | "
+                f"{_p(row.delong_p)} | [{row.boot_auroc_diff_lo:+.3f}, {row.boot_auroc_diff_hi:+.3f}] | "
+                f"{row.aupr_diff:+.3f} | [{row.boot_aupr_diff_lo:+.3f}, {row.boot_aupr_diff_hi:+.3f}] |"
+            )
+        lines += ["", "Over seeds:", ""]
+        for (a, b, name), group in comparisons.groupby(["arm_a", "arm_b", "test_set"], sort=False):
+            significant = int(((group["delong_p"] < alpha) & (group["auroc_diff"] > 0)).sum())
+            worse = int(((group["delong_p"] < alpha) & (group["auroc_diff"] < 0)).sum())
+            lines.append(
+                f"- {a} vs {b} on {name}: mean ΔAUROC {group['auroc_diff'].mean():+.3f} over {len(group)} seed(s); "
+                f"a significantly better (DeLong p < {alpha:g}) in {significant}, worse in {worse}."
+            )
+    shares = summary.dropna(subset=["cam_bottom_share"])
+    if not shares.empty:
+        lines += [
+            "",
+            "## Where the models look: Grad-CAM mass in the bottom band",
+            "",
+            "Share of Grad-CAM mass in the bottom 30% of the image (the band the crop removes), mean over a "
+            "sample of each test set and over seeds. The watermark hypothesis predicts a larger share for "
+            "models trained on raw images.",
+            "",
+            "| arm | test set | CAM share in bottom band |",
+            "|---|---|---|",
+        ]
+        for row in shares.itertuples(index=False):
+            lines.append(f"| {row.arm} | {row.test_set} | {row.cam_bottom_share:.3f} |")
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{path.stem}]({path.name})" for path in figures]
+    if study.unfinished:
+        lines += ["", f"Unfinished job folders (no metrics.json, left out): {', '.join(study.unfinished)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 1e-3 else f"{value:.3f}"
+
+
+def _paper_rows(study: Study) -> list[tuple[str, list[str]]]:
+    rows = []
+    for train_data in dict.fromkeys(run.info.get("train_data") for run in study.runs):
+        reported = PAPER.get(str(train_data))
+        if not reported:
+            continue
+        cells = []
+        for name in study.test_sets:
+            numbers = reported.get(name)
+            if not numbers:
+                cells += ["", "", ""]
+                continue
+            for metric in ("auroc", "aupr"):
+                value, ci = numbers[metric]
+                cells.append(
+                    "n/r"
+                    if value is None
+                    else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                )
+            cells.append(f"{numbers['n']}")
+        rows.append((f"paper: {train_data}", cells))
+    return rows

@@ -1,0 +1,135 @@
+"""The study report: arms from overrides, mean and sd over seeds, paired tests, figures, paper rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+from cxrsyn.evaluation.metrics import pr_curve
+from cxrsyn.evaluation.metrics import roc_curve as our_roc_curve
+from cxrsyn.evaluation.outputs import test_set_metrics as score_table
+from cxrsyn.evaluation.outputs import write_json, write_predictions
+from cxrsyn.evaluation.report import find_runs, write_report
+from tests.conftest import run_cli
+
+N = 300
+
+
+def make_run(folder, data, seed, signal, test_sets=("rsna", "kermany"), experiment="crop_ablation"):
+    """A run folder as training writes it: predictions scored with ``signal`` (0 = chance)."""
+    rng = np.random.default_rng(seed * 100 + int(signal * 10))
+    metrics = {"test_sets": {}, "run": {}}
+    for name in test_sets:
+        labels = np.r_[np.ones(N // 2), np.zeros(N // 2)].astype(int)
+        probs = 1 / (1 + np.exp(-(signal * (2 * labels - 1) + rng.normal(size=N))))
+        table = pd.DataFrame({"path": [f"{name}/{i}.png" for i in range(N)], "label": labels, "prob": probs})
+        table["sex"] = np.where(np.arange(N) % 2, "F", "M")
+        path = write_predictions(folder, name, table)
+        metrics["test_sets"][name] = {
+            **score_table(table, {"n_resamples": 200, "seed": 0}),
+            "predictions": str(path.relative_to(folder)),
+        }
+    metrics["run"] = {
+        "experiment": experiment,
+        "source": "phantom",
+        "seed": seed,
+        "train_data": data,
+        "overrides": [f"data={data}", f"seed={seed}", "+experiment=crop_ablation", "source=phantom"],
+        "swept": [f"data={data}", f"seed={seed}"],
+    }
+    write_json(folder / "metrics.json", metrics)
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    config = {
+        "experiment": {"name": experiment, "compare": [["data=synthetic_cropped", "data=synthetic_raw"]]}
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return metrics
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """Two arms x two seeds: the cropped arm has a strong signal, the raw arm a weak one; job 4 crashed."""
+    for job, (data, seed, signal) in enumerate(
+        [
+            ("synthetic_raw", 0, 0.2),
+            ("synthetic_cropped", 0, 1.5),
+            ("synthetic_raw", 1, 0.2),
+            ("synthetic_cropped", 1, 1.5),
+        ]
+    ):
+        make_run(tmp_path / str(job), data, seed, signal)
+    (tmp_path / "4" / ".hydra").mkdir(parents=True)
+    return tmp_path
+
+
+def test_curves_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    scores = np.round(rng.random(400), 2)  # ties
+    fpr, tpr = our_roc_curve(labels, scores)
+    sk_fpr, sk_tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
+    precision, recall = pr_curve(labels, scores)
+    sk_precision, sk_recall, _ = precision_recall_curve(labels, scores)
+    np.testing.assert_allclose(precision, sk_precision[:-1][::-1], atol=1e-12)
+    np.testing.assert_allclose(recall, sk_recall[:-1][::-1], atol=1e-12)
+    assert float(np.sum(np.diff(np.r_[0, recall]) * precision)) == pytest.approx(
+        average_precision_score(labels, scores), abs=1e-12
+    )
+
+
+def test_arms_are_the_overrides_that_differ_and_unfinished_jobs_are_listed(sweep):
+    study = find_runs(sweep)
+    assert study.arms == ["data=synthetic_raw", "data=synthetic_cropped"]
+    assert [run.seed for run in study.of_arm("data=synthetic_cropped")] == [0, 1]
+    assert study.unfinished == ["4"]
+
+
+def test_report_tables_comparisons_and_figures(sweep, tmp_path):
+    report = write_report(sweep, n_resamples=300)
+    per_run = pd.read_csv(sweep / "results.csv")
+    assert len(per_run) == 8 and set(per_run["test_set"]) == {"rsna", "kermany"}
+    summary = {(row["arm"], row["test_set"]): row for row in report["summary"]}
+    cropped = summary[("data=synthetic_cropped", "rsna")]
+    aurocs = per_run[(per_run["arm"] == "data=synthetic_cropped") & (per_run["test_set"] == "rsna")]["auroc"]
+    assert cropped["auroc_mean"] == pytest.approx(aurocs.mean()) and cropped["auroc_sd"] == pytest.approx(
+        aurocs.std()
+    )
+    comparisons = pd.read_csv(sweep / "comparisons.csv")
+    assert len(comparisons) == 4  # one pair (from experiment.compare) x 2 test sets x 2 seeds
+    assert (comparisons["arm_a"] == "data=synthetic_cropped").all()
+    assert (comparisons["auroc_diff"] > 0).all() and (comparisons["delong_p"] < 0.05).all()
+    assert (comparisons["boot_auroc_diff_lo"] > 0).all()
+    markdown = (sweep / "results.md").read_text()
+    assert "PHANTOM RUN" in markdown and "| paper: synthetic_cropped | 0.923 [0.919, 0.927]" in markdown
+    assert "Unfinished job folders (no metrics.json, left out): 4" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| data=synthetic_cropped | "))
+    assert f"{cropped['auroc_mean']:.3f} ± {cropped['auroc_sd']:.3f}" in row
+    for name in ("roc_rsna", "pr_rsna", "roc_kermany", "pr_kermany"):
+        assert (sweep / f"{name}.png").stat().st_size > 5000
+    assert json.loads((sweep / "report.json").read_text())["unfinished"] == ["4"]
+
+
+def test_paired_test_needs_the_same_images(tmp_path):
+    make_run(tmp_path / "0", "synthetic_raw", 0, 0.5)
+    make_run(tmp_path / "1", "synthetic_cropped", 0, 0.5)
+    table = pd.read_csv(tmp_path / "1" / "predictions" / "rsna.csv")
+    table.loc[0, "path"] = "elsewhere.png"
+    table.to_csv(tmp_path / "1" / "predictions" / "rsna.csv", index=False)
+    result = run_cli("cxrsyn.report", str(tmp_path), "--no-figures")
+    assert result.returncode == 2
+    assert (
+        result.stderr.startswith("error: test set 'rsna' differs between") and result.stderr.count("\n") == 1
+    )
+
+
+def test_no_runs_is_one_line(tmp_path):
+    result = run_cli("cxrsyn.report", str(tmp_path))
+    assert result.returncode == 2 and "no training run under" in result.stderr
+    assert result.stderr.count("\n") == 1
