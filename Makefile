@@ -7,14 +7,15 @@ PYTEST_ARGS ?= -q
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast lint format bench clean-outputs help
+.PHONY: install demo test test-fast lint format bench experiments clean-outputs help
 
 help:
-	@echo "make demo        train and test on the embedded phantom data (installs first if needed)"
+	@echo "make demo        the crop ablation on phantom stand-ins (2 arms x 3 seeds) and its report"
 	@echo "make test        run the test suite (installs first if needed)"
 	@echo "make test-fast   the test suite without the slow (training, subprocess) tests"
 	@echo "make lint        ruff check and format check"
 	@echo "make bench       speed benchmarks (ratios against bounds measured in the same run)"
+	@echo "make experiments rerun every study in experiments/ on phantom stand-ins, refresh their results"
 	@echo "make format      ruff format and autofix"
 	@echo "make install     create $(VENV) and install cxrsyn with its dev extra"
 
@@ -26,8 +27,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A new folder per demo; resume a crashed one with: make demo DEMO_DIR=<its folder> DEMO_ARGS=ckpt_path=last
+DEMO_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_DIR ?= outputs/demo/crop_ablation_$(DEMO_STAMP)
 demo: $(STAMP)
-	$(PY) -m cxrsyn.train
+	$(PY) -m cxrsyn.train +experiment=crop_ablation source=phantom hydra.sweep.dir=$(DEMO_DIR) $(DEMO_ARGS)
+	$(PY) -m cxrsyn.report $(DEMO_DIR)
+
+# Phantom results of every study, written to experiments/<study>/phantom/ (small settings: see the README there)
+STUDIES ?= crop_ablation generator_comparison crop_fraction_sweep backbones
+PHANTOM_ARGS ?= datamodule.image_size=64 trainer.max_epochs=6 seed=0,1
+experiments: $(STAMP)
+	@for study in $(STUDIES); do \
+	  dir=outputs/experiments/$$study; rm -rf $$dir; \
+	  $(PY) -m cxrsyn.train +experiment=$$study source=phantom hydra.sweep.dir=$$dir $(PHANTOM_ARGS) || exit 1; \
+	  rm -rf experiments/$$study/phantom; \
+	  $(PY) -m cxrsyn.report $$dir --out experiments/$$study/phantom || exit 1; \
+	  echo "make experiments STUDIES=$$study PHANTOM_ARGS='$(PHANTOM_ARGS)'" > experiments/$$study/phantom/COMMAND; \
+	done
 
 # pytest exits 5 when it collects no tests: that is a failure here, never a pass.
 test: $(STAMP)

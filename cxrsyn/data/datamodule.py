@@ -98,6 +98,10 @@ class CXRDataModule(pl.LightningDataModule):
             if source.cache:
                 self.index_source(source)
 
+    def dataset(self, name: str) -> ImageTableDataset:
+        """A set-up dataset by name: ``train``, ``val`` or ``test/<test set>``."""
+        return self._datasets[name]
+
     def setup(self, stage: str | None = None) -> None:
         if self._datasets:
             return

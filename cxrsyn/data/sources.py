@@ -97,6 +97,7 @@ class PhantomFolder(DatasetFolder):
     seed: int = 0
     image_size: int = 256
     shortcut_strength: float = 0.5
+    framing_shortcut: bool = True
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
 
     kind = "phantom"

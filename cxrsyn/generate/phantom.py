@@ -9,7 +9,8 @@ Two domains:
 - ``generator_like`` imitates what the paper cropped away from Nano Banana output: a square image whose field
   of view runs well below the diaphragm, and a watermark mark in the bottom band. ``shortcut_strength`` sets
   how strongly both defects track the class: 0 = independent of the label, 1 = the watermark appears on every
-  pneumonia image and on no normal one, and pneumonia images show more abdomen.
+  pneumonia image and on no normal one, and pneumonia images show more abdomen (unless ``framing_shortcut`` is
+  false: then the watermark in the bottom band is the only class-linked defect, all of it removed by the crop).
 - ``real_like`` has neither defect, frames the chest the way a radiographer does, and differs in intensity
   statistics (gamma, contrast, quantum noise, blur) and in image size and aspect ratio.
 
@@ -73,6 +74,7 @@ class PhantomSpec:
     seed: int = 0
     image_size: int = 256
     shortcut_strength: float = 0.5
+    framing_shortcut: bool = True  # false: only the bottom-band watermark tracks the class
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     version: int = PHANTOM_VERSION
 
@@ -143,7 +145,8 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     # Geometry of the frame: where the lung apices and the costophrenic angles fall.
     if generator_like:
         height = width = spec.image_size
-        fov_shift = 0.06 * spec.shortcut_strength * sign  # pneumonia: diaphragm higher, more abdomen shown
+        # pneumonia: diaphragm higher, more abdomen shown (a class-linked framing the bottom crop does not remove)
+        fov_shift = 0.06 * spec.shortcut_strength * sign if spec.framing_shortcut else 0.0
         y_apex = 0.07 + rng.uniform(-0.015, 0.015)
         y_base = 0.60 - fov_shift + rng.uniform(-0.02, 0.02)
     else:

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -169,8 +170,41 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         bootstrap_settings(cfg),
         evaluation_settings(cfg, "subgroups"),
     )
+    gradcam = dict(OmegaConf.to_container(cfg.gradcam, resolve=True)) if cfg.get("gradcam") else {}
+    if gradcam.pop("enabled", False):
+        metrics["gradcam"] = gradcam_for_run(output_dir, datamodule, model, metrics, gradcam)
+        write_json(output_dir / METRICS_NAME, metrics)
     log_results_to_wandb(trainer.loggers, output_dir, metrics)
     return metrics
+
+
+def gradcam_for_run(
+    output_dir: Path, datamodule: CXRDataModule, model: PneumoniaClassifier, metrics: dict, settings: dict
+) -> dict[str, Any]:
+    """Grad-CAM grids and bottom-band shares of every test set under ``gradcam/``, with the tested weights
+    and the threshold fixed on the validation split (0.5 without one)."""
+    from cxrsyn.evaluation.gradcam import gradcam_for_test_set
+
+    threshold = (metrics.get("validation_threshold") or {}).get("value", 0.5)
+    results = {}
+    for name in datamodule.test_set_names:
+        table = pd.read_csv(output_dir / metrics["test_sets"][name]["predictions"])
+        result = gradcam_for_test_set(
+            model,
+            datamodule.dataset(f"test/{name}"),
+            table,
+            threshold,
+            output_dir / "gradcam",
+            name,
+            **settings,
+        )
+        result.update(grid=f"gradcam/{result['grid']}", cams=f"gradcam/{result['cams']}")
+        results[name] = result
+        share = result["bottom_band_share"]
+        print(
+            f"grad-cam:    {name}: share of CAM mass in the bottom {result['band_fraction']:.0%}: {share['mean']:.3f}"
+        )
+    return results
 
 
 def wandb_identity(logger_cfg: DictConfig, identity: dict[str, Any]) -> dict[str, Any]:
