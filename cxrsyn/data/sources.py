@@ -98,6 +98,9 @@ class PhantomFolder(DatasetFolder):
     image_size: int = 256
     shortcut_strength: float = 0.5
     framing_shortcut: bool = True
+    watermark_size: float = 0.045
+    watermark_shape: str = "sparkle"
+    bottom_mark_rate: float = 0.0
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
 
     kind = "phantom"

@@ -19,9 +19,7 @@ from cxrsyn.evaluation.outputs import METRICS_NAME
 from cxrsyn.models.classifier import PneumoniaClassifier
 from cxrsyn.training.run import (
     RESOLVED_CONFIG_NAME,
-    bootstrap_settings,
     build_datamodule,
-    evaluation_settings,
     instantiate_node,
     resolved_config,
     write_results,
@@ -82,13 +80,4 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         json.loads(run_metrics.read_text()).get("validation_threshold") if run_metrics.is_file() else None
     )
     extra = {"validation_threshold": threshold}
-    return write_results(
-        output_dir,
-        datamodule,
-        model,
-        checkpoint_info,
-        time.time() - started,
-        extra,
-        bootstrap_settings(cfg),
-        evaluation_settings(cfg, "subgroups"),
-    )
+    return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)

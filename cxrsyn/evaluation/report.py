@@ -295,11 +295,7 @@ def plot_curves(study: Study, out_dir: Path) -> list[Path]:
             axes.set(xlabel=axes_labels[0], ylabel=axes_labels[1], xlim=(0, 1), ylim=(0, 1.02))
             axes.set_title(f"{name}: {kind.upper()} ({_source_note(study)})", fontsize=10)
             axes.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left")
-            path = out_dir / f"{kind}_{name}.png"
-            figure.tight_layout()
-            figure.savefig(path, dpi=120)
-            plt.close(figure)
-            written.append(path)
+            written.append(_save(figure, out_dir / f"{kind}_{name}.png", dpi=120))
     return written
 
 
@@ -333,12 +329,17 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
             axis.set_title(title, fontsize=9)
             axis.axis("off")
         figure.suptitle(f"Grad-CAM on {name} ({_source_note(study)})", fontsize=11)
-        path = out_dir / f"gradcam_{name}.png"
-        figure.tight_layout()
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(figure, out_dir / f"gradcam_{name}.png", dpi=110))
     return written
+
+
+def _save(figure: Any, path: Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
 
 
 def _source_note(study: Study) -> str:

@@ -12,7 +12,10 @@ Two domains:
   pneumonia image and on no normal one, and pneumonia images show more abdomen (unless ``framing_shortcut`` is
   false: then the watermark in the bottom band is the only class-linked defect, all of it removed by the crop).
 - ``real_like`` has neither defect, frames the chest the way a radiographer does, and differs in intensity
-  statistics (gamma, contrast, quantum noise, blur) and in image size and aspect ratio.
+  statistics (gamma, contrast, quantum noise, blur) and in image size and aspect ratio. ``bottom_mark_rate``
+  puts a burned-in label in the bottom-right corner of that share of films, independent of the class, as
+  clinical films often have. With ``watermark_shape=label`` the generator's class-linked mark is that same
+  label: a positive control in which a model that learned the mark fires on real-like films of either class.
 
 Images are 8-bit PNG, bright = dense (MONOCHROME2), written in the dataset-folder format.
 """
@@ -51,6 +54,7 @@ from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 PHANTOM_VERSION = 2
 SPEC_NAME = "phantom_spec.json"
 DOMAINS = ("generator_like", "real_like")
+WATERMARK_SHAPES = ("sparkle", "label")
 LOBES = {  # side (-1 = patient's right = image left), vertical extent in lung coordinates
     "RUL": (-1, 0.0, 0.38),
     "RML": (-1, 0.38, 0.68),
@@ -75,6 +79,11 @@ class PhantomSpec:
     image_size: int = 256
     shortcut_strength: float = 0.5
     framing_shortcut: bool = True  # false: only the bottom-band watermark tracks the class
+    watermark_size: float = 0.045  # half-width of the sparkle, as a fraction of the image side
+    watermark_shape: str = (
+        "sparkle"  # sparkle (a logo) | label (the burned-in label real-like films can carry)
+    )
+    bottom_mark_rate: float = 0.0  # real_like: share of films with a burned-in label bottom right, any class
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     version: int = PHANTOM_VERSION
 
@@ -83,6 +92,17 @@ class PhantomSpec:
             raise CxrsynError(f"phantom domain {self.domain!r} is unknown; use one of {', '.join(DOMAINS)}")
         if not 0.0 <= self.shortcut_strength <= 1.0:
             raise CxrsynError(f"phantom shortcut_strength={self.shortcut_strength} must lie in [0, 1]")
+        if self.watermark_shape not in WATERMARK_SHAPES:
+            raise CxrsynError(
+                f"phantom watermark_shape={self.watermark_shape!r} is unknown; use one of {', '.join(WATERMARK_SHAPES)}"
+            )
+        if not 0.0 <= self.bottom_mark_rate <= 1.0:
+            raise CxrsynError(f"phantom bottom_mark_rate={self.bottom_mark_rate} must lie in [0, 1]")
+        if not 0.0 < self.watermark_size <= 0.1:
+            raise CxrsynError(
+                f"phantom watermark_size={self.watermark_size} must lie in (0, 0.1], so the mark stays in the "
+                "bottom 30% of the image"
+            )
         if self.image_size < 32:
             raise CxrsynError(f"phantom image_size={self.image_size} is too small; use 32 or more")
         if self.n_per_class < 1:
@@ -262,9 +282,15 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     if generator_like:
         watermark = int(artifact_rng.random() < 0.5 + 0.5 * spec.shortcut_strength * sign)
         if watermark:
-            image = _stamp_watermark(image)
+            image = (
+                _stamp_bottom_label(image)
+                if spec.watermark_shape == "label"
+                else _stamp_watermark(image, spec.watermark_size)
+            )
     else:
         image = _stamp_side_marker(image, artifact_rng)
+        if artifact_rng.random() < spec.bottom_mark_rate:
+            image = _stamp_bottom_label(image)
 
     record = {
         "sex": attributes.get("sex"),
@@ -330,15 +356,26 @@ def _style(
     return image + mottle
 
 
-def _stamp_watermark(image: np.ndarray) -> np.ndarray:
+def _stamp_watermark(image: np.ndarray, size_fraction: float) -> np.ndarray:
     """A four-pointed sparkle in the bottom-right corner, like the logo on AI-generated images."""
     height, width = image.shape
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    cy, cx, size = 0.915 * height, 0.915 * width, 0.045 * min(height, width)
+    size = size_fraction * min(height, width)
+    cy, cx = height - 1.9 * size, width - 1.9 * size  # up to 0.1, the sparkle stays in the bottom 30%
     dy, dx = np.abs(y - cy) / size, np.abs(x - cx) / size
     star = np.sqrt(dx) + np.sqrt(dy) < 1.0
     out = image.copy()
     out[star] = 0.92
+    return out
+
+
+def _stamp_bottom_label(image: np.ndarray) -> np.ndarray:
+    """A burned-in label (a bright bar) in the bottom-right corner, as on many clinical films."""
+    height, width = image.shape
+    bar_height, bar_width = max(2, int(0.06 * height)), max(4, int(0.22 * width))
+    top, left = height - int(0.05 * height) - bar_height, width - int(0.05 * width) - bar_width
+    out = image.copy()
+    out[top : top + bar_height, left : left + bar_width] = 0.92
     return out
 
 

@@ -160,16 +160,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
     }
     extra = {"run": identity, "epochs_trained": trainer.current_epoch, "validation_threshold": threshold}
-    metrics = write_results(
-        output_dir,
-        datamodule,
-        model,
-        checkpoint_info,
-        time.time() - started,
-        extra,
-        bootstrap_settings(cfg),
-        evaluation_settings(cfg, "subgroups"),
-    )
+    metrics = write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
     gradcam = dict(OmegaConf.to_container(cfg.gradcam, resolve=True)) if cfg.get("gradcam") else {}
     if gradcam.pop("enabled", False):
         metrics["gradcam"] = gradcam_for_run(output_dir, datamodule, model, metrics, gradcam)
@@ -277,12 +268,12 @@ def write_results(
     checkpoint: dict[str, Any],
     seconds: float,
     extra: dict[str, Any] | None = None,
-    bootstrap: dict[str, Any] | None = None,
-    subgroups: dict[str, Any] | None = None,
+    cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
     """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, subgroups,
-    thresholds, calibration, skipped)."""
-    subgroups = subgroups or {}
+    thresholds, calibration, skipped); CIs and subgroups as ``evaluation`` in ``cfg`` sets them."""
+    bootstrap = bootstrap_settings(cfg) if cfg is not None else None
+    subgroups = evaluation_settings(cfg, "subgroups") if cfg is not None else {}
     test_sets: dict[str, Any] = {}
     for name in datamodule.test_set_names:
         predictions = model.test_predictions[name]

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -30,3 +31,49 @@ def test_known_values():
 def test_single_class_gives_no_auroc():
     result = binary_metrics(np.ones(5, int), np.linspace(0, 1, 5))
     assert result["auroc"] is None and result["aupr"] is None and result["n_pos"] == 5
+
+
+def test_subgroups_score_label_specific_values_against_all_negatives():
+    from cxrsyn.evaluation.outputs import subgroup_metrics
+
+    rng = np.random.default_rng(3)
+    subtype = np.array(["normal"] * 40 + ["bacteria"] * 30 + ["virus"] * 20 + ["unknown"] * 5)
+    labels = (subtype != "normal").astype(int)
+    table = pd.DataFrame({"path": [f"{i}.png" for i in range(95)], "label": labels, "prob": rng.random(95)})
+    table["subtype"] = subtype
+    table["split"] = np.where(np.arange(95) % 2, "train", "test")
+    result = subgroup_metrics(table, ["subtype", "split", "absent_column"], None, min_per_class=10)
+    assert set(result) == {"subtype", "split"}
+    assert set(result["subtype"]) == {"bacteria", "virus", "unknown"}  # normal is the negative class itself
+    bacteria = result["subtype"]["bacteria"]
+    member = np.isin(subtype, ["bacteria", "normal"])
+    assert bacteria["vs"] == "all negatives" and (bacteria["n_pos"], bacteria["n_neg"]) == (30, 40)
+    assert bacteria["auroc"] == pytest.approx(roc_auc_score(labels[member], table["prob"][member]), abs=1e-12)
+    assert result["subtype"]["unknown"] == {
+        "vs": "all negatives",
+        "n": 45,
+        "n_pos": 5,
+        "n_neg": 40,
+        "auroc": None,
+        "aupr": None,
+        "too_small": True,
+    }
+    train = table["split"] == "train"
+    assert result["split"]["train"]["auroc"] == pytest.approx(
+        roc_auc_score(labels[train], table["prob"][train]), abs=1e-12
+    )
+
+
+def test_rsna_age_bands():
+    from cxrsyn.data.rsna import age_band
+
+    assert [age_band(a) for a in (0, 17, 18, 39, 40, 64, 65, 120)] == [
+        "0-17",
+        "0-17",
+        "18-39",
+        "18-39",
+        "40-64",
+        "40-64",
+        "65+",
+        "65+",
+    ]

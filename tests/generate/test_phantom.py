@@ -75,10 +75,11 @@ def test_real_like_images_carry_no_watermark():
 
 
 def test_watermark_sits_in_the_bottom_band_the_crop_removes():
-    marked = _stamp_watermark(np.zeros((128, 100), np.float32))
-    rows, columns = np.nonzero(marked)
-    assert rows.size > 0
-    assert rows.min() >= int(0.7 * 128)  # inside the bottom 30% that the paper's crop removes
+    for size in (PhantomSpec().watermark_size, 0.1):  # the default and the largest allowed
+        marked = _stamp_watermark(np.zeros((128, 100), np.float32), size)
+        rows, columns = np.nonzero(marked)
+        assert rows.size > 0
+        assert rows.min() >= int(0.7 * 128)  # inside the bottom 30% that the paper's crop removes
     assert columns.min() >= 50  # bottom-right, where the sparkle logo sits
 
 
@@ -128,3 +129,15 @@ def test_parallel_and_serial_writes_are_identical(tmp_path):
 def test_bad_settings_are_named(field, value, message):
     with pytest.raises(CxrsynError, match=message):
         PhantomSpec(**{field: value})
+
+
+def test_real_like_bottom_labels_sit_in_the_band_and_leave_other_films_unchanged():
+    plain = PhantomSpec(domain="real_like", image_size=64)
+    marked = PhantomSpec(domain="real_like", image_size=64, bottom_mark_rate=1.0)
+    for label in (0, 1):
+        cell = GridCell(0, label, ATTRIBUTES, 5)
+        before, after = render(cell, plain)[0], render(cell, marked)[0]
+        rows = np.nonzero((before != after).any(axis=1))[0]
+        assert rows.size > 0 and rows.min() >= int(0.7 * before.shape[0])
+    with pytest.raises(CxrsynError, match="bottom_mark_rate"):
+        PhantomSpec(domain="real_like", bottom_mark_rate=1.5)

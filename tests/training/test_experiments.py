@@ -4,7 +4,6 @@ the notebooks, and the planted-shortcut check that the crop ablation detects wha
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -158,26 +157,30 @@ def test_notebooks_run_on_phantom_outputs(tiny_study, notebook, monkeypatch):
 
 @pytest.mark.slow
 def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
-    """Done-when of the experiments issue: the watermark in the bottom band is fully correlated with the
-    class in the training images and absent from the test images. The model trained on raw images learns it
-    and fails on the real-like set; the cropped arm cannot see it, learns the lesions, and beats the raw arm
-    with a significant paired test."""
+    """Done-when of the experiments issue, a positive control: a mark in the bottom band is fully correlated
+    with the class in the generator-like training images; on the real-like test films the same kind of mark
+    (a burned-in label) appears on half the films of either class. The model trained on raw images learns
+    the mark and fires on the labelled films; the cropped arm cannot see it, learns the lesions, and beats
+    the raw arm with a significant paired test. (With the default sparkle, which real-like films never
+    carry, the raw model loses little AUROC: measured in the closing note of the issue.)"""
     sweep = tmp_path / "sweep"
     overrides = {
         "source": "phantom",
         "paths.data_dir": tmp_path / "data",
-        "data.phantom.shortcut_strength": 1.0,
-        "data.phantom.framing_shortcut": False,
+        "data.phantom.shortcut_strength": 1.0,  # the mark on every pneumonia image, on no normal one
+        "data.phantom.framing_shortcut": False,  # and nothing else linked to the class but the lesions
+        "data.phantom.watermark_shape": "label",
         "data.phantom.n_per_class": 150,
-        "data.phantom.image_size": 96,
         "test_sets": "[rsna]",
-        "test_sets.rsna.phantom.n_per_class": 200,
-        "test_sets.rsna.phantom.image_size": 96,
+        "test_sets.rsna.phantom.n_per_class": 150,
+        "test_sets.rsna.phantom.image_size": 128,
+        "test_sets.rsna.phantom.bottom_mark_rate": 0.5,  # the same label on half the films, either class
         "datamodule.image_size": 64,
-        "trainer.max_epochs": 10,
+        "datamodule.batch_size": 16,
+        "trainer.max_epochs": 20,
         "trainer.enable_progress_bar": False,
         "evaluation.bootstrap.n_resamples": 200,
-        "gradcam.n_share": 100,
+        "gradcam.n_share": 50,
         "seed": 0,
     }
     result = run_cli(
@@ -192,7 +195,6 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
     assert comparison["arm_a"] == "data=synthetic_cropped" and comparison["arm_b"] == "data=synthetic_raw"
     assert comparison["auroc_diff"] > 0.03
     assert comparison["delong_p"] < 0.05 and comparison["boot_auroc_diff_lo"] > 0
-    # and Grad-CAM shows where the raw model looked: more of its attention in the band the crop removes
+    # and Grad-CAM shows where the raw model looks: more of its attention in the band the crop removes
     shares = pd.read_csv(sweep / "results.csv").set_index("arm")["cam_bottom_share"]
     assert shares["data=synthetic_raw"] > shares["data=synthetic_cropped"]
-    assert os.environ.get("GEMINI_API_KEY") is None
