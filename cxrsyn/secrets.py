@@ -37,3 +37,12 @@ def redact(value: Any, _secrets: list[str] | None = None) -> Any:
         for secret in secrets:
             value = value.replace(secret, REDACTED)
     return value
+
+
+def redact_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides (``key=value``) with secret values replaced, by key name or by value."""
+    redacted = []
+    for item in redact(list(overrides)):
+        key, sep, value = item.partition("=")
+        redacted.append(f"{key}={REDACTED}" if sep and _SECRET_KEY.search(key) and value else item)
+    return redacted

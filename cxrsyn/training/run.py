@@ -30,7 +30,7 @@ from cxrsyn.evaluation.outputs import (
     write_predictions,
 )
 from cxrsyn.models.classifier import PneumoniaClassifier
-from cxrsyn.secrets import redact
+from cxrsyn.secrets import redact, redact_overrides
 from cxrsyn.training.loggers import log_results_to_wandb
 
 RESOLVED_CONFIG_NAME = "config.yaml"
@@ -229,7 +229,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         identity["train_data"] = hydra_cfg.runtime.choices.get("data")
-        overrides = [str(item) for item in redact(list(hydra_cfg.overrides.task))]
+        overrides = redact_overrides([str(item) for item in hydra_cfg.overrides.task])
         swept_keys = {str(key) for key in (hydra_cfg.sweeper.get("params") or {})}
         identity["overrides"] = overrides
         identity["swept"] = [item for item in overrides if item.split("=", 1)[0] in swept_keys]

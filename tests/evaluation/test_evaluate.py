@@ -55,6 +55,13 @@ def test_training_tests_on_the_real_sets(trained):
     assert {"age", "age_flag", "sex", "view", "detailed_class"} <= set(predictions.columns)
     assert "cache_file" not in predictions.columns  # where it was read from is not an attribute
     assert set(pd.read_csv(run_dir / kermany["predictions"])["split"]) == {"train", "val", "test"}
+    # subgroups: RSNA by sex, age band and view; Kermany by split and subtype (each subtype vs all normals)
+    assert set(rsna["subgroups"]) == {"sex", "age_band", "view"}
+    for groups in rsna["subgroups"].values():
+        assert sum(group["n"] for group in groups.values()) == rsna["n"]
+    assert set(kermany["subgroups"]) == {"split", "subtype"}
+    for subtype in kermany["subgroups"]["subtype"].values():
+        assert subtype["vs"] == "all negatives" and subtype["n_neg"] == kermany["n_neg"]
 
 
 def evaluate(trained, tmp_path, *overrides: str):
