@@ -84,9 +84,9 @@ def subgroup_metrics(
     """AUROC and AUPR (with CIs when ``bootstrap``) per value of each attribute column present in ``table``.
 
     A value found only among positives (Kermany's bacteria and virus subtypes) is scored as those positives
-    against every negative (``"vs": "all negatives"``); a value found only among negatives (the normal
-    subtype) is the negative class itself and is left out. Subgroups with fewer than ``min_per_class``
-    positives or negatives get their counts and null metrics (``"too_small": true``)."""
+    against every negative (``"vs": "all negatives"``). Subgroups with fewer than ``min_per_class``
+    positives or negatives (a value found only among negatives, like the normal subtype, has none) get their
+    counts and null metrics (``"too_small": true``)."""
     result: dict[str, dict[str, Any]] = {}
     labels = table[LABEL_COLUMN].to_numpy()
     for column in columns:
@@ -97,8 +97,6 @@ def subgroup_metrics(
         for value in sorted(values.unique()):
             member = (values == value).to_numpy()
             entry: dict[str, Any] = {}
-            if not labels[member].any():
-                continue
             if labels[member].all():
                 member = member | (labels == 0)
                 entry["vs"] = "all negatives"

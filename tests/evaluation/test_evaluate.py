@@ -60,8 +60,10 @@ def test_training_tests_on_the_real_sets(trained):
     for groups in rsna["subgroups"].values():
         assert sum(group["n"] for group in groups.values()) == rsna["n"]
     assert set(kermany["subgroups"]) == {"split", "subtype"}
-    for subtype in kermany["subgroups"]["subtype"].values():
-        assert subtype["vs"] == "all negatives" and subtype["n_neg"] == kermany["n_neg"]
+    subtypes = kermany["subgroups"]["subtype"]
+    assert subtypes["normal"]["n_pos"] == 0 and subtypes["normal"]["n"] == kermany["n_neg"]
+    for name in set(subtypes) - {"normal"}:
+        assert subtypes[name]["vs"] == "all negatives" and subtypes[name]["n_neg"] == kermany["n_neg"]
 
 
 def evaluate(trained, tmp_path, *overrides: str):

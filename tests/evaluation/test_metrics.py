@@ -44,7 +44,15 @@ def test_subgroups_score_label_specific_values_against_all_negatives():
     table["split"] = np.where(np.arange(95) % 2, "train", "test")
     result = subgroup_metrics(table, ["subtype", "split", "absent_column"], None, min_per_class=10)
     assert set(result) == {"subtype", "split"}
-    assert set(result["subtype"]) == {"bacteria", "virus", "unknown"}  # normal is the negative class itself
+    assert set(result["subtype"]) == {"bacteria", "virus", "unknown", "normal"}
+    assert result["subtype"]["normal"] == {
+        "n": 40,
+        "n_pos": 0,
+        "n_neg": 40,
+        "auroc": None,
+        "aupr": None,
+        "too_small": True,
+    }  # the negative class itself: counted, not scored
     bacteria = result["subtype"]["bacteria"]
     member = np.isin(subtype, ["bacteria", "normal"])
     assert bacteria["vs"] == "all negatives" and (bacteria["n_pos"], bacteria["n_neg"]) == (30, 40)
