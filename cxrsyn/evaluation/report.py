@@ -316,7 +316,7 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
             if grid and (run.folder / grid).is_file():
                 share = run.metrics["gradcam"][name]["bottom_band_share"]["mean"]
                 panels.append(
-                    (f"{arm} (seed {run.seed}); CAM share in bottom band {share:.2f}", run.folder / grid)
+                    (f"{arm} (seed {run.seed}); CAM share in bottom band {_fmt(share, 2)}", run.folder / grid)
                 )
         if not panels:
             continue

@@ -192,9 +192,8 @@ def gradcam_for_run(
         result.update(grid=f"gradcam/{result['grid']}", cams=f"gradcam/{result['cams']}")
         results[name] = result
         share = result["bottom_band_share"]
-        print(
-            f"grad-cam:    {name}: share of CAM mass in the bottom {result['band_fraction']:.0%}: {share['mean']:.3f}"
-        )
+        mean = "n/a (all maps zero)" if share["mean"] is None else f"{share['mean']:.3f}"
+        print(f"grad-cam:    {name}: share of CAM mass in the bottom {result['band_fraction']:.0%}: {mean}")
     return results
 
 
