@@ -88,7 +88,10 @@ def find_runs(folder: str | Path) -> Study:
         raise CxrsynError(f"report folder {folder} does not exist; give a run or multirun folder")
     paths = sorted(folder.rglob(METRICS_NAME), key=lambda path: _natural_key(path.parent, folder))
     paths = [path for path in paths if "wandb" not in path.parts]
-    runs = [Run(path.parent, json.loads(path.read_text())) for path in paths if _is_training_run(path)]
+    loaded = [(path.parent, json.loads(path.read_text())) for path in paths]
+    runs = [
+        Run(folder, metrics) for folder, metrics in loaded if "run" in metrics
+    ]  # evaluate writes no "run"
     if not runs:
         raise CxrsynError(
             f"no training run under {folder} (no metrics.json with a 'run' entry); give the folder that "
@@ -102,10 +105,6 @@ def find_runs(folder: str | Path) -> Study:
     ]
     name_arms(runs)
     return Study(runs, sorted(unfinished))
-
-
-def _is_training_run(path: Path) -> bool:
-    return "run" in json.loads(path.read_text())
 
 
 def _natural_key(path: Path, root: Path) -> list[Any]:
