@@ -90,7 +90,7 @@ def find_runs(folder: str | Path) -> Study:
     paths = [path for path in paths if "wandb" not in path.parts]
     loaded = [(path.parent, json.loads(path.read_text())) for path in paths]
     runs = [
-        Run(folder, metrics) for folder, metrics in loaded if "run" in metrics
+        Run(run_dir, metrics) for run_dir, metrics in loaded if "run" in metrics
     ]  # evaluate writes no "run"
     if not runs:
         raise CxrsynError(
