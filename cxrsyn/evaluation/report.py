@@ -89,9 +89,8 @@ def find_runs(folder: str | Path) -> Study:
     paths = sorted(folder.rglob(METRICS_NAME), key=lambda path: _natural_key(path.parent, folder))
     paths = [path for path in paths if "wandb" not in path.parts]
     loaded = [(path.parent, json.loads(path.read_text())) for path in paths]
-    runs = [
-        Run(run_dir, metrics) for run_dir, metrics in loaded if "run" in metrics
-    ]  # evaluate writes no "run"
+    # training runs only: cxrsyn.evaluate writes a metrics.json without "run"
+    runs = [Run(run_dir, metrics) for run_dir, metrics in loaded if "run" in metrics]
     if not runs:
         raise CxrsynError(
             f"no training run under {folder} (no metrics.json with a 'run' entry); give the folder that "
