@@ -57,7 +57,7 @@ def test_set_metrics(
     labels, probs = table[LABEL_COLUMN].to_numpy(), table[PROB_COLUMN].to_numpy()
     result = binary_metrics(labels, probs)
     if bootstrap and result["auroc"] is not None:
-        settings = {key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap}
+        settings = _bootstrap_kwargs(bootstrap)
         result.update(bootstrap_ci(labels, probs, **settings))
         result["ci_method"] = (
             f"stratified percentile bootstrap, {settings.get('n_resamples', 2000)} resamples, "
@@ -110,14 +110,17 @@ def subgroup_metrics(
             scores = rows[PROB_COLUMN].to_numpy()
             entry.update(binary_metrics(rows[LABEL_COLUMN].to_numpy(), scores))
             if bootstrap:
-                settings = {
-                    key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap
-                }
-                entry.update(bootstrap_ci(rows[LABEL_COLUMN].to_numpy(), scores, **settings))
+                entry.update(
+                    bootstrap_ci(rows[LABEL_COLUMN].to_numpy(), scores, **_bootstrap_kwargs(bootstrap))
+                )
             groups[str(value)] = entry
         if groups:
             result[column] = groups
     return result
+
+
+def _bootstrap_kwargs(bootstrap: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap}
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
