@@ -189,6 +189,10 @@ def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) ->
         found = [_arm_matching(arms, a), _arm_matching(arms, b)]
         if all(found):
             pairs.append((found[0], found[1]))
+        else:
+            print(f"report: experiment.compare [{a}, {b}] matches no two arms of {arms}; not compared")
+    if not pairs:
+        print("report: comparing every pair of arms instead")
     return pairs or list(itertools.combinations(arms, 2))
 
 
@@ -212,6 +216,7 @@ def compare_arms(
         for run_a in study.of_arm(arm_a):
             run_b = runs_b.get(run_a.seed)
             if run_b is None:
+                print(f"report: {arm_a} seed {run_a.seed} has no run of {arm_b} with that seed; not paired")
                 continue
             for name in run_a.metrics["test_sets"]:
                 if name not in run_b.metrics["test_sets"]:
