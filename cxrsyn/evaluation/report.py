@@ -40,6 +40,7 @@ PAPER = {
     },
     "synthetic_raw": {"rsna": {"auroc": (0.853, None), "aupr": (None, None), "n": 14863}},
 }
+PAPER_LABELS = {"synthetic_cropped": "Nano Banana, bottom 30% cropped", "synthetic_raw": "Nano Banana, raw"}
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "hydra/")
 
 
@@ -523,10 +524,20 @@ def _p(value: float) -> str:
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
+def _paper_key(run: Run) -> str:
+    """The paper's arm a run matches: its training data, where raw images cropped on the fly by the
+    paper's 30% count as the cropped set."""
+    train_data = str(run.info.get("train_data"))
+    crop = _override_map(run).get("data.crop_bottom_fraction")
+    if train_data == "synthetic_raw" and crop is not None and abs(float(crop) - 0.3) < 1e-9:
+        return "synthetic_cropped"
+    return train_data
+
+
 def _paper_rows(study: Study) -> list[tuple[str, list[str]]]:
     rows = []
-    for train_data in dict.fromkeys(run.info.get("train_data") for run in study.runs):
-        reported = PAPER.get(str(train_data))
+    for key in dict.fromkeys(_paper_key(run) for run in study.runs):
+        reported = PAPER.get(key)
         if not reported:
             continue
         cells = []
@@ -543,5 +554,5 @@ def _paper_rows(study: Study) -> list[tuple[str, list[str]]]:
                     else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
                 )
             cells.append(f"{numbers['n']}")
-        rows.append((f"paper: {train_data}", cells))
+        rows.append((f"paper: {PAPER_LABELS[key]}", cells))
     return rows

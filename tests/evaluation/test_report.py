@@ -20,7 +20,7 @@ from tests.conftest import run_cli
 N = 300
 
 
-def make_run(folder, data, seed, signal, test_sets=("rsna", "kermany"), experiment="crop_ablation"):
+def make_run(folder, data, seed, signal, test_sets=("rsna", "kermany"), experiment="crop_ablation", extra=()):
     """A run folder as training writes it: predictions scored with ``signal`` (0 = chance)."""
     rng = np.random.default_rng(seed * 100 + int(signal * 10))
     metrics = {"test_sets": {}, "run": {}}
@@ -39,7 +39,7 @@ def make_run(folder, data, seed, signal, test_sets=("rsna", "kermany"), experime
         "source": "phantom",
         "seed": seed,
         "train_data": data,
-        "overrides": [f"data={data}", f"seed={seed}", "+experiment=crop_ablation", "source=phantom"],
+        "overrides": [f"data={data}", f"seed={seed}", "+experiment=crop_ablation", "source=phantom", *extra],
         "swept": [f"data={data}", f"seed={seed}"],
     }
     write_json(folder / "metrics.json", metrics)
@@ -107,7 +107,10 @@ def test_report_tables_comparisons_and_figures(sweep, tmp_path):
     assert (comparisons["auroc_diff"] > 0).all() and (comparisons["delong_p"] < 0.05).all()
     assert (comparisons["boot_auroc_diff_lo"] > 0).all()
     markdown = (sweep / "results.md").read_text()
-    assert "PHANTOM RUN" in markdown and "| paper: synthetic_cropped | 0.923 [0.919, 0.927]" in markdown
+    assert (
+        "PHANTOM RUN" in markdown
+        and "| paper: Nano Banana, bottom 30% cropped | 0.923 [0.919, 0.927]" in markdown
+    )
     assert "Unfinished job folders (no metrics.json, left out): 4" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| data=synthetic_cropped | "))
     assert f"{cropped['auroc_mean']:.3f} ± {cropped['auroc_sd']:.3f}" in row
@@ -133,3 +136,13 @@ def test_no_runs_is_one_line(tmp_path):
     result = run_cli("cxrsyn.report", str(tmp_path))
     assert result.returncode == 2 and "no training run under" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_crop_sweep_arms_get_the_paper_rows_they_match(tmp_path):
+    for job, crop in enumerate((0.0, 0.3)):
+        make_run(tmp_path / str(job), "synthetic_raw", 0, 1.0, extra=[f"data.crop_bottom_fraction={crop}"])
+    write_report(tmp_path, n_resamples=100, figures=False)
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| data.crop_bottom_fraction=0.3 |" in markdown
+    assert "| paper: Nano Banana, raw | 0.853 |" in markdown
+    assert "| paper: Nano Banana, bottom 30% cropped | 0.923 [0.919, 0.927] |" in markdown
