@@ -198,3 +198,36 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
     # and Grad-CAM shows where the raw model looks: more of its attention in the band the crop removes
     shares = pd.read_csv(sweep / "results.csv").set_index("arm")["cam_bottom_share"]
     assert shares["data=synthetic_raw"] > shares["data=synthetic_cropped"]
+
+
+@pytest.mark.slow
+def test_a_rerun_of_a_study_with_ckpt_path_last_reuses_every_finished_job(tmp_path):
+    """A crashed multirun is resumed by rerunning it into the same sweep folder with ckpt_path=last:
+    finished jobs restore their last checkpoint, train no further and report the same numbers."""
+    command = [
+        "+experiment=crop_ablation",
+        *tiny_study_overrides(tmp_path / "data", test_sets=("rsna",)),
+        "test_sets=[rsna]",
+        "seed=0",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    assert run_cli("cxrsyn.train", *command).returncode == 0
+    jobs = sorted((tmp_path / "sweep").glob("[0-9]"))
+    before = {job: json.loads((job / "metrics.json").read_text()) for job in jobs}
+    best = {
+        path: path.stat().st_mtime_ns for job in jobs for path in (job / "checkpoints").glob("best-*.ckpt")
+    }
+    result = run_cli("cxrsyn.train", *command, "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        result.stdout.count("Restored all states from the checkpoint")
+        + result.stderr.count("Restored all states from the checkpoint")
+        == len(jobs)
+        == 2
+    )
+    for job in jobs:
+        after = json.loads((job / "metrics.json").read_text())
+        assert after["test_sets"]["rsna"]["auroc"] == before[job]["test_sets"]["rsna"]["auroc"]
+        assert after["epochs_trained"] == before[job]["epochs_trained"]
+    # no epoch was trained again, so no better checkpoint was written (Lightning saves last.ckpt again)
+    assert len(best) == 2 and {path: path.stat().st_mtime_ns for path in best} == best
