@@ -161,7 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     }
     extra = {"run": identity, "epochs_trained": trainer.current_epoch, "validation_threshold": threshold}
     metrics = write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
-    gradcam = dict(OmegaConf.to_container(cfg.gradcam, resolve=True)) if cfg.get("gradcam") else {}
+    gradcam = settings_at(cfg, "gradcam")
     if gradcam.pop("enabled", False):
         metrics["gradcam"] = gradcam_for_run(output_dir, datamodule, model, metrics, gradcam)
         write_json(output_dir / METRICS_NAME, metrics)
@@ -246,18 +246,16 @@ def validation_threshold(predictions: Any) -> dict[str, Any] | None:
     }
 
 
-def evaluation_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
-    """``evaluation.<name>`` of the config as plain values ({} when absent)."""
-    settings = OmegaConf.select(cfg, f"evaluation.{name}")
+def settings_at(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """The config section at ``key`` as plain, resolved values ({} when absent or null)."""
+    settings = OmegaConf.select(cfg, key)
     return dict(OmegaConf.to_container(settings, resolve=True)) if settings else {}
 
 
 def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:
     """``evaluation.bootstrap`` of the config as plain values (null or n_resamples 0: no CIs)."""
-    settings = OmegaConf.select(cfg, "evaluation.bootstrap")
-    if not settings or not settings.get("n_resamples"):
-        return None
-    return dict(OmegaConf.to_container(settings, resolve=True))
+    settings = settings_at(cfg, "evaluation.bootstrap")
+    return settings if settings.get("n_resamples") else None
 
 
 def write_results(
@@ -272,7 +270,7 @@ def write_results(
     """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, subgroups,
     thresholds, calibration, skipped); CIs and subgroups as ``evaluation`` in ``cfg`` sets them."""
     bootstrap = bootstrap_settings(cfg) if cfg is not None else None
-    subgroups = evaluation_settings(cfg, "subgroups") if cfg is not None else {}
+    subgroups = settings_at(cfg, "evaluation.subgroups") if cfg is not None else {}
     test_sets: dict[str, Any] = {}
     for name in datamodule.test_set_names:
         predictions = model.test_predictions[name]
