@@ -80,9 +80,8 @@ class PhantomSpec:
     shortcut_strength: float = 0.5
     framing_shortcut: bool = True  # false: only the bottom-band watermark tracks the class
     watermark_size: float = 0.045  # half-width of the sparkle, as a fraction of the image side
-    watermark_shape: str = (
-        "sparkle"  # sparkle (a logo) | label (the burned-in label real-like films can carry)
-    )
+    # sparkle (a logo) | label (the burned-in label real-like films can carry)
+    watermark_shape: str = "sparkle"
     bottom_mark_rate: float = 0.0  # real_like: share of films with a burned-in label bottom right, any class
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     version: int = PHANTOM_VERSION
@@ -94,7 +93,8 @@ class PhantomSpec:
             raise CxrsynError(f"phantom shortcut_strength={self.shortcut_strength} must lie in [0, 1]")
         if self.watermark_shape not in WATERMARK_SHAPES:
             raise CxrsynError(
-                f"phantom watermark_shape={self.watermark_shape!r} is unknown; use one of {', '.join(WATERMARK_SHAPES)}"
+                f"phantom watermark_shape={self.watermark_shape!r} is unknown; "
+                f"use one of {', '.join(WATERMARK_SHAPES)}"
             )
         if not 0.0 <= self.bottom_mark_rate <= 1.0:
             raise CxrsynError(f"phantom bottom_mark_rate={self.bottom_mark_rate} must lie in [0, 1]")
