@@ -51,17 +51,23 @@ class Run:
     folder: Path
     metrics: dict[str, Any]
     arm: str = ""
-
-    @property
-    def seed(self) -> int:
-        return int(self.metrics.get("run", {}).get("seed", 0))
+    _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
     def info(self) -> dict[str, Any]:
         return self.metrics.get("run", {})
 
+    @property
+    def seed(self) -> int:
+        return int(self.info.get("seed", 0))
+
     def predictions(self, test_set: str) -> pd.DataFrame:
-        return pd.read_csv(self.folder / self.metrics["test_sets"][test_set]["predictions"])
+        """The run's predictions file for ``test_set``, read once (comparisons and curves both use it)."""
+        if test_set not in self._tables:
+            self._tables[test_set] = pd.read_csv(
+                self.folder / self.metrics["test_sets"][test_set]["predictions"]
+            )
+        return self._tables[test_set]
 
 
 @dataclass
