@@ -67,17 +67,55 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The threshold maximising Youden's J = sensitivity + specificity - 1 (predict positive at >= it)."""
+    """The threshold maximising Youden's J = sensitivity + specificity - 1 (predict positive at >= it).
+
+    J is a step function of the threshold: it is constant between neighbouring distinct scores. The set of
+    thresholds that maximise it is an interval (lowest distinct score below the maximising run, highest
+    score of the run]; this returns the interval's midpoint, not its edge, so a model whose validation
+    scores separate the classes perfectly gets the threshold half way between the highest negative and the
+    lowest positive score. Ties between several maximising runs: the lowest run."""
     labels = np.asarray(labels).astype(bool)
     probs = np.asarray(probs, dtype=np.float64)
     candidates = np.unique(probs)
+    j = _youden_j(labels, probs, candidates)
+    best = np.flatnonzero(j == j.max())
+    first = int(best[0])
+    last = first
+    while last + 1 < len(candidates) and j[last + 1] == j[first]:
+        last += 1
+    if first == 0:  # nothing below: the run's lower end is open-ended; keep its lowest score
+        return float(candidates[0])
+    return float((candidates[first - 1] + candidates[last]) / 2.0)
+
+
+def _youden_j(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     positives, negatives = labels.sum(), (~labels).sum()
-    order = np.sort(probs[labels]), np.sort(probs[~labels])
-    # counts at or above each candidate, by binary search
-    tp = positives - np.searchsorted(order[0], candidates, side="left")
-    fp = negatives - np.searchsorted(order[1], candidates, side="left")
-    j = tp / positives - fp / negatives
-    return float(candidates[int(np.argmax(j))])
+    pos_sorted, neg_sorted = np.sort(probs[labels]), np.sort(probs[~labels])
+    # counts at or above each threshold, by binary search
+    tp = positives - np.searchsorted(pos_sorted, thresholds, side="left")
+    fp = negatives - np.searchsorted(neg_sorted, thresholds, side="left")
+    return tp / positives - fp / negatives
+
+
+def sensitivity_at_specificity(labels: np.ndarray, probs: np.ndarray, specificity: float) -> dict[str, Any]:
+    """The highest sensitivity among thresholds whose specificity is at least ``specificity`` (predict
+    positive at >= threshold), with that threshold (the highest score giving it) and the specificity
+    reached. Chosen on the data it is reported on."""
+    labels = np.asarray(labels).astype(bool)
+    probs = np.asarray(probs, dtype=np.float64)
+    thresholds = np.r_[np.unique(probs), np.inf]  # inf: predict nothing positive (specificity 1)
+    positives, negatives = labels.sum(), (~labels).sum()
+    tp = positives - np.searchsorted(np.sort(probs[labels]), thresholds, side="left")
+    tn = np.searchsorted(np.sort(probs[~labels]), thresholds, side="left")
+    ok = tn / negatives >= specificity - 1e-12
+    sensitivity = np.where(ok, tp / positives, -1.0)
+    best = int(np.flatnonzero(sensitivity == sensitivity.max())[-1])
+    return {
+        "target_specificity": float(specificity),
+        "sensitivity": float(tp[best] / positives),
+        "specificity": float(tn[best] / negatives),
+        "threshold": float(thresholds[best]) if np.isfinite(thresholds[best]) else None,
+    }
 
 
 def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float | None]:

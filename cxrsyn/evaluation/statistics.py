@@ -1,41 +1,151 @@
-"""Uncertainty and comparisons for binary classifiers: bootstrap CIs, DeLong's test, paired bootstrap.
+"""Uncertainty and comparisons for binary classifiers, with test images clustered by patient.
 
 Methods (so a paper can cite them):
 
-- **CIs** of AUROC and AUPR: stratified percentile bootstrap. Each resample draws the positives with
-  replacement from the positives and the negatives from the negatives (class counts stay fixed, so every
-  resample has both classes), recomputes the metric, and the CI is the (alpha/2, 1 - alpha/2) percentiles
-  over ``n_resamples`` resamples (default 2000). Seeded: the same seed gives the same interval.
-- **DeLong's test** for the difference of two correlated AUROCs on the same samples (DeLong, DeLong and
-  Clarke-Pearson 1988), with the fast mid-rank algorithm of Sun and Xu (2014): the AUROC difference, its
-  standard error, z, the two-sided p value and a normal 95% CI.
-- **Paired bootstrap** of the AUROC and AUPR differences: the same stratified resamples applied to both
-  models' scores, percentile CI of the difference.
+- **Resampling unit.** Images of one patient are not independent (Kermany has several per patient), so every
+  bootstrap here resamples patients, not images. Stratified by class: the unit is (patient, class), i.e. a
+  patient's positive images are drawn together from the positive stratum and its negative images together
+  from the negative stratum (a patient with images of both classes counts once in each stratum). Each
+  resample draws as many units of each class as there are, with replacement, and weighs every image by the
+  number of times its unit was drawn. With one image per patient this is exactly the stratified image
+  bootstrap (the same random draws, so the same interval).
+- **CIs** of AUROC and AUPR: that patient-clustered stratified bootstrap, percentile interval over
+  ``n_resamples`` resamples (default 2000), seeded.
+- **DeLong's test** for two correlated AUROCs on the same images (DeLong, DeLong and Clarke-Pearson 1988),
+  with placement values from the fast mid-rank algorithm of Sun and Xu (2014) and, for clustered images,
+  Obuchowski's (1997) variance: placement values are summed per patient before their (co)variances are
+  taken. With one image per patient it is DeLong's variance exactly.
+- **Paired bootstrap** of the AUROC and AUPR differences of two models: the same patient resamples applied
+  to both models' scores, percentile CI of the difference.
+- **Study-level comparison** of two arms over seeds (``study_bootstrap``): a two-level paired bootstrap. Each
+  resample draws seeds with replacement and one patient resample of the test set; the statistic is the mean
+  over the drawn seeds of metric(arm a) - metric(arm b), both arms on the same drawn patients. One patient
+  resample is shared by all drawn seeds because every seed is scored on the same test patients (the design
+  is crossed, not nested). Percentile CI; two-sided p = min(1, 2 min(P*(d <= 0), P*(d >= 0))) with the
+  (count + 1) / (B + 1) correction, so p < alpha exactly when the (1 - alpha) percentile interval excludes 0
+  (up to that correction).
+- **Holm's** step-down adjustment of the p values of several comparisons (``holm``).
+
+Resampled metrics are computed from image weights on scores sorted once (``WeightedScores``), which equals
+recomputing AUROC and average precision on the resampled image list (tested against scikit-learn on it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm, rankdata
 
-from cxrsyn.evaluation.metrics import auroc, average_precision
+METRIC_NAMES = ("auroc", "aupr")
+CHUNK = 128  # resamples per vectorised block: bounds memory at CHUNK x n floats per array
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"auroc": auroc, "aupr": average_precision}
+
+# ------------------------------------------------------------------------------------------------ clusters
+@dataclass(frozen=True)
+class Clusters:
+    """The resampling units of a test set: image i belongs to unit ``unit[i]``; units ``0..n_pos_units-1``
+    hold positive images, the rest negative ones (units numbered by first appearance in image order)."""
+
+    unit: np.ndarray
+    n_pos_units: int
+    n_units: int
+
+    @classmethod
+    def of(cls, labels: np.ndarray, patients: Sequence[Any] | np.ndarray | None = None) -> Clusters:
+        """Units = (patient, class); ``patients`` None means one patient per image."""
+        labels = np.asarray(labels).astype(bool)
+        ids = np.arange(labels.size) if patients is None else pd.factorize(pd.Series(patients))[0]
+        unit = np.empty(labels.size, np.int64)
+        counts = []
+        for label in (True, False):
+            rows = np.flatnonzero(labels == label)
+            # first-appearance order, so singleton units follow image order (see the module docstring)
+            codes = pd.factorize(ids[rows])[0]
+            unit[rows] = codes + sum(counts)
+            counts.append(int(codes.max()) + 1 if rows.size else 0)
+        return cls(unit, counts[0], sum(counts))
+
+    @property
+    def clustered(self) -> bool:
+        """True when some unit holds more than one image."""
+        return self.n_units < self.unit.size
 
 
-def stratified_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """``n_resamples`` x n index array; positives drawn from positives, negatives from negatives."""
-    labels = np.asarray(labels).astype(bool)
+def unit_draws(clusters: Clusters, n_resamples: int, seed: int):
+    """The random draws of ``n_resamples`` resamples, in blocks of up to ``CHUNK`` rows: for each block,
+    (rows x n_units) unit numbers, the positive units drawn first (``rng.choice`` over the positive units),
+    then the negative ones. Blocks keep memory at ``CHUNK`` x n whatever the number of resamples."""
     rng = np.random.default_rng(seed)
-    positives, negatives = np.flatnonzero(labels), np.flatnonzero(~labels)
-    draws = [
-        rng.choice(positives, size=(n_resamples, positives.size), replace=True),
-        rng.choice(negatives, size=(n_resamples, negatives.size), replace=True),
-    ]
-    return np.concatenate(draws, axis=1)
+    n_pos, n_neg = clusters.n_pos_units, clusters.n_units - clusters.n_pos_units
+    for start in range(0, n_resamples, CHUNK):
+        rows = min(CHUNK, n_resamples - start)
+        positives = rng.choice(n_pos, size=(rows, n_pos), replace=True)
+        negatives = n_pos + rng.choice(n_neg, size=(rows, n_neg), replace=True)
+        yield np.concatenate([positives, negatives], axis=1)
+
+
+def resample_weights(clusters: Clusters, n_resamples: int, seed: int):
+    """Blocks of image weights, one row per resample: how often each image's unit was drawn."""
+    for draws in unit_draws(clusters, n_resamples, seed):
+        unit_counts = np.zeros((len(draws), clusters.n_units), np.float64)
+        np.add.at(unit_counts, (np.arange(len(draws))[:, None], draws), 1.0)
+        yield unit_counts[:, clusters.unit]
+
+
+# --------------------------------------------------------------------------------------- weighted metrics
+class WeightedScores:
+    """One model's scores sorted once; AUROC and average precision under any image weights.
+
+    With integer weights (bootstrap multiplicities) the results equal AUROC (Mann-Whitney, ties 1/2) and
+    average precision (scikit-learn's step-wise definition) of the list where image i appears ``w_i`` times.
+    """
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray):
+        scores = np.asarray(scores, dtype=np.float64)
+        self.order = np.argsort(-scores, kind="mergesort")
+        ordered = scores[self.order]
+        self.starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]  # first row of each tie group
+        self.positive = np.asarray(labels).astype(bool)[self.order]
+
+    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"auroc": (B,), "aupr": (B,)}`` for ``weights`` of shape (B, n) in the original image order."""
+        weights = np.atleast_2d(weights)[:, self.order]
+        pos = np.add.reduceat(np.where(self.positive, weights, 0.0), self.starts, axis=1)
+        neg = np.add.reduceat(np.where(self.positive, 0.0, weights), self.starts, axis=1)
+        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+        total_pos, total_neg = tp[:, -1:], fp[:, -1:]
+        # a positive outranks the negatives in lower groups and ties half of those in its own group
+        auroc = (pos * (total_neg - fp + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)[:, 0]
+        called = tp + fp
+        precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
+        aupr = (pos / total_pos * precision).sum(axis=1)
+        return {"auroc": auroc, "aupr": aupr}
+
+
+def _resampled_metrics(
+    labels: np.ndarray, score_sets: Sequence[np.ndarray], clusters: Clusters, n_resamples: int, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """For each score vector: AUROC and AUPR over the same ``n_resamples`` patient resamples."""
+    sorted_sets = [WeightedScores(labels, scores) for scores in score_sets]
+    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in score_sets]
+    for weights in resample_weights(clusters, n_resamples, seed):
+        for part, sorted_scores in zip(parts, sorted_sets, strict=True):
+            part.append(sorted_scores.metrics(weights))
+    return [{name: np.concatenate([p[name] for p in part]) for name in METRIC_NAMES} for part in parts]
+
+
+# ---------------------------------------------------------------------------------------------- intervals
+def ci_method(n_resamples: int, seed: int, alpha: float, clusters: Clusters) -> str:
+    """The sentence metrics.json stores as ``ci_method``."""
+    unit = "patient-clustered" if clusters.clustered else "patient-clustered (one image per patient)"
+    return (
+        f"{unit} stratified percentile bootstrap: (patient, class) units resampled with replacement within "
+        f"each class, {n_resamples} resamples, seed {seed}, {100 * (1 - alpha):g}% interval"
+    )
 
 
 def bootstrap_ci(
@@ -44,15 +154,22 @@ def bootstrap_ci(
     n_resamples: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
-) -> dict[str, list[float]]:
-    """``{"auroc_ci": [lo, hi], "aupr_ci": [lo, hi]}`` by the stratified percentile bootstrap."""
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
-    samples = stratified_resamples(labels, n_resamples, seed)
-    result = {}
-    for name, metric in METRICS.items():
-        values = np.array([metric(labels[rows], scores[rows]) for rows in samples])
-        result[f"{name}_ci"] = _percentiles(values, alpha)
+    patients: Sequence[Any] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """``{"auroc_ci": [lo, hi], "aupr_ci": [lo, hi], "ci_method": ...}`` by the patient-clustered stratified
+    percentile bootstrap (``patients`` None: one image per patient)."""
+    labels = np.asarray(labels)
+    clusters = Clusters.of(labels, patients)
+    (values,) = _resampled_metrics(labels, [scores], clusters, n_resamples, seed)
+    result: dict[str, Any] = {f"{name}_ci": _percentiles(values[name], alpha) for name in METRIC_NAMES}
+    result["ci_method"] = ci_method(n_resamples, seed, alpha, clusters)
     return result
+
+
+def point_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """AUROC and AUPR of ``scores`` on every image once (weights all 1)."""
+    values = WeightedScores(labels, scores).metrics(np.ones((1, np.asarray(labels).size)))
+    return {name: float(values[name][0]) for name in METRIC_NAMES}
 
 
 def paired_bootstrap(
@@ -62,31 +179,96 @@ def paired_bootstrap(
     n_resamples: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
+    patients: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Differences a - b of AUROC and AUPR with percentile CIs from the same resamples for both models."""
+    """Differences a - b of AUROC and AUPR with percentile CIs from the same patient resamples for both."""
     labels = np.asarray(labels)
-    scores_a, scores_b = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)
-    samples = stratified_resamples(labels, n_resamples, seed)
+    clusters = Clusters.of(labels, patients)
+    point_a, point_b = point_metrics(labels, scores_a), point_metrics(labels, scores_b)
+    values_a, values_b = _resampled_metrics(labels, [scores_a, scores_b], clusters, n_resamples, seed)
     result: dict[str, Any] = {}
-    for name, metric in METRICS.items():
-        diffs = np.array([metric(labels[r], scores_a[r]) - metric(labels[r], scores_b[r]) for r in samples])
-        result[f"{name}_diff"] = metric(labels, scores_a) - metric(labels, scores_b)
+    for name in METRIC_NAMES:
+        diffs = values_a[name] - values_b[name]
+        result[f"{name}_diff"] = point_a[name] - point_b[name]
         result[f"{name}_diff_ci"] = _percentiles(diffs, alpha)
         result[f"{name}_diff_se"] = float(diffs.std(ddof=1))
     return result
 
 
-def delong(
-    labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, alpha: float = 0.05
-) -> dict[str, float]:
-    """DeLong's test of AUROC(a) = AUROC(b) on the same samples."""
-    labels = np.asarray(labels).astype(bool)
-    positives = np.stack([np.asarray(scores_a, np.float64)[labels], np.asarray(scores_b, np.float64)[labels]])
-    negatives = np.stack(
-        [np.asarray(scores_a, np.float64)[~labels], np.asarray(scores_b, np.float64)[~labels]]
+def study_bootstrap(
+    labels: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    patients: Sequence[Any] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Study-level difference of two arms over seeds: ``scores_a`` and ``scores_b`` are (seeds, images),
+    row s of each the run with seed s, columns the same test images. See the module docstring.
+
+    Returns ``n_seeds``, per metric ``delta_<m>`` (mean over seeds of the per-seed difference on the whole
+    test set), ``delta_<m>_ci``, ``p_<m>``, ``per_seed_delta_<m>``, and ``method``."""
+    labels = np.asarray(labels)
+    scores_a, scores_b = np.atleast_2d(scores_a), np.atleast_2d(scores_b)
+    if scores_a.shape != scores_b.shape or scores_a.shape[1] != labels.size:
+        raise ValueError(f"scores {scores_a.shape} and {scores_b.shape} must both be (seeds, {labels.size})")
+    n_seeds = len(scores_a)
+    clusters = Clusters.of(labels, patients)
+    resampled = _resampled_metrics(labels, [*scores_a, *scores_b], clusters, n_resamples, seed)
+    seed_draws = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_seeds, n_resamples))
+    result: dict[str, Any] = {"n_seeds": n_seeds}
+    for name in METRIC_NAMES:
+        per_seed = [
+            point_metrics(labels, a)[name] - point_metrics(labels, b)[name]
+            for a, b in zip(scores_a, scores_b, strict=True)
+        ]
+        # (seeds, resamples): each seed's difference on each patient resample; then the mean over drawn seeds
+        diffs = np.stack([resampled[s][name] - resampled[n_seeds + s][name] for s in range(n_seeds)])
+        drawn = np.take_along_axis(diffs, seed_draws, axis=0).mean(axis=0)
+        result[f"delta_{name}"] = float(np.mean(per_seed))
+        result[f"delta_{name}_ci"] = _percentiles(drawn, alpha)
+        result[f"p_{name}"] = _two_sided_p(drawn)
+        result[f"per_seed_delta_{name}"] = per_seed
+    result["method"] = (
+        f"two-level paired bootstrap: {n_seeds} seed(s) resampled with replacement, then test patients "
+        f"({'clustered' if clusters.clustered else 'one image each'}; (patient, class) units stratified by "
+        f"class; one patient resample shared by all drawn seeds and both arms), {n_resamples} resamples, seed "
+        f"{seed}; percentile {100 * (1 - alpha):g}% CI of the mean difference over seeds; two-sided bootstrap p"
     )
-    aucs, v10, v01 = _structural_components(positives, negatives)
-    covariance = np.cov(v10) / v10.shape[1] + np.cov(v01) / v01.shape[1]
+    return result
+
+
+def _two_sided_p(draws: np.ndarray) -> float:
+    b = draws.size
+    below, above = (np.sum(draws <= 0) + 1) / (b + 1), (np.sum(draws >= 0) + 1) / (b + 1)
+    return float(min(1.0, 2.0 * min(below, above)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p values, in the input order."""
+    p = np.asarray(p_values, dtype=np.float64)
+    k = p.size
+    order = np.argsort(p, kind="mergesort")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((k - np.arange(k)) * p[order]))
+    result = np.empty(k)
+    result[order] = adjusted
+    return result.tolist()
+
+
+# ------------------------------------------------------------------------------------------------ DeLong
+def delong(
+    labels: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    alpha: float = 0.05,
+    patients: Sequence[Any] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """DeLong's test of AUROC(a) = AUROC(b) on the same images; with ``patients``, Obuchowski's clustered
+    variance (placement values summed per patient)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)])
+    aucs, covariance = auroc_covariance(labels, scores, patients)
     contrast = np.array([1.0, -1.0])
     variance = float(contrast @ covariance @ contrast)
     diff = float(aucs[0] - aucs[1])
@@ -94,6 +276,7 @@ def delong(
     z = diff / se if se > 0 else (0.0 if diff == 0 else np.inf * np.sign(diff))
     p_value = float(2.0 * norm.sf(abs(z)))
     half = norm.ppf(1.0 - alpha / 2.0) * se
+    clustered = patients is not None and Clusters.of(labels, patients).clustered
     return {
         "auroc_a": float(aucs[0]),
         "auroc_b": float(aucs[1]),
@@ -101,12 +284,41 @@ def delong(
         "se": se,
         "z": float(z),
         "p_value": p_value,
-        "auroc_diff_ci": [diff - half, diff + half],
+        "auroc_diff_ci": [float(diff - half), float(diff + half)],
+        "method": "DeLong, Obuchowski's patient-clustered variance" if clustered else "DeLong",
     }
 
 
+def auroc_covariance(
+    labels: np.ndarray, scores: np.ndarray, patients: Sequence[Any] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs of the rows of ``scores`` (models x images) and their covariance matrix: DeLong's, or
+    Obuchowski's (1997) for images clustered in ``patients``."""
+    labels = np.asarray(labels).astype(bool)
+    positives, negatives = scores[:, labels], scores[:, ~labels]
+    m, n = positives.shape[1], negatives.shape[1]
+    aucs, v10, v01 = _structural_components(positives, negatives)
+    if patients is None:
+        return aucs, np.atleast_2d(np.cov(v10) / m + np.cov(v01) / n)
+    ids = pd.factorize(pd.Series(patients))[0]
+    n_clusters = int(ids.max()) + 1
+    pos_ids, neg_ids = ids[labels], ids[~labels]
+    # per patient: sums of placement values (models x patients) and image counts of each class
+    sum10 = np.stack([np.bincount(pos_ids, weights=row, minlength=n_clusters) for row in v10])
+    sum01 = np.stack([np.bincount(neg_ids, weights=row, minlength=n_clusters) for row in v01])
+    m_i = np.bincount(pos_ids, minlength=n_clusters).astype(np.float64)
+    n_i = np.bincount(neg_ids, minlength=n_clusters).astype(np.float64)
+    dev10 = sum10 - m_i * aucs[:, None]
+    dev01 = sum01 - n_i * aucs[:, None]
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    s10 = i10 / ((i10 - 1) * m) * (dev10 @ dev10.T)
+    s01 = i01 / ((i01 - 1) * n) * (dev01 @ dev01.T)
+    s11 = n_clusters / (n_clusters - 1) * (dev10 @ dev01.T)
+    return aucs, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
 def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Sun and Xu's mid-rank formulation: AUCs and the per-sample placement values V10, V01."""
+    """Sun and Xu's mid-rank formulation: AUCs and the per-image placement values V10, V01."""
     m, n = positives.shape[1], negatives.shape[1]
     tx = np.stack([rankdata(row) for row in positives])
     ty = np.stack([rankdata(row) for row in negatives])

@@ -1,13 +1,33 @@
-"""CIs, DeLong and the paired bootstrap against independent references."""
+"""CIs, DeLong, the paired and the study-level bootstrap, Holm, thresholds and calibration, each against an
+independent reference: scikit-learn on explicitly resampled image lists, slow textbook loops, or values
+computed by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from cxrsyn.evaluation.metrics import auroc, average_precision
-from cxrsyn.evaluation.statistics import bootstrap_ci, delong, paired_bootstrap, stratified_resamples
+from cxrsyn.evaluation.metrics import (
+    auroc,
+    average_precision,
+    calibration,
+    sensitivity_at_specificity,
+    threshold_metrics,
+    youden_threshold,
+)
+from cxrsyn.evaluation.statistics import (
+    CHUNK,
+    Clusters,
+    WeightedScores,
+    auroc_covariance,
+    bootstrap_ci,
+    delong,
+    holm,
+    paired_bootstrap,
+    resample_weights,
+    study_bootstrap,
+)
 
 
 def correlated_scores(n: int, seed: int, gap: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -19,6 +39,68 @@ def correlated_scores(n: int, seed: int, gap: float = 0.3) -> tuple[np.ndarray, 
     return labels.astype(int), a, b
 
 
+# ------------------------------------------------------------------------------- textbook references
+def textbook_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Image index lists of the stratified bootstrap with one image per patient, drawn in the documented
+    order (per block of CHUNK resamples: every positive draw, then every negative draw)."""
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    rows = []
+    for start in range(0, n_resamples, CHUNK):
+        block = min(CHUNK, n_resamples - start)
+        pos = rng.choice(positives, size=(block, positives.size))
+        neg = rng.choice(negatives, size=(block, negatives.size))
+        rows += list(np.concatenate([pos, neg], axis=1))
+    return rows
+
+
+def textbook_percentiles(values: list[float]) -> list[float]:
+    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+
+
+def textbook_kernel(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """psi(x, y) = 1 if x > y, 1/2 if tied, 0 otherwise: an m x n matrix, by brute force."""
+    return (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+
+
+def textbook_obuchowski(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray) -> np.ndarray:
+    """Obuchowski (1997), eqs. for V10, V01, S10, S01, S11 written out with loops over clusters:
+    the covariance matrix of the AUROCs of the rows of ``scores``."""
+    labels = labels.astype(bool)
+    k = scores.shape[0]
+    m, n = labels.sum(), (~labels).sum()
+    theta, v10, v01 = [], [], []
+    for row in scores:
+        psi = textbook_kernel(row[labels], row[~labels])
+        theta.append(psi.mean())
+        v10.append(psi.mean(axis=1))
+        v01.append(psi.mean(axis=0))
+    clusters = list(dict.fromkeys(patients))
+    pos_patients, neg_patients = patients[labels], patients[~labels]
+    i10 = len(set(pos_patients))
+    i01 = len(set(neg_patients))
+    cov = np.zeros((k, k))
+    for r in range(k):
+        for s in range(k):
+            s10 = s01 = s11 = s11_rev = 0.0
+            for c in clusters:
+                in_pos, in_neg = pos_patients == c, neg_patients == c
+                d10_r = v10[r][in_pos].sum() - in_pos.sum() * theta[r]
+                d10_s = v10[s][in_pos].sum() - in_pos.sum() * theta[s]
+                d01_r = v01[r][in_neg].sum() - in_neg.sum() * theta[r]
+                d01_s = v01[s][in_neg].sum() - in_neg.sum() * theta[s]
+                s10 += d10_r * d10_s
+                s01 += d01_r * d01_s
+                s11 += d10_r * d01_s
+                s11_rev += d10_s * d01_r
+            s10 *= i10 / ((i10 - 1) * m)
+            s01 *= i01 / ((i01 - 1) * n)
+            factor = len(clusters) / (len(clusters) - 1)
+            cov[r, s] = s10 / m + s01 / n + factor * (s11 + s11_rev) / (m * n)
+    return cov
+
+
+# ----------------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("seed", range(5))
 def test_auroc_and_ap_match_scikit_learn_to_1e_9(seed):
     rng = np.random.default_rng(seed)
@@ -30,29 +112,128 @@ def test_auroc_and_ap_match_scikit_learn_to_1e_9(seed):
     )
 
 
-def test_resamples_keep_class_counts():
-    labels = np.array([1, 0, 0, 1, 0, 0, 0])
-    samples = stratified_resamples(labels, 50, seed=1)
-    assert samples.shape == (50, 7) and (labels[samples].sum(axis=1) == 2).all()
+def test_weighted_metrics_equal_scikit_learn_on_the_resampled_image_list():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(240) < 0.3).astype(int)
+    scores = np.round(rng.random(240) + 0.4 * labels, 1)  # heavy ties
+    patients = rng.integers(0, 70, 240)  # clusters of varied size, some holding both classes
+    clusters = Clusters.of(labels, patients)
+    weights = next(resample_weights(clusters, 20, seed=4))
+    values = WeightedScores(labels, scores).metrics(weights)
+    for row in range(20):
+        listed = np.repeat(np.arange(240), weights[row].astype(int))
+        assert values["auroc"][row] == pytest.approx(roc_auc_score(labels[listed], scores[listed]), abs=1e-12)
+        assert values["aupr"][row] == pytest.approx(
+            average_precision_score(labels[listed], scores[listed]), abs=1e-12
+        )
 
 
-def test_bootstrap_ci_is_reproducible_and_contains_the_estimate():
-    labels, scores, _ = correlated_scores(400, seed=2)
-    first = bootstrap_ci(labels, scores, n_resamples=500, seed=7)
-    assert first == bootstrap_ci(labels, scores, n_resamples=500, seed=7)
-    assert first != bootstrap_ci(labels, scores, n_resamples=500, seed=8)
-    low, high = first["auroc_ci"]
+def test_clustered_resamples_draw_whole_patients_within_each_class():
+    labels = np.array([1, 1, 0, 0, 0, 1, 0])
+    patients = np.array(["a", "a", "b", "b", "c", "d", "d"])  # d has one positive and one negative image
+    clusters = Clusters.of(labels, patients)
+    assert (clusters.n_pos_units, clusters.n_units) == (2, 5)  # (a,1) (d,1) | (b,0) (c,0) (d,0)
+    for weights in resample_weights(clusters, 300, seed=1):
+        # an image's weight is its unit's draw count: a patient's images of one class move together
+        assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 2] == weights[:, 3]).all()
+        # two positive units and three negative units are drawn in every resample
+        assert (weights[:, 0] + weights[:, 5] == 2).all()
+        assert (weights[:, 2] + weights[:, 4] + weights[:, 6] == 3).all()
+    # d's positive and negative images are separate units: drawn independently
+    weights = np.concatenate(list(resample_weights(clusters, 300, seed=1)))
+    assert (weights[:, 5] != weights[:, 6]).any()
+
+
+def test_bootstrap_ci_with_one_image_per_patient_is_the_textbook_image_bootstrap():
+    labels, scores, _ = correlated_scores(300, seed=2)
+    scores = np.round(scores, 1)
+    ours = bootstrap_ci(labels, scores, n_resamples=300, seed=7)
+    resamples = textbook_resamples(labels, 300, seed=7)
+    assert ours["auroc_ci"] == pytest.approx(
+        textbook_percentiles([roc_auc_score(labels[r], scores[r]) for r in resamples]), abs=1e-12
+    )
+    assert ours["aupr_ci"] == pytest.approx(
+        textbook_percentiles([average_precision_score(labels[r], scores[r]) for r in resamples]), abs=1e-12
+    )
+    # passing a patient column with one image each changes nothing
+    assert bootstrap_ci(labels, scores, 300, 7, patients=[f"p{i}" for i in range(300)]) == ours
+    low, high = ours["auroc_ci"]
     assert low < auroc(labels, scores) < high and high - low < 0.2
-    low, high = first["aupr_ci"]
-    assert low < average_precision(labels, scores) < high
+
+
+def test_exact_copies_of_each_patient_give_the_ci_of_the_patients_alone():
+    labels, scores, _ = correlated_scores(200, seed=3)
+    copies = 3
+    repeated = bootstrap_ci(
+        np.repeat(labels, copies),
+        np.repeat(scores, copies),
+        400,
+        5,
+        patients=np.repeat(np.arange(200), copies),
+    )
+    alone = bootstrap_ci(labels, scores, 400, 5)
+    assert repeated["auroc_ci"] == pytest.approx(alone["auroc_ci"], abs=1e-12)
+    assert repeated["aupr_ci"] == pytest.approx(alone["aupr_ci"], abs=1e-12)
+    assert repeated["ci_method"].startswith("patient-clustered stratified percentile bootstrap")
+
+
+def test_near_copies_widen_the_ci_by_about_sqrt_k_against_the_image_level_one():
+    rng = np.random.default_rng(11)
+    labels, scores, _ = correlated_scores(400, seed=11)
+    k = 4
+    near = np.repeat(scores, k) + rng.normal(scale=1e-3, size=400 * k)
+    many_labels, patients = np.repeat(labels, k), np.repeat(np.arange(400), k)
+    clustered = bootstrap_ci(many_labels, near, 1000, 0, patients=patients)["auroc_ci"]
+    images = bootstrap_ci(many_labels, near, 1000, 0)["auroc_ci"]
+    ratio = (clustered[1] - clustered[0]) / (images[1] - images[0])
+    assert ratio == pytest.approx(np.sqrt(k), rel=0.15)
+
+
+def test_delong_equals_the_textbook_kernel_on_tied_data():
+    labels, a, b = correlated_scores(150, seed=6)
+    a, b = np.round(a, 0), np.round(b, 0)  # few distinct values: many ties within and across classes
+    aucs, covariance = auroc_covariance(labels, np.stack([a, b]))
+    mask = labels.astype(bool)
+    kernels = [textbook_kernel(s[mask], s[~mask]) for s in (a, b)]
+    v10 = np.stack([k.mean(axis=1) for k in kernels])
+    v01 = np.stack([k.mean(axis=0) for k in kernels])
+    expected = np.cov(v10) / mask.sum() + np.cov(v01) / (~mask).sum()
+    assert aucs == pytest.approx([k.mean() for k in kernels], abs=1e-12)
+    assert aucs[0] == pytest.approx(roc_auc_score(labels, a), abs=1e-12)
+    assert covariance == pytest.approx(expected, abs=1e-12)
+    test = delong(labels, a, b)
+    assert test["se"] ** 2 == pytest.approx(expected[0, 0] + expected[1, 1] - 2 * expected[0, 1], abs=1e-12)
+
+
+def test_clustered_delong_equals_a_loop_implementation_of_obuchowski():
+    rng = np.random.default_rng(8)
+    labels, a, b = correlated_scores(90, seed=8)
+    a = np.round(a, 1)
+    patients = rng.integers(0, 30, 90)  # mixed clusters: S11 is not zero
+    _, covariance = auroc_covariance(labels, np.stack([a, b]), patients)
+    assert covariance == pytest.approx(textbook_obuchowski(labels, np.stack([a, b]), patients), abs=1e-12)
+    assert delong(labels, a, b, patients=patients)["method"].startswith("DeLong, Obuchowski")
+
+
+def test_clustered_delong_on_exact_copies_is_delong_on_the_patients_alone():
+    labels, a, b = correlated_scores(300, seed=9, gap=0.2)
+    k = 3
+    copies = [np.repeat(x, k) for x in (labels, a, b)]
+    clustered = delong(*copies, patients=np.repeat(np.arange(300), k))
+    alone = delong(labels, a, b)
+    naive = delong(*copies)
+    assert clustered["se"] == pytest.approx(alone["se"], rel=1e-9)
+    assert clustered["auroc_diff"] == pytest.approx(alone["auroc_diff"], abs=1e-12)
+    assert naive["se"] == pytest.approx(alone["se"] / np.sqrt(k), rel=0.02)  # what ignoring clusters claims
 
 
 def test_delong_agrees_with_the_paired_bootstrap_on_large_samples():
-    """On 4,000 samples the DeLong standard error and the bootstrap SD of the AUROC difference agree within
-    10%, and the AUROC difference is the same number."""
+    """On 4,000 images in clusters of 1-4, the clustered DeLong SE and the clustered paired-bootstrap SD of
+    the AUROC difference agree within 10%: two different methods for one quantity."""
     labels, a, b = correlated_scores(4000, seed=3, gap=0.15)
-    test = delong(labels, a, b)
-    boot = paired_bootstrap(labels, a, b, n_resamples=400, seed=0)
+    patients = np.random.default_rng(3).integers(0, 1600, 4000)
+    test = delong(labels, a, b, patients=patients)
+    boot = paired_bootstrap(labels, a, b, n_resamples=600, seed=0, patients=patients)
     assert test["auroc_a"] == pytest.approx(roc_auc_score(labels, a), abs=1e-12)
     assert test["auroc_diff"] == pytest.approx(boot["auroc_diff"], abs=1e-12)
     assert test["se"] == pytest.approx(boot["auroc_diff_se"], rel=0.10)
@@ -65,23 +246,125 @@ def test_delong_finds_no_difference_between_identical_models():
     assert test["auroc_diff"] == 0.0 and test["p_value"] == 1.0
 
 
-def test_thresholds_and_calibration_against_scikit_learn():
-    from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, roc_curve
+def test_study_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
+    """The two-level bootstrap against its definition written as loops: for every resample, draw seeds
+    (the documented generator), draw one patient resample, and average scikit-learn's metric differences
+    on the explicitly resampled image list over the drawn seeds."""
+    rng = np.random.default_rng(12)
+    n, seeds, resamples = 60, 3, 150
+    labels = (rng.random(n) < 0.5).astype(int)
+    patients = rng.integers(0, 25, n)
+    a = labels[None] * 0.8 + rng.normal(size=(seeds, n))
+    b = labels[None] * 0.5 + rng.normal(size=(seeds, n))
+    ours = study_bootstrap(labels, a, b, n_resamples=resamples, seed=2, patients=patients)
+    clusters = Clusters.of(labels, patients)
+    weights = np.concatenate(list(resample_weights(clusters, resamples, seed=2)))
+    seed_draws = np.random.default_rng([2, seeds]).integers(0, seeds, size=(seeds, resamples))
+    for name, metric in (("auroc", roc_auc_score), ("aupr", average_precision_score)):
+        drawn = []
+        for r in range(resamples):
+            listed = np.repeat(np.arange(n), weights[r].astype(int))
+            per_seed = [
+                metric(labels[listed], a[s][listed]) - metric(labels[listed], b[s][listed])
+                for s in range(seeds)
+            ]
+            drawn.append(np.mean([per_seed[s] for s in seed_draws[:, r]]))
+        drawn = np.array(drawn)
+        point = np.mean([metric(labels, a[s]) - metric(labels, b[s]) for s in range(seeds)])
+        below, above = (np.sum(drawn <= 0) + 1) / (resamples + 1), (np.sum(drawn >= 0) + 1) / (resamples + 1)
+        assert ours[f"delta_{name}"] == pytest.approx(point, abs=1e-12)
+        assert ours[f"delta_{name}_ci"] == pytest.approx(textbook_percentiles(drawn), abs=1e-12)
+        assert ours[f"p_{name}"] == pytest.approx(min(1.0, 2 * min(below, above)), abs=1e-12)
+    assert ours["n_seeds"] == seeds
 
-    from cxrsyn.evaluation.metrics import calibration, threshold_metrics, youden_threshold
+
+def test_study_bootstrap_counts_seed_variance():
+    """Arms that differ only by training noise: each seed's difference is large, in both directions. One
+    seed's paired bootstrap calls it significant; the study-level CI over seeds contains 0."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    labels = (rng.random(n) < 0.5).astype(int)
+    signal = labels + rng.normal(size=n)
+    shifts = [0.25, -0.25, 0.2, -0.2, 0.25, -0.25]  # per-seed luck of arm a against arm b
+    a = np.stack([signal + shift * labels + rng.normal(scale=0.3, size=n) for shift in shifts])
+    b = np.stack([signal + rng.normal(scale=0.3, size=n) for _ in shifts])
+    one_seed = paired_bootstrap(labels, a[0], b[0], 400, 0)
+    study = study_bootstrap(labels, a, b, 400, 0)
+    assert one_seed["auroc_diff_ci"][0] > 0
+    low, high = study["delta_auroc_ci"]
+    assert low < 0 < high and study["p_auroc"] > 0.05
+    assert low < study["delta_auroc"] < high
+
+
+def test_study_bootstrap_with_one_seed_is_the_paired_bootstrap():
+    labels, a, b = correlated_scores(500, seed=13)
+    study = study_bootstrap(labels, a[None], b[None], 300, 4)
+    paired = paired_bootstrap(labels, a, b, 300, 4)
+    assert study["delta_auroc_ci"] == pytest.approx(paired["auroc_diff_ci"], abs=1e-12)
+    assert study["delta_aupr_ci"] == pytest.approx(paired["aupr_diff_ci"], abs=1e-12)
+    assert study["p_auroc"] < 0.05 and study["n_seeds"] == 1
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 4 x 0.01, 3 x 0.03, max(0.09, 2 x 0.04), max(0.09, 0.2)
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([0.02]) == pytest.approx([0.02])
+
+
+def test_youden_threshold_is_the_midpoint_of_the_maximising_interval():
+    # perfect separation: any threshold in (0.3, 0.7] is optimal; the midpoint is 0.5, not the edge 0.7
+    assert youden_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.7, 0.9])) == pytest.approx(0.5)
+    labels, scores, _ = correlated_scores(600, seed=5)
+    probs = np.round(1.0 / (1.0 + np.exp(-scores)), 2)
+    threshold = youden_threshold(labels, probs)
+    fpr, tpr, _ = roc_curve(labels, probs)
+    j = threshold_metrics(labels, probs, threshold)
+    assert j["sensitivity"] + j["specificity"] - 1 == pytest.approx(np.max(tpr - fpr), abs=1e-12)
+    # a brute-force grid: the maximising thresholds form an interval whose midpoint this is
+    grid = np.linspace(0, 1, 20001)
+    values = np.array([np.mean(probs[labels == 1] >= t) - np.mean(probs[labels == 0] >= t) for t in grid])
+    best = grid[np.isclose(values, values.max(), atol=1e-12)]
+    first_run = best[: np.argmax(np.diff(np.r_[best, 2.0]) > 1.5e-4) + 1]
+    assert threshold == pytest.approx((first_run[0] + first_run[-1]) / 2, abs=1e-4)
+
+
+def test_sensitivity_at_fixed_specificity_against_scikit_learn():
+    labels, scores, _ = correlated_scores(800, seed=14)
+    probs = np.round(1.0 / (1.0 + np.exp(-scores)), 3)
+    fpr, tpr, _ = roc_curve(labels, probs)
+    for specificity in (0.9, 0.95):
+        result = sensitivity_at_specificity(labels, probs, specificity)
+        assert result["sensitivity"] == pytest.approx(tpr[fpr <= 1 - specificity].max(), abs=1e-12)
+        assert result["specificity"] >= specificity
+        check = threshold_metrics(labels, probs, result["threshold"])
+        assert (check["sensitivity"], check["specificity"]) == pytest.approx(
+            (result["sensitivity"], result["specificity"])
+        )
+
+
+def test_threshold_metrics_against_scikit_learn():
+    from sklearn.metrics import confusion_matrix, f1_score
 
     labels, scores, _ = correlated_scores(600, seed=5)
     probs = 1.0 / (1.0 + np.exp(-scores))
-    fpr, tpr, thresholds = roc_curve(labels, probs)
-    best = thresholds[np.argmax(tpr - fpr)]
-    assert youden_threshold(labels, probs) == pytest.approx(best)
     result = threshold_metrics(labels, probs, 0.5)
     tn, fp, fn, tp = confusion_matrix(labels, probs >= 0.5).ravel()
     assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (tp, fp, fn, tn)
-    assert result["sensitivity"] == pytest.approx(tp / (tp + fn)) and result["npv"] == pytest.approx(
-        tn / (tn + fn)
-    )
+    assert result["sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert result["npv"] == pytest.approx(tn / (tn + fn))
     assert result["f1"] == pytest.approx(f1_score(labels, probs >= 0.5))
-    cal = calibration(labels, probs)
-    assert cal["brier"] == pytest.approx(brier_score_loss(labels, probs))
+
+
+def test_calibration_of_a_miscalibrated_case_by_hand():
+    from sklearn.metrics import brier_score_loss
+
+    # bin [0.1, 0.2): four images at 0.15, one positive: |0.15 - 0.25| = 0.10
+    # bin [0.8, 0.9): four images at 0.85, all positive:  |0.85 - 1.00| = 0.15  -> ECE = (0.10 + 0.15) / 2
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    probs = np.array([0.15] * 4 + [0.85] * 4)
+    result = calibration(labels, probs)
+    assert result["ece"] == pytest.approx(0.125)
+    assert result["brier"] == pytest.approx((7 * 0.15**2 + 0.85**2) / 8)
+    assert result["brier"] == pytest.approx(brier_score_loss(labels, probs))
     assert calibration(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))["ece"] == 0.0
