@@ -23,29 +23,29 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from cxrsyn.data.rsna import (
-    CLASS_NORMAL,
-    CLASS_NOT_NORMAL,
-    CLASS_OPACITY,
-    CLASSES_NAME,
-    IMAGES_DIRNAME,
-    LABELS_NAME,
-)
 from cxrsyn.generate.grid import AttributeGrid
 from cxrsyn.generate.phantom import PhantomSpec, render
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# RSNA's names, written out as Kaggle ships them (not imported from the reader the fixtures test)
+RSNA_LABELS_CSV = "stage_2_train_labels.csv"
+RSNA_CLASSES_CSV = "stage_2_detailed_class_info.csv"
+RSNA_IMAGES = "stage_2_train_images"
+RSNA_NORMAL, RSNA_OPACITY, RSNA_NOT_NORMAL = "Normal", "Lung Opacity", "No Lung Opacity / Not Normal"
 
 
-def chest_pixels(size: int, label: int, seed: int, render_size: int = 128) -> np.ndarray:
-    """A square uint8 real-like phantom radiograph (drawn at ``render_size``, then resized, with film grain)."""
+def chest_pixels(
+    size: int, label: int, seed: int, render_size: int = 128, grain_seed: int | None = None
+) -> np.ndarray:
+    """A square uint8 real-like phantom radiograph (drawn at ``render_size``, then resized, with film grain
+    drawn from ``grain_seed``, default ``seed``)."""
     spec = PhantomSpec(domain="real_like", n_per_class=1, seed=seed, image_size=max(32, render_size))
     cell = AttributeGrid(spec.attributes).sample(1, seed)[0 if label == 1 else 1]
     image, _ = render(cell, spec)
     image = cv2.resize(
         image, (size, size), interpolation=cv2.INTER_CUBIC if size > render_size else cv2.INTER_AREA
     )
-    grain = np.random.default_rng(seed).normal(0.0, 4.0, image.shape)
+    grain = np.random.default_rng(seed if grain_seed is None else grain_seed).normal(0.0, 4.0, image.shape)
     return np.clip(image.astype(np.float64) + grain, 0, 255).astype(np.uint8)
 
 
@@ -129,7 +129,7 @@ def write_rsna_root(
     rng = np.random.default_rng(seed)
     label_rows, class_rows = [], []
     for patient in patients:
-        positive = patient.detailed_class == CLASS_OPACITY
+        positive = patient.detailed_class == RSNA_OPACITY
         boxes = max(1, patient.n_boxes) if positive else 1
         for _ in range(boxes):
             if positive:
@@ -141,16 +141,16 @@ def write_rsna_root(
             class_rows.append([patient.patient_id, patient.detailed_class])
     order = rng.permutation(len(label_rows))  # the real files are not sorted
     _write_csv(
-        root / LABELS_NAME,
+        root / RSNA_LABELS_CSV,
         ["patientId", "x", "y", "width", "height", "Target"],
         [label_rows[i] for i in order],
     )
     if with_classes:
-        _write_csv(root / CLASSES_NAME, ["patientId", "class"], [class_rows[i] for i in order])
+        _write_csv(root / RSNA_CLASSES_CSV, ["patientId", "class"], [class_rows[i] for i in order])
     for number, patient in enumerate(patients):
-        pixels = chest_pixels(image_size, int(patient.detailed_class == CLASS_OPACITY), seed + number)
+        pixels = chest_pixels(image_size, int(patient.detailed_class == RSNA_OPACITY), seed + number)
         write_dicom(
-            root / IMAGES_DIRNAME / f"{patient.patient_id}.dcm",
+            root / RSNA_IMAGES / f"{patient.patient_id}.dcm",
             pixels,
             patient_id=patient.patient_id,
             age=patient.age,
@@ -166,16 +166,16 @@ def rsna_patients(n_normal: int, n_opacity: int, n_not_normal: int, seed: int = 
     rng = np.random.default_rng(seed)
     patients = []
     for klass, count in (
-        (CLASS_NORMAL, n_normal),
-        (CLASS_OPACITY, n_opacity),
-        (CLASS_NOT_NORMAL, n_not_normal),
+        (RSNA_NORMAL, n_normal),
+        (RSNA_OPACITY, n_opacity),
+        (RSNA_NOT_NORMAL, n_not_normal),
     ):
         for _ in range(count):
             patients.append(
                 RsnaPatient(
                     patient_id=str(_uuid(rng)),
                     detailed_class=klass,
-                    n_boxes=int(rng.integers(1, 4)) if klass == CLASS_OPACITY else 0,
+                    n_boxes=int(rng.integers(1, 4)) if klass == RSNA_OPACITY else 0,
                     age=str(int(rng.integers(2, 90))),
                     sex=str(rng.choice(["M", "F"])),
                     view=str(rng.choice(["PA", "AP"])),
@@ -207,9 +207,12 @@ def write_kermany_root(
     image_size: int = 48,
     quirks: bool = True,
     seed: int = 0,
+    images_per_patient: int = 1,
 ) -> Path:
-    """A Kermany tree. ``counts``: split -> (normal, pneumonia). Kaggle names pneumonia files
-    ``person<N>_bacteria_<M>.jpeg`` / ``person<N>_virus_<M>.jpeg``; Mendeley v3 ``BACTERIA-<id>-0001.jpeg``.
+    """A Kermany tree. ``counts``: split -> (normal, pneumonia) images. Kaggle names pneumonia files
+    ``person<N>_bacteria_<M>.jpeg`` / ``person<N>_virus_<M>.jpeg`` and normals ``IM-<N>-<M>.jpeg`` /
+    ``NORMAL2-IM-<N>-<M>.jpeg``; Mendeley v3 ``BACTERIA-<id>-<M>.jpeg``. ``images_per_patient``: consecutive
+    images of a class share a patient (N) and differ only in film grain: near copies.
     With ``quirks``: Kaggle's duplicate ``chest_xray/chest_xray`` tree, ``__MACOSX/._*`` forks, ``.DS_Store``,
     every third image saved as RGB."""
     if layout not in KERMANY_LAYOUTS:
@@ -224,8 +227,16 @@ def write_kermany_root(
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 number += 1
-                name = _kermany_name(layout, label, i, number)
-                pixels = chest_pixels(image_size, label, seed + number, render_size=max(32, image_size))
+                patient, image_number = divmod(i, images_per_patient)
+                patient_number = number - image_number  # the number of the patient's first image
+                name = _kermany_name(layout, label, patient, patient_number, image_number + 1)
+                pixels = chest_pixels(
+                    image_size,
+                    label,
+                    seed + patient_number,
+                    render_size=max(32, image_size),
+                    grain_seed=seed + number,
+                )
                 image = Image.fromarray(pixels)
                 if quirks and number % 3 == 0:
                     image = image.convert("RGB")
@@ -247,10 +258,10 @@ def write_kermany_root(
     return root
 
 
-def _kermany_name(layout: str, label: int, i: int, number: int) -> str:
-    kind = "bacteria" if i % 3 else "virus"
+def _kermany_name(layout: str, label: int, patient: int, number: int, image: int) -> str:
+    kind = "bacteria" if patient % 3 else "virus"
     if layout == "mendeley_v3":
-        return f"{kind.upper() if label else 'NORMAL'}-{1000 + number}-0001.jpeg"
+        return f"{kind.upper() if label else 'NORMAL'}-{1000 + number}-{image:04d}.jpeg"
     if label:
-        return f"person{number}_{kind}_{i}.jpeg"
-    return f"IM-{number:04d}-0001.jpeg" if i % 2 else f"NORMAL2-IM-{number:04d}-0001.jpeg"
+        return f"person{number}_{kind}_{image}.jpeg"
+    return f"IM-{number:04d}-{image:04d}.jpeg" if patient % 2 else f"NORMAL2-IM-{number:04d}-{image:04d}.jpeg"

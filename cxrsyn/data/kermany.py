@@ -17,6 +17,7 @@ unknown when the file name does not say).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrsyn.data.images import check_image_header
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex, missing_root_error
 from cxrsyn.errors import CxrsynError
 
@@ -93,11 +94,13 @@ class Kermany(DatasetFolder):
                     FILE_COLUMN: str(file),
                     PATH_COLUMN: str(file.relative_to(root)),
                     LABEL_COLUMN: CLASS_FOLDERS[folder],
+                    PATIENT_COLUMN: patient_of(filename),
                     "split": split,
                     "subtype": subtype(filename, folder),
                 }
             )
-        table = pd.DataFrame(rows, columns=[FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, "split", "subtype"])
+        columns = [FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "split", "subtype"]
+        table = pd.DataFrame(rows, columns=columns)
         found = {
             "tree": str(chosen.relative_to(root)) or ".",
             "duplicate_trees_ignored": [str(tree.relative_to(root)) for tree in duplicates],
@@ -107,6 +110,22 @@ class Kermany(DatasetFolder):
             "splits_present": sorted({relative.split("/")[0] for relative in trees[chosen]}),
         }
         return SourceIndex(table, bad.skipped, found)
+
+
+_PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
+_MENDELEY_V3 = re.compile(r"^(?:NORMAL|BACTERIA|VIRUS)-(\d+)-\d+$", re.IGNORECASE)
+_NUMBERED = re.compile(r"^(.+)-\d+$")
+
+
+def patient_of(filename: str) -> str:
+    """The patient an image belongs to, from its file name: ``person1_bacteria_1.jpeg`` -> ``person1``; else
+    the name without its extension and last ``-NNNN`` (``IM-0115-0001.jpeg`` -> ``IM-0115``,
+    ``NORMAL2-IM-0372-0001.jpeg`` -> ``NORMAL2-IM-0372``); Mendeley v3's ``VIRUS-1019345-0001.jpeg`` ->
+    ``1019345`` (the number names the patient whatever the class prefix); a name matching none of these is
+    its own patient."""
+    stem = Path(filename).stem
+    match = _PERSON.match(stem) or _MENDELEY_V3.match(stem) or _NUMBERED.match(stem)
+    return match.group(1) if match else stem
 
 
 def subtype(filename: str, folder: str) -> str:

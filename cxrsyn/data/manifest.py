@@ -1,8 +1,9 @@
 """The dataset-folder format shared by every data source.
 
 A dataset folder holds ``images/`` and ``manifest.csv``. Required columns: ``path`` (relative to the folder)
-and ``label`` (1 = pneumonia, 0 = normal). Any other column is an attribute carried with every sample
-(sex, age, projection, generator, prompt, sha256, ...).
+and ``label`` (1 = pneumonia, 0 = normal). Optional ``patient``: images sharing it come from one patient
+(bootstrap CIs and the train/validation split keep them together; default: each image its own patient).
+Any other column is an attribute carried with every sample (sex, age, projection, generator, prompt, ...).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ MANIFEST_NAME = "manifest.csv"
 IMAGES_DIRNAME = "images"
 PATH_COLUMN = "path"
 LABEL_COLUMN = "label"
+# who the image belongs to: images of one patient are resampled together (optional; default: the path)
+PATIENT_COLUMN = "patient"
 REQUIRED_COLUMNS = (PATH_COLUMN, LABEL_COLUMN)
 POSITIVE_LABEL = 1  # pneumonia
 NEGATIVE_LABEL = 0  # normal
 # Attributes that must survive a CSV round trip as text (e.g. sex "F" is never parsed as anything else).
-_TEXT_DTYPES = {PATH_COLUMN: str}
+_TEXT_DTYPES = {PATH_COLUMN: str, PATIENT_COLUMN: str}
 
 
 def manifest_path(folder: str | os.PathLike) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.data.dicom import DicomDecodeError, read_dataset
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.sources import (
     FILE_COLUMN,
     BadFiles,
@@ -110,8 +110,9 @@ class RSNA(DatasetFolder):
             found["view_filter"] = sorted(views)
             table = table[table["view"].isin(views)]
         table = table.sort_values("patient_id", kind="stable").reset_index(drop=True)
+        table = table.rename(columns={"patient_id": PATIENT_COLUMN})  # the one patient column of every source
         found["selection"] = self.selection
-        columns = [FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, "patient_id", "detailed_class", "n_boxes"]
+        columns = [FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "detailed_class", "n_boxes"]
         columns += ["age", "age_flag", "age_band", "sex", "view"]
         return SourceIndex(table[columns], bad.skipped, found)
 

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.data.images import check_image_header
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, read_manifest
+from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, read_manifest
 from cxrsyn.errors import CxrsynError
 from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.generate.phantom import PhantomSpec, write_phantom_dataset
@@ -76,6 +76,7 @@ class DatasetFolder:
         bad = BadFiles(self.on_bad_file, f"dataset folder {self.root}")
         table = read_manifest(self.root)
         table.insert(0, FILE_COLUMN, [str(Path(self.root) / path) for path in table[PATH_COLUMN]])
+        with_patients(table)
         keep = []
         for file in table[FILE_COLUMN]:
             try:
@@ -113,6 +114,16 @@ class PhantomFolder(DatasetFolder):
 
     def prepare(self) -> None:
         write_phantom_dataset(self.root, self.spec())
+
+
+def with_patients(table: pd.DataFrame) -> pd.DataFrame:
+    """Give ``table`` a ``patient`` column (in place) where it has none: each image its own patient.
+    Missing values in an existing column are filled the same way."""
+    if PATIENT_COLUMN not in table.columns:
+        table[PATIENT_COLUMN] = table[PATH_COLUMN].astype(str)
+    else:
+        table[PATIENT_COLUMN] = table[PATIENT_COLUMN].fillna(table[PATH_COLUMN]).astype(str)
+    return table
 
 
 def label_counts(table: pd.DataFrame) -> dict[str, int]:

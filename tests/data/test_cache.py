@@ -11,9 +11,9 @@ import pytest
 from cxrsyn.data.cache import FAILED, META_NAME, STATE_NAME, TODO, build_cache
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.decode import Preprocessing, decode_resized
-from cxrsyn.data.fixtures import rsna_patients, write_kermany_root, write_rsna_root
+from cxrsyn.data.fixtures import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from cxrsyn.data.kermany import Kermany
-from cxrsyn.data.rsna import IMAGES_DIRNAME, RSNA
+from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import BadFiles
 from cxrsyn.errors import CxrsynError
 from tests.conftest import run_cli
@@ -49,7 +49,7 @@ def test_complete_cache_is_reused_and_changes_rebuild(kermany):
     again = build(kermany)
     assert not again.built and again.folder == first.folder
     assert build(kermany, Preprocessing(image_size=48)).folder != first.folder  # preprocessing is in the key
-    assert build(kermany, Preprocessing(image_size=32, resize="stretch")).folder != first.folder
+    assert build(kermany, Preprocessing(image_size=32, resize="letterbox")).folder != first.folder
     file = first.table["file"].iloc[0]
     os.utime(file, ns=(0, 10**9))  # a source file changed
     assert build(kermany).folder != first.folder
@@ -78,7 +78,7 @@ def test_interrupted_build_resumes_without_redoing_done_images(kermany):
 def test_undecodable_file_follows_policy_and_is_remembered(tmp_path):
     patients = rsna_patients(3, 3, 0, seed=2)
     root = write_rsna_root(tmp_path / "rsna", patients)
-    victim = root / IMAGES_DIRNAME / f"{patients[1].patient_id}.dcm"
+    victim = root / RSNA_IMAGES / f"{patients[1].patient_id}.dcm"
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 400])  # truncated JPEG stream: the header still reads
     source = RSNA(
@@ -134,7 +134,7 @@ def test_truncated_jpeg_and_dicom_without_pixels_are_listed_when_skipped(tmp_pat
     jpeg.write_bytes(jpeg.read_bytes()[:400])
     patients = rsna_patients(2, 2, 0, seed=5)
     rsna_root = write_rsna_root(tmp_path / "r", patients)
-    dicom = rsna_root / IMAGES_DIRNAME / f"{patients[0].patient_id}.dcm"
+    dicom = rsna_root / RSNA_IMAGES / f"{patients[0].patient_id}.dcm"
     dataset = pydicom.dcmread(dicom)
     del dataset.PixelData
     dataset.save_as(dicom)

@@ -14,8 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrsyn.data.fixtures import RsnaPatient, rsna_patients, write_dicom, write_rsna_root
-from cxrsyn.data.rsna import CLASSES_NAME, IMAGES_DIRNAME, LABELS_NAME, RSNA, parse_age
+from cxrsyn.data.fixtures import (
+    RSNA_CLASSES_CSV,
+    RSNA_IMAGES,
+    RSNA_LABELS_CSV,
+    RsnaPatient,
+    rsna_patients,
+    write_dicom,
+    write_rsna_root,
+)
+from cxrsyn.data.rsna import RSNA, parse_age
 from cxrsyn.data.summary import summarize, verify
 from cxrsyn.errors import CxrsynError
 from tests.conftest import run_cli
@@ -41,7 +49,7 @@ def index(root: Path, **settings):
 
 
 def test_label_rows_are_unsorted_with_one_row_per_box(rsna_root, patients):
-    rows = pd.read_csv(rsna_root / LABELS_NAME)
+    rows = pd.read_csv(rsna_root / RSNA_LABELS_CSV)
     assert len(rows) == sum(max(1, p.n_boxes) for p in patients) > len(patients)
     assert not rows["patientId"].is_monotonic_increasing
 
@@ -50,9 +58,9 @@ def test_papers_selection_is_normal_vs_lung_opacity(rsna_root, patients):
     result = index(rsna_root)
     table = result.table
     assert len(table) == 12 and table["label"].sum() == 5  # 7 Normal + 5 Lung Opacity; 4 Not Normal left out
-    assert table["patient_id"].is_unique
+    assert table["patient"].is_unique
     assert set(table["detailed_class"]) == {"Normal", "Lung Opacity"}
-    by_id = table.set_index("patient_id")
+    by_id = table.set_index("patient")
     assert by_id.loc[patients[7].patient_id, "n_boxes"] == 3
     assert result.found["patients"] == 16 and result.found["box_rows"] == sum(
         p.n_boxes for p in patients[7:12]
@@ -67,7 +75,7 @@ def test_target_selection_keeps_every_patient(rsna_root):
 
 def test_every_sample_carries_age_sex_and_view_and_impossible_ages_are_flagged(rsna_root, patients):
     result = index(rsna_root)
-    by_id = result.table.set_index("patient_id")
+    by_id = result.table.set_index("patient")
     assert by_id.loc[patients[0].patient_id, "age"] == 148
     assert by_id.loc[patients[0].patient_id, "age_flag"] == "impossible"
     assert (
@@ -84,7 +92,7 @@ def test_view_filter(rsna_root, patients):
         for p in patients
         if p.view == "PA" and p.detailed_class != "No Lung Opacity / Not Normal"
     }
-    assert set(table["patient_id"]) == expected
+    assert set(table["patient"]) == expected
     with pytest.raises(CxrsynError, match="data.view=\\['LAT'\\]"):
         index(rsna_root, view="LAT")
 
@@ -104,15 +112,17 @@ def test_parse_age(age):
 
 def test_papers_selection_without_the_class_file_is_an_error(tmp_path, patients):
     root = write_rsna_root(tmp_path, patients[:4], with_classes=False)
-    with pytest.raises(CxrsynError, match=f"needs {root / CLASSES_NAME}, which is missing.*selection=target"):
+    with pytest.raises(
+        CxrsynError, match=f"needs {root / RSNA_CLASSES_CSV}, which is missing.*selection=target"
+    ):
         index(root)
     assert len(index(root, selection="target").table) == 4
 
 
 def test_wrong_columns_name_the_file(tmp_path, patients):
     root = write_rsna_root(tmp_path, patients[:3])
-    (root / LABELS_NAME).write_text("id,label\na,1\n")
-    with pytest.raises(CxrsynError, match=f"{root / LABELS_NAME} lacks column\\(s\\) patientId, Target"):
+    (root / RSNA_LABELS_CSV).write_text("id,label\na,1\n")
+    with pytest.raises(CxrsynError, match=f"{root / RSNA_LABELS_CSV} lacks column\\(s\\) patientId, Target"):
         index(root)
 
 
@@ -125,14 +135,14 @@ def test_missing_root_names_the_download_command(tmp_path):
 def damaged_root(tmp_path, patients) -> tuple[Path, dict[str, str]]:
     """One patient without a file, one file without a label row, one empty file."""
     root = write_rsna_root(tmp_path / "rsna", patients[:12])
-    images = root / IMAGES_DIRNAME
+    images = root / RSNA_IMAGES
     (images / f"{patients[2].patient_id}.dcm").unlink()
     write_dicom(images / "not-in-labels.dcm", np.zeros((8, 8), np.uint8))
     (images / f"{patients[3].patient_id}.dcm").write_bytes(b"")
     reasons = {
-        f"{IMAGES_DIRNAME}/{patients[2].patient_id}.dcm": "has no DICOM file",
-        f"{IMAGES_DIRNAME}/not-in-labels.dcm": "no label row",
-        f"{IMAGES_DIRNAME}/{patients[3].patient_id}.dcm": "empty file",
+        f"{RSNA_IMAGES}/{patients[2].patient_id}.dcm": "has no DICOM file",
+        f"{RSNA_IMAGES}/not-in-labels.dcm": "no label row",
+        f"{RSNA_IMAGES}/{patients[3].patient_id}.dcm": "empty file",
     }
     return root, reasons
 
@@ -142,7 +152,7 @@ def test_bad_files_stop_by_default_with_one_line(damaged_root):
     with pytest.raises(CxrsynError) as caught:
         index(root)
     message = str(caught.value)
-    assert "\n" not in message and "on_bad_file=skip" in message and IMAGES_DIRNAME in message
+    assert "\n" not in message and "on_bad_file=skip" in message and RSNA_IMAGES in message
 
 
 def test_bad_files_are_listed_when_skipped(damaged_root):
@@ -186,10 +196,10 @@ def real_tables_root(tmp_path_factory) -> tuple[Path, Path]:
     are not what is tested) and the real header table."""
     root = tmp_path_factory.mktemp("rsna_real")
     with zipfile.ZipFile(torchxrayvision_file("kaggle_stage_2_train_labels.csv.zip")) as bundle:
-        (root / LABELS_NAME).write_bytes(bundle.read(LABELS_NAME))
-    ids = pd.read_csv(root / LABELS_NAME, usecols=["patientId"])["patientId"].unique()
+        (root / RSNA_LABELS_CSV).write_bytes(bundle.read(RSNA_LABELS_CSV))
+    ids = pd.read_csv(root / RSNA_LABELS_CSV, usecols=["patientId"])["patientId"].unique()
     template = write_dicom(root / "template.dcm", np.zeros((8, 8), np.uint8))
-    images = root / IMAGES_DIRNAME
+    images = root / RSNA_IMAGES
     images.mkdir()
     for patient_id in ids:
         os.link(template, images / f"{patient_id}.dcm")

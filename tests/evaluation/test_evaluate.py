@@ -10,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrsyn.data.fixtures import rsna_patients, write_kermany_root, write_rsna_root
-from cxrsyn.data.rsna import IMAGES_DIRNAME
+from cxrsyn.data.fixtures import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from tests.conftest import run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -84,7 +83,7 @@ def evaluate(trained, tmp_path, *overrides: str):
 def test_evaluate_reproduces_the_training_runs_predictions(trained, tmp_path, real_roots):
     result, out = evaluate(trained, tmp_path, "data=rsna", f"data.root={real_roots['rsna']}")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "preprocessing from the checkpoint: image_size 48, resize letterbox" in result.stdout
+    assert "preprocessing from the checkpoint: image_size 48, resize stretch" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     run_dir, trained_metrics = trained
     assert metrics["test_sets"]["rsna"]["auroc"] == pytest.approx(
@@ -100,12 +99,61 @@ def test_evaluate_reproduces_the_training_runs_predictions(trained, tmp_path, re
     assert fixed["threshold"] == trained_metrics["validation_threshold"]["value"]
 
 
+def test_the_threshold_is_reused_only_for_the_weights_it_was_fixed_with(trained, tmp_path, real_roots):
+    import torch
+
+    run_dir, metrics = trained
+    tested = run_dir / metrics["checkpoint"]["path"]
+    assert metrics["checkpoint"]["tested"] == "last" and tested.name == "last.ckpt"
+    checkpoint = torch.load(tested, map_location="cpu", weights_only=False)
+    name = next(key for key in checkpoint["state_dict"] if key.endswith("weight"))
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name] + 0.01
+    other = run_dir / "checkpoints" / "changed.ckpt"
+    torch.save(checkpoint, other)
+    out = tmp_path / "eval"
+    result = run_cli(
+        "cxrsyn.evaluate",
+        f"ckpt_path={other}",
+        "data=rsna",
+        f"data.root={real_roots['rsna']}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["validation_threshold"] is None
+    assert evaluated["validation_threshold_note"].startswith(
+        "none: the run's threshold was fixed with other weights"
+    )
+    assert "at_validation_threshold" not in evaluated["test_sets"]["rsna"]["thresholds"]
+    assert "threshold:   none: the run's threshold was fixed with other weights" in result.stdout
+
+
+def test_kermany_with_several_images_per_patient_gets_patient_clustered_cis(trained, tmp_path):
+    root = write_kermany_root(
+        tmp_path / "kermany3", {"test": (15, 15)}, quirks=False, images_per_patient=3, seed=9
+    )
+    result, out = evaluate(trained, tmp_path, "data=kermany", f"data.root={root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    kermany = json.loads((out / "metrics.json").read_text())["test_sets"]["kermany"]
+    predictions = pd.read_csv(out / kermany["predictions"])
+    assert list(predictions.columns[:4]) == ["path", "label", "prob", "patient"]
+    assert (predictions.groupby("patient").size() == 3).all() and kermany["n_patients"] == 10
+    # patients as the file names say: person<N> for pneumonia, the name without its last -NNNN for normals
+    names = predictions["path"].str.rsplit("/", n=1).str[-1]
+    expected = names.str.extract(r"^(person\d+)_")[0].fillna(
+        names.str.replace(r"-\d+\.jpeg$", "", regex=True)
+    )
+    assert (predictions["patient"] == expected).all()
+    assert kermany["ci_method"].startswith("patient-clustered stratified percentile bootstrap")
+
+
 def test_evaluate_bad_dicom_stops_or_is_listed(trained, tmp_path, real_roots):
     import shutil
 
     root = tmp_path / "rsna_damaged"
     shutil.copytree(real_roots["rsna"], root)
-    victim = sorted((root / IMAGES_DIRNAME).glob("*.dcm"))[0]
+    victim = sorted((root / RSNA_IMAGES).glob("*.dcm"))[0]
     victim.write_bytes(b"")
     result, _ = evaluate(trained, tmp_path, "data=rsna", f"data.root={root}")
     assert result.returncode == 2
