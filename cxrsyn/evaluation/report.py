@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.outputs import METRICS_NAME, write_json
-from cxrsyn.evaluation.statistics import delong, paired_bootstrap
+from cxrsyn.evaluation.outputs import METRICS_NAME, patients_of, write_json
+from cxrsyn.evaluation.statistics import delong, holm, paired_bootstrap, study_bootstrap
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
 COMPARISONS_CSV = "comparisons.csv"
+STUDY_COMPARISONS_CSV = "study_comparisons.csv"
 REPORT_JSON = "report.json"
 # Peng, Lam, Qiu, arXiv 2512.00428 (one run per arm): training data -> test set -> metric -> (value, CI)
 PAPER = {
@@ -208,6 +209,47 @@ def _arm_matching(arms: Sequence[str], wanted: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def paired_predictions(run_a: Run, run_b: Run, test_set: str) -> pd.DataFrame:
+    """The two runs' predictions on ``test_set`` matched by path: ``path``, ``label``, ``patient``,
+    ``prob_a``, ``prob_b``. Different images are a one-line error."""
+    table_a, table_b = run_a.predictions(test_set), run_b.predictions(test_set)
+    merged = table_a[["path", "label", "prob"]].merge(
+        table_b[["path", "label", "prob"]], on="path", suffixes=("_a", "_b")
+    )
+    if (
+        len(merged) != len(table_a)
+        or len(merged) != len(table_b)
+        or (merged["label_a"] != merged["label_b"]).any()
+    ):
+        raise CxrsynError(
+            f"test set {test_set!r} differs between {run_a.folder} and {run_b.folder}; paired tests "
+            "need both runs scored on the same images"
+        )
+    patients = dict(zip(table_a["path"], patients_of(table_a), strict=True))
+    return pd.DataFrame(
+        {
+            "path": merged["path"],
+            "label": merged["label_a"],
+            "patient": merged["path"].map(patients),
+            "prob_a": merged["prob_a"],
+            "prob_b": merged["prob_b"],
+        }
+    )
+
+
+def seed_pairs(study: Study, arm_a: str, arm_b: str) -> list[tuple[Run, Run]]:
+    """Runs of the two arms that share a seed (the paired design); unpaired runs are reported."""
+    runs_b = {run.seed: run for run in study.of_arm(arm_b)}
+    pairs = []
+    for run_a in study.of_arm(arm_a):
+        run_b = runs_b.get(run_a.seed)
+        if run_b is None:
+            print(f"report: {arm_a} seed {run_a.seed} has no run of {arm_b} with that seed; not paired")
+            continue
+        pairs.append((run_a, run_b))
+    return pairs
+
+
 def compare_arms(
     study: Study,
     pairs: Sequence[tuple[str, str]],
@@ -215,41 +257,28 @@ def compare_arms(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """For each pair (a, b), test set and seed both arms ran: DeLong's test and the paired bootstrap of a - b
-    on the same images (rows matched by path)."""
+    """Per seed (descriptive): for each pair (a, b), test set and seed both arms ran, DeLong's test with
+    Obuchowski's patient-clustered variance and the patient-clustered paired bootstrap of a - b on the same
+    images (rows matched by path)."""
     rows = []
     for arm_a, arm_b in pairs:
-        runs_b = {run.seed: run for run in study.of_arm(arm_b)}
-        for run_a in study.of_arm(arm_a):
-            run_b = runs_b.get(run_a.seed)
-            if run_b is None:
-                print(f"report: {arm_a} seed {run_a.seed} has no run of {arm_b} with that seed; not paired")
-                continue
+        for run_a, run_b in seed_pairs(study, arm_a, arm_b):
             for name in run_a.metrics["test_sets"]:
                 if name not in run_b.metrics["test_sets"]:
                     continue
-                merged = run_a.predictions(name).merge(
-                    run_b.predictions(name)[["path", "label", "prob"]], on="path", suffixes=("_a", "_b")
-                )
-                if (
-                    len(merged) != run_a.metrics["test_sets"][name]["n"]
-                    or (merged["label_a"] != merged["label_b"]).any()
-                ):
-                    raise CxrsynError(
-                        f"test set {name!r} differs between {run_a.folder} and {run_b.folder}; paired tests "
-                        "need both runs scored on the same images"
-                    )
-                labels = merged["label_a"].to_numpy()
-                a, b = merged["prob_a"].to_numpy(), merged["prob_b"].to_numpy()
-                test = delong(labels, a, b, alpha)
-                boot = paired_bootstrap(labels, a, b, n_resamples=n_resamples, seed=seed, alpha=alpha)
+                paired = paired_predictions(run_a, run_b, name)
+                labels, patients = paired["label"].to_numpy(), paired["patient"].to_numpy()
+                a, b = paired["prob_a"].to_numpy(), paired["prob_b"].to_numpy()
+                test = delong(labels, a, b, alpha, patients=patients)
+                boot = paired_bootstrap(labels, a, b, n_resamples, seed, alpha, patients=patients)
                 rows.append(
                     {
                         "arm_a": arm_a,
                         "arm_b": arm_b,
                         "test_set": name,
                         "seed": run_a.seed,
-                        "n": len(merged),
+                        "n": len(paired),
+                        "n_patients": int(paired["patient"].nunique()),
                         "auroc_a": test["auroc_a"],
                         "auroc_b": test["auroc_b"],
                         "auroc_diff": test["auroc_diff"],
@@ -257,6 +286,7 @@ def compare_arms(
                         "delong_p": test["p_value"],
                         "delong_ci_lo": test["auroc_diff_ci"][0],
                         "delong_ci_hi": test["auroc_diff_ci"][1],
+                        "delong_method": test["method"],
                         "boot_auroc_diff_lo": boot["auroc_diff_ci"][0],
                         "boot_auroc_diff_hi": boot["auroc_diff_ci"][1],
                         "aupr_diff": boot["aupr_diff"],
@@ -265,6 +295,78 @@ def compare_arms(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def study_comparisons(
+    study: Study,
+    pairs: Sequence[tuple[str, str]],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[dict[str, Any]]:
+    """The study's verdicts: for each pair (a, b) and test set, the mean difference a - b over the seeds
+    both arms ran, with the two-level paired bootstrap (seeds, then test patients: ``study_bootstrap``).
+    p values of the pairs compared on one test set are Holm-adjusted together (``p_adjusted``)."""
+    results: list[dict[str, Any]] = []
+    for arm_a, arm_b in pairs:
+        runs = seed_pairs(study, arm_a, arm_b)
+        names = [
+            n
+            for n in study.test_sets
+            if all(n in a.metrics["test_sets"] and n in b.metrics["test_sets"] for a, b in runs)
+        ]
+        for name in names if runs else []:
+            tables = [paired_predictions(a, b, name) for a, b in runs]
+            first = tables[0].sort_values("path").reset_index(drop=True)
+            aligned = []
+            for table in tables:
+                table = table.sort_values("path").reset_index(drop=True)
+                if not table["path"].equals(first["path"]):
+                    raise CxrsynError(
+                        f"test set {name!r} holds different images in different seeds of {arm_a} / {arm_b}; "
+                        "a study-level comparison needs every seed scored on the same images"
+                    )
+                aligned.append(table)
+            boot = study_bootstrap(
+                first["label"].to_numpy(),
+                np.stack([t["prob_a"].to_numpy() for t in aligned]),
+                np.stack([t["prob_b"].to_numpy() for t in aligned]),
+                n_resamples,
+                seed,
+                alpha,
+                patients=first["patient"].to_numpy(),
+            )
+            results.append(
+                {
+                    "arm_a": arm_a,
+                    "arm_b": arm_b,
+                    "test_set": name,
+                    "n_seeds": boot["n_seeds"],
+                    "seeds": [a.seed for a, _ in runs],
+                    "n": len(first),
+                    "n_patients": int(first["patient"].nunique()),
+                    "delta_auroc": boot["delta_auroc"],
+                    "delta_auroc_ci": boot["delta_auroc_ci"],
+                    "delta_aupr": boot["delta_aupr"],
+                    "delta_aupr_ci": boot["delta_aupr_ci"],
+                    "p": boot["p_auroc"],
+                    "p_aupr": boot["p_aupr"],
+                    "per_seed_delta_auroc": boot["per_seed_delta_auroc"],
+                    "method": boot["method"],
+                }
+            )
+    for name in dict.fromkeys(result["test_set"] for result in results):
+        family = [result for result in results if result["test_set"] == name]
+        for key in ("p", "p_aupr"):
+            for result, adjusted in zip(family, holm([r[key] for r in family]), strict=True):
+                result[f"{key}_adjusted"] = adjusted
+        for result in family:
+            result["adjustment"] = (
+                f"Holm over the {len(family)} comparisons on {name}"
+                if len(family) > 1
+                else "none (one comparison)"
+            )
+    return results
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -310,7 +412,7 @@ def plot_curves(study: Study, out_dir: Path) -> list[Path]:
 
 
 def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
-    """``gradcam_<set>.png``: the Grad-CAM grid of each arm's first seed, one panel per arm."""
+    """``gradcam_<set>.png``: the Grad-CAM grid of each arm's first seed, one arm per row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -331,15 +433,18 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
         if not panels:
             continue
         images = [np.asarray(Image.open(path).convert("RGB")) for _, path in panels]
+        # one arm per row, each grid at its own pixel size (side by side, every tile shrank to a few pixels)
+        width = max(image.shape[1] for image in images) / 100
+        heights = [image.shape[0] / 100 + 0.35 for image in images]
         figure, axes = plt.subplots(
-            1, len(images), figsize=(6 * len(images), 6 * images[0].shape[0] / images[0].shape[1])
+            len(images), 1, figsize=(width, sum(heights) + 0.4), gridspec_kw={"height_ratios": heights}
         )
         for axis, (title, _), image in zip(np.atleast_1d(axes), panels, images, strict=True):
             axis.imshow(image)
-            axis.set_title(title, fontsize=9)
+            axis.set_title(title, fontsize=12)
             axis.axis("off")
-        figure.suptitle(f"Grad-CAM on {name} ({_source_note(study)})", fontsize=11)
-        written.append(_save(figure, out_dir / f"gradcam_{name}.png", dpi=110))
+        figure.suptitle(f"Grad-CAM on {name} ({_source_note(study)})", fontsize=13)
+        written.append(_save(figure, out_dir / f"gradcam_{name}.png", dpi=100))
     return written
 
 
@@ -374,13 +479,14 @@ def write_report(
     per_run = results_table(study)
     summary = summary_table(per_run)
     experiment = _experiment(study)
-    comparisons = compare_arms(
-        study, pairs_to_compare(study, experiment.get("compare")), n_resamples, seed, alpha
-    )
+    pairs = pairs_to_compare(study, experiment.get("compare"))
+    verdicts = study_comparisons(study, pairs, n_resamples, seed, alpha)
+    comparisons = compare_arms(study, pairs, n_resamples, seed, alpha)
     per_run.to_csv(out / RESULTS_CSV, index=False)
     comparisons.to_csv(out / COMPARISONS_CSV, index=False)
+    _study_table(verdicts).to_csv(out / STUDY_COMPARISONS_CSV, index=False)
     written = (plot_curves(study, out) + gradcam_figure(study, out)) if figures else []
-    markdown = render_markdown(study, experiment, per_run, summary, comparisons, written, alpha)
+    markdown = render_markdown(study, experiment, per_run, summary, comparisons, verdicts, written, alpha)
     (out / RESULTS_MD).write_text(markdown)
     report = {
         "folder": str(folder),
@@ -388,6 +494,7 @@ def write_report(
         "arms": study.arms,
         "unfinished": study.unfinished,
         "test_sets": study.test_sets,
+        "study_comparisons": verdicts,
         "summary": summary.replace({np.nan: None}).to_dict("records"),
         "comparisons": comparisons.replace({np.nan: None}).to_dict("records"),
         "figures": [path.name for path in written],
@@ -397,9 +504,46 @@ def write_report(
         f"report: {len(study.runs)} run(s) in {len(study.arms)} arm(s), {len(study.test_sets)} test set(s), "
         f"{len(study.unfinished)} unfinished job folder(s){': ' + ', '.join(study.unfinished) if study.unfinished else ''}"
     )
-    for path in (out / RESULTS_MD, out / RESULTS_CSV, out / COMPARISONS_CSV, *written):
+    for line in _verdict_lines(verdicts, alpha):
+        print(f"  {line}")
+    for path in (
+        out / RESULTS_MD,
+        out / RESULTS_CSV,
+        out / STUDY_COMPARISONS_CSV,
+        out / COMPARISONS_CSV,
+        *written,
+    ):
         print(f"  wrote {path}")
     return report
+
+
+def _study_table(verdicts: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for v in verdicts:
+        row = {k: v[k] for k in ("arm_a", "arm_b", "test_set", "n_seeds", "n", "n_patients")}
+        for metric in ("auroc", "aupr"):
+            row[f"delta_{metric}"] = v[f"delta_{metric}"]
+            row[f"delta_{metric}_lo"], row[f"delta_{metric}_hi"] = v[f"delta_{metric}_ci"]
+        row.update(
+            {k: v[k] for k in ("p", "p_adjusted", "p_aupr", "p_aupr_adjusted", "adjustment", "method")}
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _verdict_lines(verdicts: Sequence[dict[str, Any]], alpha: float) -> list[str]:
+    """One sentence per study-level comparison, the numbers a paper quotes."""
+    level = f"{100 * (1 - alpha):g}%"
+    lines = []
+    for v in verdicts:
+        adjusted = "" if v["adjustment"].startswith("none") else f", Holm-adjusted {_p(v['p_adjusted'])}"
+        lines.append(
+            f"{v['arm_a']} - {v['arm_b']} on {v['test_set']} ({v['n_seeds']} seed(s), {v['n']} images of "
+            f"{v['n_patients']} patients): ΔAUROC {v['delta_auroc']:+.3f} [{level} CI {v['delta_auroc_ci'][0]:+.3f}, "
+            f"{v['delta_auroc_ci'][1]:+.3f}], p {_p(v['p'])}{adjusted}; ΔAUPR {v['delta_aupr']:+.3f} "
+            f"[{v['delta_aupr_ci'][0]:+.3f}, {v['delta_aupr_ci'][1]:+.3f}]"
+        )
+    return lines
 
 
 def _experiment(study: Study) -> dict[str, Any]:
@@ -425,6 +569,7 @@ def render_markdown(
     per_run: pd.DataFrame,
     summary: pd.DataFrame,
     comparisons: pd.DataFrame,
+    verdicts: Sequence[dict[str, Any]],
     figures: Sequence[Path],
     alpha: float,
 ) -> str:
@@ -441,9 +586,21 @@ def render_markdown(
             "",
         ]
     seeds = sorted({run.seed for run in study.runs})
+    lines += ["## Study-level comparisons (a - b)", ""]
+    if verdicts:
+        lines += [f"- {line}" for line in _verdict_lines(verdicts, alpha)]
+        lines += [
+            "",
+            f"Method: {verdicts[0]['method']}. p values of the comparisons on one test set are "
+            f"{'Holm-adjusted together' if any(not v['adjustment'].startswith('none') for v in verdicts) else 'unadjusted (one comparison per test set)'}. "
+            "These are the study's claims: over training seeds and test patients, not one trained model.",
+            "",
+        ]
+    else:
+        lines += ["No pair of arms shares a seed and a test set.", ""]
     lines += [
         f"{len(study.runs)} runs, {len(study.arms)} arms, seeds {', '.join(map(str, seeds))}. Positive class: "
-        "pneumonia. Mean ± sd over seeds; per-run 95% CIs (stratified bootstrap) in the second table.",
+        f"pneumonia. Mean ± sd over seeds; per-run {level} CIs (patient-clustered bootstrap) in the second table.",
         "",
         "## Results by arm",
         "",
@@ -481,11 +638,15 @@ def render_markdown(
             f"| {row.arm} | {row.seed} | {row.test_set} | {_fmt(row.auroc)} [{_fmt(row.auroc_lo)}, "
             f"{_fmt(row.auroc_hi)}] | {_fmt(row.aupr)} [{_fmt(row.aupr_lo)}, {_fmt(row.aupr_hi)}] | {row.n} |"
         )
-    lines += ["", "## Paired comparisons (a - b, same test images)", ""]
+    lines += ["", "## Per seed (descriptive): paired comparisons on the same test images (a - b)", ""]
     if comparisons.empty:
         lines.append("No pair of arms shares a seed and a test set.")
     else:
         lines += [
+            "Each row treats one trained model per arm as fixed (DeLong with Obuchowski's patient-clustered "
+            "variance; patient-clustered paired bootstrap). They describe the seeds; the study-level lines "
+            "above are the test.",
+            "",
             f"| a | b | test set | seed | ΔAUROC | DeLong p | ΔAUROC {level} CI (bootstrap) | ΔAUPR | "
             f"ΔAUPR {level} CI |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -495,14 +656,6 @@ def render_markdown(
                 f"| {row.arm_a} | {row.arm_b} | {row.test_set} | {row.seed} | {row.auroc_diff:+.3f} | "
                 f"{_p(row.delong_p)} | [{row.boot_auroc_diff_lo:+.3f}, {row.boot_auroc_diff_hi:+.3f}] | "
                 f"{row.aupr_diff:+.3f} | [{row.boot_aupr_diff_lo:+.3f}, {row.boot_aupr_diff_hi:+.3f}] |"
-            )
-        lines += ["", "Over seeds:", ""]
-        for (a, b, name), group in comparisons.groupby(["arm_a", "arm_b", "test_set"], sort=False):
-            significant = int(((group["delong_p"] < alpha) & (group["auroc_diff"] > 0)).sum())
-            worse = int(((group["delong_p"] < alpha) & (group["auroc_diff"] < 0)).sum())
-            lines.append(
-                f"- {a} vs {b} on {name}: mean ΔAUROC {group['auroc_diff'].mean():+.3f} over {len(group)} seed(s); "
-                f"a significantly better (DeLong p < {alpha:g}) in {significant}, worse in {worse}."
             )
     shares = summary.dropna(subset=["cam_bottom_share"])
     if not shares.empty:

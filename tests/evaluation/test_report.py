@@ -146,3 +146,89 @@ def test_crop_sweep_arms_get_the_paper_rows_they_match(tmp_path):
     assert "| data.crop_bottom_fraction=0.3 |" in markdown
     assert "| paper: Nano Banana, raw | 0.853 |" in markdown
     assert "| paper: Nano Banana, bottom 30% cropped | 0.923 [0.919, 0.927] |" in markdown
+
+
+STUDY_KEYS = {
+    "arm_a",
+    "arm_b",
+    "test_set",
+    "n_seeds",
+    "delta_auroc",
+    "delta_auroc_ci",
+    "delta_aupr",
+    "delta_aupr_ci",
+    "p",
+    "p_adjusted",
+    "method",
+}
+
+
+def test_study_comparisons_lead_the_report(sweep):
+    report = write_report(sweep, n_resamples=300, figures=False)
+    verdicts = report["study_comparisons"]
+    assert [(v["arm_a"], v["arm_b"], v["test_set"]) for v in verdicts] == [
+        ("data=synthetic_cropped", "data=synthetic_raw", "rsna"),
+        ("data=synthetic_cropped", "data=synthetic_raw", "kermany"),
+    ]
+    per_run = pd.read_csv(sweep / "results.csv")
+    for verdict in verdicts:
+        assert set(verdict) >= STUDY_KEYS
+        assert verdict["n_seeds"] == 2 and verdict["method"].startswith("two-level paired bootstrap")
+        low, high = verdict["delta_auroc_ci"]
+        assert 0 < low < verdict["delta_auroc"] < high  # the planted gap, with a CI that holds its estimate
+        assert verdict["delta_aupr_ci"][0] < verdict["delta_aupr"] < verdict["delta_aupr_ci"][1]
+        assert verdict["p"] < 0.05 and verdict["p_adjusted"] == verdict["p"]  # one comparison per test set
+        # the estimate is the mean over seeds of the per-run AUROC differences written in results.csv
+        rows = per_run[per_run["test_set"] == verdict["test_set"]]
+        by_arm = rows.groupby("arm")["auroc"].mean()
+        assert verdict["delta_auroc"] == pytest.approx(
+            by_arm["data=synthetic_cropped"] - by_arm["data=synthetic_raw"], abs=1e-9
+        )
+    markdown = (sweep / "results.md").read_text()
+    assert markdown.index("## Study-level comparisons") < markdown.index("## Results by arm")
+    assert "significantly better (DeLong" not in markdown  # counting significant seeds is not a test
+    assert json.loads((sweep / "report.json").read_text())["study_comparisons"] == json.loads(
+        json.dumps(verdicts)
+    )
+    assert len(pd.read_csv(sweep / "study_comparisons.csv")) == 2
+
+
+def test_several_comparisons_on_a_test_set_are_holm_adjusted(tmp_path):
+    for job, (data, signal) in enumerate(
+        [("synthetic_raw", 0.2), ("synthetic_cropped", 1.5), ("roentgen", 0.4)] * 2
+    ):
+        seed = job // 3
+        make_run(tmp_path / str(job), data, seed, signal, test_sets=("rsna",), experiment="three_arms")
+        (tmp_path / str(job) / "config.yaml").write_text(
+            yaml.safe_dump({"experiment": {"name": "three_arms"}})
+        )
+    verdicts = write_report(tmp_path, n_resamples=200, figures=False)["study_comparisons"]
+    assert len(verdicts) == 3  # every pair of three arms
+    p = [v["p"] for v in verdicts]
+    order = np.argsort(p)
+    expected = np.minimum(1, np.maximum.accumulate([(3 - i) * p[j] for i, j in enumerate(order)]))
+    for rank, j in enumerate(order):
+        assert verdicts[j]["p_adjusted"] == pytest.approx(expected[rank])
+        assert verdicts[j]["adjustment"] == "Holm over the 3 comparisons on rsna"
+
+
+def test_patient_clusters_widen_the_per_seed_and_study_intervals(tmp_path):
+    """The same predictions, once with one patient per image and once with the images of a patient as
+    near copies of each other: intervals widen when patients, not images, are resampled."""
+    widths = {}
+    for clustered in (False, True):
+        folder = tmp_path / str(clustered)
+        for job, (data, signal) in enumerate([("synthetic_raw", 0.5), ("synthetic_cropped", 0.9)]):
+            make_run(folder / str(job), data, 0, signal, test_sets=("kermany",))
+            path = folder / str(job) / "predictions" / "kermany.csv"
+            table = pd.read_csv(path)
+            # five copies of 60 images: patient p<i> owns rows 5i..5i+4, all carrying image 5i's score
+            table["prob"] = np.repeat(table["prob"].to_numpy()[::5], 5) + np.arange(N) * 1e-9
+            table["label"] = np.repeat(table["label"].to_numpy()[::5], 5)
+            if clustered:
+                table["patient"] = [f"p{i // 5}" for i in range(N)]
+            write_predictions(folder / str(job), "kermany", table)
+        verdict = write_report(folder, n_resamples=400, figures=False)["study_comparisons"][0]
+        widths[clustered] = verdict["delta_auroc_ci"][1] - verdict["delta_auroc_ci"][0]
+        assert verdict["n_patients"] == (60 if clustered else N)
+    assert widths[True] / widths[False] == pytest.approx(np.sqrt(5), rel=0.3)
