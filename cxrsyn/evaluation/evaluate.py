@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.data.datamodule import CXRDataModule
+from cxrsyn.data.manifest import sha256_of_file
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME
 from cxrsyn.models.classifier import PneumoniaClassifier
@@ -74,10 +75,34 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
     }
-    # the operating threshold the training run fixed on its validation split, when the run folder is there
-    run_metrics = ckpt_path.parent.parent / METRICS_NAME
-    threshold = (
-        json.loads(run_metrics.read_text()).get("validation_threshold") if run_metrics.is_file() else None
-    )
-    extra = {"validation_threshold": threshold}
+    checkpoint_info["sha256"] = sha256_of_file(ckpt_path)
+    threshold, note = run_threshold(ckpt_path, checkpoint_info["sha256"])
+    print(f"threshold:   {note}")
+    extra = {"validation_threshold": threshold, "validation_threshold_note": note}
     return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
+
+
+def run_threshold(ckpt_path: Path, sha256: str) -> tuple[dict[str, Any] | None, str]:
+    """The operating threshold the training run fixed on its validation split, if it was fixed with these
+    very weights (the checkpoint's sha256 matches the one the run tested), and why (not)."""
+    run_metrics = ckpt_path.parent.parent / METRICS_NAME
+    if not run_metrics.is_file():
+        return None, f"none: no training run's {METRICS_NAME} beside {ckpt_path.parent} to take it from"
+    threshold = json.loads(run_metrics.read_text()).get("validation_threshold")
+    if not threshold:
+        return None, f"none: {run_metrics} records no validation threshold"
+    recorded = threshold.get("checkpoint_sha256")
+    if recorded is None:
+        return (
+            None,
+            f"none: {run_metrics} does not say which weights its threshold belongs to (no checkpoint hash)",
+        )
+    if recorded != sha256:
+        return None, (
+            f"none: the run's threshold was fixed with other weights (sha256 {recorded[:12]}, not this "
+            f"checkpoint's {sha256[:12]}); evaluate the checkpoint the run tested to reuse it"
+        )
+    return (
+        threshold,
+        f"{threshold['value']:.4g}, fixed on the run's validation split with these weights (sha256 matches)",
+    )

@@ -19,8 +19,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.data.datamodule import CXRDataModule
+from cxrsyn.data.manifest import sha256_of_file
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.metrics import youden_threshold
+from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
     METRICS_NAME,
     predictions_table,
@@ -141,25 +142,25 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             f"training was interrupted; resume with the same command plus "
             f"hydra.run.dir={output_dir} ckpt_path=last"
         )
-    test_ckpt = cfg.get("test_ckpt", "best")
+    test_ckpt = cfg.get("test_ckpt", "last")
+    if test_ckpt not in ("best", "last"):
+        raise CxrsynError(f"test_ckpt={test_ckpt!r}: use last (the weights after max_epochs) or best")
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+    tested_path = Path(trainer.ckpt_path) if trainer.ckpt_path else None
     # the tested weights on the validation split: the operating threshold is fixed there, never on a test set
     trainer.validate(model, datamodule=datamodule, verbose=False)
-    threshold = validation_threshold(model.val_predictions)
     if not trainer.is_global_zero:
         return None
     datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
-    checkpoint = trainer.checkpoint_callback
-    best_path = getattr(checkpoint, "best_model_path", "") or ""
-    checkpoint_info = {
-        "tested": test_ckpt,
-        "path": str(Path(best_path).relative_to(output_dir))
-        if best_path.startswith(str(output_dir))
-        else best_path,
-        "monitor": getattr(checkpoint, "monitor", None),
-        "best_score": _float_or_none(getattr(checkpoint, "best_model_score", None)),
+    checkpoint_info = tested_checkpoint(trainer, output_dir, test_ckpt, tested_path)
+    validation = validation_results(output_dir, datamodule, model, checkpoint_info.get("sha256"))
+    extra = {
+        "run": identity,
+        "epochs_trained": trainer.current_epoch,
+        "validation": validation,
+        "validation_saturated": validation.get("saturated"),
+        "validation_threshold": validation.get("threshold"),
     }
-    extra = {"run": identity, "epochs_trained": trainer.current_epoch, "validation_threshold": threshold}
     metrics = write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
     gradcam = settings_at(cfg, "gradcam")
     if gradcam.pop("enabled", False):
@@ -187,6 +188,11 @@ def gradcam_for_run(
             threshold,
             output_dir / "gradcam",
             name,
+            input_geometry=(
+                datamodule.image_size,
+                datamodule.resize,
+                datamodule.test_sources[name].crop_bottom_fraction,
+            ),
             **settings,
         )
         result.update(grid=f"gradcam/{result['grid']}", cams=f"gradcam/{result['cams']}")
@@ -235,14 +241,67 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     return identity
 
 
-def validation_threshold(predictions: Any) -> dict[str, Any] | None:
-    """Youden's J threshold on the validation split (the synthetic data), or None without both classes."""
+def tested_checkpoint(
+    trainer: pl.Trainer, output_dir: Path, test_ckpt: str, tested_path: Path | None
+) -> dict[str, Any]:
+    """What metrics.json says about the tested weights: which rule chose them, the file actually loaded
+    (path relative to the run folder, sha256), and the best checkpoint by the monitored score."""
+    callback = trainer.checkpoint_callback
+    best_path = getattr(callback, "best_model_path", "") or ""
+    info: dict[str, Any] = {
+        "tested": test_ckpt,
+        "path": _relative(tested_path, output_dir) if tested_path else None,
+        "sha256": sha256_of_file(tested_path) if tested_path and tested_path.is_file() else None,
+        "monitor": getattr(callback, "monitor", None),
+        "best_path": _relative(Path(best_path), output_dir) if best_path else None,
+        "best_score": _float_or_none(getattr(callback, "best_model_score", None)),
+    }
+    return info
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def validation_results(
+    output_dir: Path, datamodule: CXRDataModule, model: PneumoniaClassifier, checkpoint_sha256: str | None
+) -> dict[str, Any]:
+    """``predictions/val.csv`` of the tested weights, their validation AUROC and AUPR, whether the split is
+    separated perfectly (``saturated``: any threshold in a whole interval is then "optimal", so the
+    transferred threshold is arbitrary), and the threshold fixed there (Youden's J, midpoint of its plateau)."""
+    predictions = model.val_predictions
+    if predictions is None or not len(predictions.labels):
+        return {}
+    table = predictions_table(datamodule.tables["val"], predictions.indices, predictions.probs)
+    path = write_predictions(output_dir, "val", table)
+    result: dict[str, Any] = {**binary_metrics(predictions.labels, predictions.probs)}
+    result["predictions"] = str(path.relative_to(output_dir))
+    threshold = validation_threshold(predictions, checkpoint_sha256)
+    result["saturated"] = bool(result["auroc"] == 1.0)
+    result["threshold"] = threshold
+    if result["saturated"]:
+        print(
+            f"validation:  the tested weights separate the {result['n']} validation images perfectly (AUROC "
+            "1.0): the transferred threshold (midpoint of the separating interval) is arbitrary; read the "
+            "threshold metrics of the test sets with that in mind"
+        )
+    return result
+
+
+def validation_threshold(predictions: Any, checkpoint_sha256: str | None = None) -> dict[str, Any] | None:
+    """Youden's J threshold on the validation split (the synthetic data), or None without both classes.
+    ``checkpoint_sha256`` names the weights it belongs to (``cxrsyn.evaluate`` reuses it only for them)."""
     if predictions is None or len(np.unique(predictions.labels)) < 2:
         return None
     return {
         "value": youden_threshold(predictions.labels, predictions.probs),
-        "method": "Youden's J on the validation split of the training data, with the tested weights",
+        "method": "Youden's J on the validation split of the training data, with the tested weights "
+        "(midpoint of the maximising interval)",
         "n": int(len(predictions.labels)),
+        "checkpoint_sha256": checkpoint_sha256,
     }
 
 
@@ -320,10 +379,12 @@ def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
     print(f"run folder:  {output_dir}")
     print(f"metrics:     {output_dir / METRICS_NAME}")
     print(f"predictions: {output_dir / 'predictions'}/<test set>.csv")
-    if metrics["checkpoint"].get("monitor"):
-        print(
-            f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)"
-        )
+    checkpoint = metrics["checkpoint"]
+    if checkpoint.get("monitor"):
+        print(f"checkpoints: {output_dir / 'checkpoints'} (best by {checkpoint['monitor']}, and last.ckpt)")
+    if checkpoint.get("path"):
+        rule = f" ({checkpoint['tested']})" if checkpoint.get("tested") else ""
+        print(f"tested:      {checkpoint['path']}{rule}, sha256 {str(checkpoint.get('sha256'))[:12]}")
     for name, result in metrics["test_sets"].items():
         if result["skipped"]:
             print(f"skipped:     {len(result['skipped'])} file(s) of {name}, listed in metrics.json")

@@ -133,6 +133,16 @@ def test_report_of_the_sweep(tiny_study):
     assert "PHANTOM RUN" in markdown and "| data=synthetic_raw |" in markdown and "± " in markdown
     comparisons = pd.read_csv(sweep / "comparisons.csv")
     assert len(comparisons) == 4 and set(comparisons["arm_a"]) == {"data=synthetic_cropped"}
+    # the study-level verdicts: one per test set, over both seeds, each CI holding its estimate
+    verdicts = json.loads((sweep / "report.json").read_text())["study_comparisons"]
+    assert [(v["arm_a"], v["arm_b"], v["test_set"], v["n_seeds"]) for v in verdicts] == [
+        ("data=synthetic_cropped", "data=synthetic_raw", name, 2) for name in ("rsna", "kermany")
+    ]
+    for verdict in verdicts:
+        assert verdict["delta_auroc_ci"][0] <= verdict["delta_auroc"] <= verdict["delta_auroc_ci"][1]
+        assert verdict["delta_aupr_ci"][0] <= verdict["delta_aupr"] <= verdict["delta_aupr_ci"][1]
+        assert 0 < verdict["p"] <= verdict["p_adjusted"] <= 1
+    assert markdown.index("## Study-level comparisons") < markdown.index("## Results by arm")
     for name in ("roc_rsna", "pr_kermany", "gradcam_rsna", "gradcam_kermany"):
         assert (sweep / f"{name}.png").is_file(), name
     assert "Grad-CAM mass in the bottom band" in markdown
@@ -195,6 +205,8 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
     assert comparison["arm_a"] == "data=synthetic_cropped" and comparison["arm_b"] == "data=synthetic_raw"
     assert comparison["auroc_diff"] > 0.03
     assert comparison["delong_p"] < 0.05 and comparison["boot_auroc_diff_lo"] > 0
+    verdict = json.loads((sweep / "report.json").read_text())["study_comparisons"][0]
+    assert verdict["n_seeds"] == 1 and verdict["delta_auroc_ci"][0] > 0 and verdict["p"] < 0.05
     # and Grad-CAM shows where the raw model looks: more of its attention in the band the crop removes
     shares = pd.read_csv(sweep / "results.csv").set_index("arm")["cam_bottom_share"]
     assert shares["data=synthetic_raw"] > shares["data=synthetic_cropped"]

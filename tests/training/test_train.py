@@ -47,28 +47,56 @@ def test_metrics_equal_scikit_learn_on_the_predictions_file(finished_run):
     run_dir, metrics = finished_run
     result = metrics["test_sets"]["phantom_real"]
     table = pd.read_csv(run_dir / result["predictions"])
-    assert list(table.columns[:3]) == ["path", "label", "prob"]
+    assert list(table.columns[:4]) == ["path", "label", "prob", "patient"]
     assert table["path"].is_unique and len(table) == result["n"] == 30
     assert (result["n_pos"], result["n_neg"]) == (15, 15)
     assert result["auroc"] == pytest.approx(roc_auc_score(table["label"], table["prob"]), abs=1e-12)
     assert result["aupr"] == pytest.approx(average_precision_score(table["label"], table["prob"]), abs=1e-12)
     assert table["sex"].notna().all()  # attributes travel with the predictions
-    # the CIs are the stratified bootstrap of the predictions file, reproducible from it and the seed
+    # the CIs are the patient-clustered bootstrap of the predictions file, reproducible from it and the seed
     assert result["auroc_ci"][0] <= result["auroc"] <= result["auroc_ci"][1]
     assert result["aupr_ci"][0] <= result["aupr"] <= result["aupr_ci"][1]
-    again = bootstrap_ci(table["label"].to_numpy(), table["prob"].to_numpy(), n_resamples=2000, seed=0)
+    again = bootstrap_ci(
+        table["label"].to_numpy(), table["prob"].to_numpy(), 2000, 0, patients=table["patient"].to_numpy()
+    )
     assert [result["auroc_ci"], result["aupr_ci"]] == [again["auroc_ci"], again["aupr_ci"]]
-    assert result["ci_method"].startswith("stratified percentile bootstrap, 2000 resamples")
-    # operating points: the threshold is fixed on the validation split; Youden's J on the test set is labelled
+    assert result["ci_method"].startswith("patient-clustered (one image per patient) stratified percentile")
+    # operating points: the threshold is fixed on the validation split; those chosen on the test set say so
     fixed = result["thresholds"]["at_validation_threshold"]
     assert fixed["threshold"] == metrics["validation_threshold"]["value"]
     assert fixed["tp"] == int(((table["prob"] >= fixed["threshold"]) & (table["label"] == 1)).sum())
-    assert set(result["thresholds"]) == {"at_validation_threshold", "at_test_youden"}
+    assert set(result["thresholds"]) == {
+        "at_validation_threshold",
+        "at_test_youden",
+        "at_specificity_0.90",
+        "at_specificity_0.95",
+    }
+    for name in ("at_test_youden", "at_specificity_0.90", "at_specificity_0.95"):
+        assert result["thresholds"][name]["chosen_on"] == "this test set (optimistic)"
     assert 0.0 <= result["calibration"]["ece"] <= 1.0 and 0.0 <= result["calibration"]["brier"] <= 1.0
 
 
-def test_predictions_are_the_best_checkpoints_outputs(finished_run):
-    """Reload the best checkpoint and predict the test set by hand: same probabilities as the file."""
+def test_the_tested_checkpoint_validation_predictions_and_threshold_are_recorded(finished_run):
+    from cxrsyn.data.manifest import sha256_of_file
+    from cxrsyn.evaluation.metrics import youden_threshold
+
+    run_dir, metrics = finished_run
+    checkpoint = metrics["checkpoint"]
+    assert checkpoint["tested"] == "last" and checkpoint["path"] == "checkpoints/last.ckpt"
+    assert checkpoint["sha256"] == sha256_of_file(run_dir / checkpoint["path"])
+    assert checkpoint["best_path"].startswith("checkpoints/best-epoch")
+    validation = metrics["validation"]
+    table = pd.read_csv(run_dir / validation["predictions"])
+    assert len(table) == validation["n"] == metrics["data"]["val"]["n"]
+    assert validation["auroc"] == pytest.approx(roc_auc_score(table["label"], table["prob"]), abs=1e-12)
+    assert metrics["validation_saturated"] == (validation["auroc"] == 1.0)
+    threshold = metrics["validation_threshold"]
+    assert threshold["value"] == youden_threshold(table["label"].to_numpy(), table["prob"].to_numpy())
+    assert threshold["checkpoint_sha256"] == checkpoint["sha256"]
+
+
+def test_predictions_are_the_tested_checkpoints_outputs(finished_run):
+    """Reload the tested checkpoint and predict the test set by hand: same probabilities as the file."""
     from cxrsyn.data.images import read_grayscale
     from cxrsyn.data.transforms import build_transform
     from cxrsyn.models.classifier import PneumoniaClassifier
