@@ -3,6 +3,8 @@
 A cache folder ``<cache_dir>/<source>-<key>/`` holds
 
 - ``images.npy``: an N x S x S uint8 array (memory-mapped when read, so workers share the page cache);
+- ``sizes.npy``: N x 2 int32, each stored image's (height, width) before crop and resize (where the bottom
+  band of the original lands in the model input: Grad-CAM's band share);
 - ``index.csv``: the samples, row i being image i, with their attributes;
 - ``state.npy``: per image 0 = to do, 1 = done, 2 = failed; written after each chunk's pixels are flushed,
   so a build killed at any instant resumes where it stopped and never trusts an unwritten image;
@@ -27,18 +29,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrsyn.data.decode import Preprocessing, decode_resized
+from cxrsyn.data.decode import Preprocessing, decode_with_size
 from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import write_json
 from cxrsyn.parallel import chunked, map_chunks
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: sizes.npy
 CACHE_FILE_COLUMN = "cache_file"
 CACHE_ROW_COLUMN = "cache_row"
-IMAGES_NAME, STATE_NAME, INDEX_NAME, META_NAME, FAILURES_NAME = (
+SOURCE_HEIGHT_COLUMN, SOURCE_WIDTH_COLUMN = "source_height", "source_width"
+IMAGES_NAME, SIZES_NAME, STATE_NAME, INDEX_NAME, META_NAME, FAILURES_NAME = (
     "images.npy",
+    "sizes.npy",
     "state.npy",
     "index.csv",
     "meta.json",
@@ -93,12 +97,13 @@ def build_cache(
 
 def _start(folder: Path, table: pd.DataFrame, prep: Preprocessing, key: str, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in (IMAGES_NAME, STATE_NAME, FAILURES_NAME, META_NAME):
+    for stale in (IMAGES_NAME, SIZES_NAME, STATE_NAME, FAILURES_NAME, META_NAME):
         (folder / stale).unlink(missing_ok=True)
     size = prep.image_size
     np.lib.format.open_memmap(
         folder / IMAGES_NAME, mode="w+", dtype=np.uint8, shape=(len(table), size, size)
     ).flush()
+    np.save(folder / SIZES_NAME, np.zeros((len(table), 2), np.int32))
     np.save(folder / STATE_NAME, np.zeros(len(table), np.int8))
     tmp = folder / f"{INDEX_NAME}.tmp"
     table.drop(columns=[FILE_COLUMN]).to_csv(tmp, index=False)
@@ -125,6 +130,7 @@ def _fill(
     name: str,
 ) -> None:
     images = np.load(folder / IMAGES_NAME, mmap_mode="r+")
+    sizes = np.load(folder / SIZES_NAME, mmap_mode="r+")
     state = np.load(folder / STATE_NAME, mmap_mode="r+")
     files = table[FILE_COLUMN].tolist()
     todo = np.flatnonzero(state == TODO)
@@ -137,12 +143,14 @@ def _fill(
         ):
             rows = row_chunks[number]
             failed = [
-                (row, reason) for row, (image, reason) in zip(rows, results, strict=True) if image is None
+                (row, reason) for row, (image, reason, _) in zip(rows, results, strict=True) if image is None
             ]
-            for row, (image, _) in zip(rows, results, strict=True):
+            for row, (image, _, size) in zip(rows, results, strict=True):
                 if image is not None:
                     images[row] = image
+                    sizes[row] = size
             images.flush()  # pixels first, then the state that vouches for them
+            sizes.flush()
             state[rows] = DONE
             for row, reason in failed:
                 state[row] = FAILED
@@ -160,17 +168,20 @@ def _fill(
         )
 
 
-def decode_chunk(job: tuple[Sequence[str], Preprocessing]) -> list[tuple[np.ndarray | None, str]]:
-    """Worker: each file decoded to the cache size, or None and the reason it failed."""
+def decode_chunk(
+    job: tuple[Sequence[str], Preprocessing],
+) -> list[tuple[np.ndarray | None, str, tuple[int, int]]]:
+    """Worker: each file decoded to the cache size with its stored size, or None and the reason it failed."""
     files, prep = job
-    results: list[tuple[np.ndarray | None, str]] = []
+    results: list[tuple[np.ndarray | None, str, tuple[int, int]]] = []
     for file in files:
         try:
-            results.append((decode_resized(file, prep), ""))
+            image, size = decode_with_size(file, prep)
+            results.append((image, "", size))
         except (CxrsynError, OSError) as error:
             text = str(error)
             reason = text.split(": ", 1)[1] if text.startswith(str(file)) else text
-            results.append((None, reason.rsplit("; ", 1)[0]))
+            results.append((None, reason.rsplit("; ", 1)[0], (0, 0)))
     return results
 
 
@@ -185,8 +196,14 @@ def _result(
         reasons = _failures(folder)
         for row in failed:
             bad(_relative(table[FILE_COLUMN].iloc[row], root), reasons.get(int(row), "failed to decode"))
+    sizes = np.load(folder / SIZES_NAME)
     kept = table.assign(
-        **{CACHE_FILE_COLUMN: str(folder / IMAGES_NAME), CACHE_ROW_COLUMN: np.arange(len(table))}
+        **{
+            CACHE_FILE_COLUMN: str(folder / IMAGES_NAME),
+            CACHE_ROW_COLUMN: np.arange(len(table)),
+            SOURCE_HEIGHT_COLUMN: sizes[:, 0],
+            SOURCE_WIDTH_COLUMN: sizes[:, 1],
+        }
     )
     kept = kept[state == DONE].reset_index(drop=True)
     return CacheResult(kept, list(bad.skipped), folder, built)

@@ -11,7 +11,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from cxrsyn.data.cache import CACHE_FILE_COLUMN, CACHE_ROW_COLUMN, cached_image
+from cxrsyn.data.cache import (
+    CACHE_FILE_COLUMN,
+    CACHE_ROW_COLUMN,
+    SOURCE_HEIGHT_COLUMN,
+    SOURCE_WIDTH_COLUMN,
+    cached_image,
+)
 from cxrsyn.data.images import read_grayscale
 from cxrsyn.data.manifest import LABEL_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN
@@ -19,7 +25,8 @@ from cxrsyn.seeding import derive_seed
 
 
 class ImageTableDataset(Dataset):
-    """Items are dicts: ``image`` (1xHxW float in [0, 1]), ``label`` (float 0/1), ``index`` (row number).
+    """Items are dicts: ``image`` (1xHxW float in [0, 1]), ``label`` (float 0/1), ``index`` (row number),
+    ``source_size`` (height and width of the stored image before crop and resize).
 
     Keys may be plain indices or ``(index, epoch)`` pairs from ``EpochSampler``; with a pair, the
     augmentation is seeded from (seed, epoch, index), so it is the same whatever worker draws it and
@@ -38,6 +45,11 @@ class ImageTableDataset(Dataset):
         cached = CACHE_FILE_COLUMN in table.columns
         self.cache_files = table[CACHE_FILE_COLUMN].tolist() if cached else [None] * len(table)
         self.cache_rows = table[CACHE_ROW_COLUMN].tolist() if cached else [None] * len(table)
+        self.source_sizes = (
+            table[[SOURCE_HEIGHT_COLUMN, SOURCE_WIDTH_COLUMN]].to_numpy(np.int64)
+            if SOURCE_HEIGHT_COLUMN in table.columns
+            else None
+        )
         self.labels = table[LABEL_COLUMN].to_numpy(dtype=np.float32)
         self.transforms = list(transforms)
         self.transform_ids = (
@@ -55,7 +67,15 @@ class ImageTableDataset(Dataset):
         cache_file = self.cache_files[index]
         if isinstance(cache_file, str):
             pixels = cached_image(cache_file, int(self.cache_rows[index]))
+            height, width = self.source_sizes[index]
         else:
             pixels = read_grayscale(self.files[index])
+            height, width = pixels.shape
         image = transform(image=pixels)["image"]
-        return {"image": image, "label": torch.tensor(self.labels[index]), "index": index}
+        return {
+            "image": image,
+            "label": torch.tensor(self.labels[index]),
+            "index": index,
+            # the stored image's size before crop and resize: where its rows land in ``image``
+            "source_size": torch.tensor([height, width]),
+        }

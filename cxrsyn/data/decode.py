@@ -28,11 +28,11 @@ from cxrsyn.data.dicom import (
     to_display,
 )
 from cxrsyn.data.images import read_grayscale
-from cxrsyn.data.transforms import CropBottom, resize_ops
+from cxrsyn.data.transforms import crop_bottom, resize_ops, rows_kept
 from cxrsyn.errors import CxrsynError
 
 # Bump when decoding changes what lands in a cache: every cache built before is rebuilt.
-DECODER_VERSION = 1
+DECODER_VERSION = 2  # 2: the crop removes ceil(f x H) rows of the stored image, before any reduction
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Preprocessing:
     """What turns a file into a cached image: crop, then resize to ``image_size`` with the ``resize`` policy."""
 
     image_size: int = 224
-    resize: str = "letterbox"
+    resize: str = "stretch"
     crop_bottom_fraction: float = 0.0
     fast_jpeg: bool = True
 
@@ -50,27 +50,35 @@ class Preprocessing:
 
 def decode_resized(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
     """The file as a uint8 ``image_size`` x ``image_size`` array, bone bright. Raises ``CxrsynError``."""
-    image = _decode_reduced(path, prep)
+    return decode_with_size(path, prep)[0]
+
+
+def decode_with_size(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
+    """``decode_resized`` and the stored image's (height, width) before the crop."""
+    image, size = _decode_cropped(path, prep)
     resized = _geometry(prep)(image=image)["image"]
-    return np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8), size
 
 
-def _decode_reduced(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
-    """Float32 [0, 1] image, possibly already reduced by the JPEG decoder (never below the output size)."""
+def _decode_cropped(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
+    """Float32 [0, 1] image with the bottom crop applied in the stored image's rows (``rows_kept`` of its
+    full height), possibly reduced by the JPEG decoder (never below the output size); and the stored size."""
     if os.path.getsize(path) == 0:
         raise CxrsynError(f"{path}: empty file (0 bytes); replace or re-download the file")
     if is_dicom(path):
         dataset = read_dataset(path)
         jpeg = jpeg_baseline_frame(dataset) if prep.fast_jpeg else None
-        if jpeg is None:
-            return to_display(dataset, stored_pixels(dataset, path), path)
-        try:
-            image = _pillow_draft(io.BytesIO(jpeg), prep) / 255.0
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # let pydicom's decoder judge it
-            return to_display(dataset, stored_pixels(dataset, path), path)
-        return (1.0 - image) if is_monochrome1(dataset) else image
+        if jpeg is not None:
+            try:
+                reduced = _pillow_draft(io.BytesIO(jpeg), prep)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # pydicom's decoder judges it
+                reduced = None
+            if reduced is not None:
+                image, size = reduced
+                return ((1.0 - image) if is_monochrome1(dataset) else image), size
+        return _cropped(to_display(dataset, stored_pixels(dataset, path), path), prep)
     if not prep.fast_jpeg:
-        return read_grayscale(path)
+        return _cropped(read_grayscale(path), prep)
     try:
         with Image.open(path) as probe:
             is_jpeg = probe.format == "JPEG"
@@ -79,39 +87,54 @@ def _decode_reduced(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
             f"{path}: not a readable image ({type(error).__name__}); replace or re-download the file"
         ) from None
     if not is_jpeg:
-        return read_grayscale(path)
+        return _cropped(read_grayscale(path), prep)
     try:
-        return _pillow_draft(path, prep) / 255.0
+        reduced = _pillow_draft(path, prep)
     except (OSError, SyntaxError, ValueError) as error:
         raise DicomDecodeError(
             f"{path}: JPEG data could not be decoded ({error}); replace or re-download the file"
         ) from None
+    return reduced if reduced is not None else _cropped(read_grayscale(path), prep)
 
 
-def _pillow_draft(source: str | os.PathLike | io.BytesIO, prep: Preprocessing) -> np.ndarray:
+def _cropped(image: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
+    return crop_bottom(image, prep.crop_bottom_fraction), (image.shape[0], image.shape[1])
+
+
+def _pillow_draft(
+    source: str | os.PathLike | io.BytesIO, prep: Preprocessing
+) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """Decode JPEG data at the reduced scale ``draft_scale`` picks and crop it (with the stored size); None
+    when Pillow's decoder did not reduce as asked (the caller then decodes in full)."""
     with Image.open(source) as image:
         width, height = image.size
-        image.draft("L", draft_size(width, height, prep))
+        scale = draft_scale(width, height, prep)
+        wanted = (math.ceil(width / scale), math.ceil(height / scale))
+        image.draft("L", wanted)
+        if image.size != wanted:
+            return None
         image = image.convert("L") if image.mode != "L" else image
         image.load()
-        return np.asarray(image, dtype=np.float32)
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return pixels[: rows_kept(height, prep.crop_bottom_fraction) // scale], (height, width)
 
 
-def draft_size(width: int, height: int, prep: Preprocessing) -> tuple[int, int]:
-    """The smallest full-image size from which the crop and resize still only shrink."""
-    kept_height = max(1.0, height * (1.0 - prep.crop_bottom_fraction))
+def draft_scale(width: int, height: int, prep: Preprocessing) -> int:
+    """The largest JPEG DCT scale (8, 4, 2 or 1) at which the cropped image still only shrinks to the
+    output size and, when cropping, whose reduced rows end exactly where the crop ends in the stored image
+    (the kept rows are a multiple of the scale)."""
+    kept = rows_kept(height, prep.crop_bottom_fraction)
     size = prep.image_size
-    if prep.resize == "stretch":
-        scale_x, scale_y = size / width, size / kept_height
-    else:
-        longest = max(width, kept_height) if prep.resize == "letterbox" else min(width, kept_height)
-        scale_x = scale_y = size / longest
-    return max(1, math.ceil(width * scale_x)), max(1, math.ceil(height * scale_y))
+    for scale in (8, 4, 2):
+        if prep.crop_bottom_fraction > 0 and kept % scale:
+            continue
+        short, long = sorted((width / scale, kept / scale))
+        needed = {"stretch": short, "letterbox": long, "center_crop": short}.get(prep.resize, long)
+        if needed >= size:
+            return scale
+    return 1
 
 
 @functools.lru_cache(maxsize=8)
 def _geometry(prep: Preprocessing) -> A.Compose:
-    ops: list[A.BasicTransform] = []
-    if prep.crop_bottom_fraction > 0:
-        ops.append(CropBottom(prep.crop_bottom_fraction))
-    return A.Compose([*ops, *resize_ops(prep.image_size, prep.resize)])
+    return A.Compose(resize_ops(prep.image_size, prep.resize))

@@ -6,6 +6,8 @@ belongs to the model, whose backbone knows its own mean and std.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +19,22 @@ from albumentations.pytorch import ToTensorV2
 
 from cxrsyn.errors import CxrsynError
 
-RESIZE_POLICIES = ("letterbox", "stretch", "center_crop")
+RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
+
+
+def rows_kept(height: int, fraction: float) -> int:
+    """Rows left after cutting the bottom ``fraction`` of an image ``height`` rows tall, as stored (before any
+    resize): ceil(fraction x height) rows are removed, at least one row is kept. The product is rounded to
+    9 decimals first, so 0.3 x 10 removes 3 rows, not 4 (0.3 x 10 is 3.0000000000000004 in floating point)."""
+    if not 0.0 <= fraction < 1.0:
+        raise CxrsynError(f"crop_bottom_fraction={fraction} must lie in [0, 1)")
+    removed = math.ceil(round(fraction * height, 9))
+    return max(1, height - removed)
 
 
 def crop_bottom(image: np.ndarray, fraction: float) -> np.ndarray:
-    """Cut away the bottom ``fraction`` of the rows (the paper's post-processing uses 0.3)."""
-    if not 0.0 <= fraction < 1.0:
-        raise CxrsynError(f"crop_bottom_fraction={fraction} must lie in [0, 1)")
-    keep = max(1, int(round(image.shape[0] * (1.0 - fraction))))
-    return image[:keep]
+    """Cut away the bottom ``fraction`` of the rows (the paper's post-processing uses 0.3); see ``rows_kept``."""
+    return image[: rows_kept(image.shape[0], fraction)]
 
 
 class CropBottom(A.ImageOnlyTransform):
@@ -82,6 +91,26 @@ def resize_ops(image_size: int, policy: str) -> list[A.BasicTransform]:
             A.CenterCrop(image_size, image_size),
         ]
     raise CxrsynError(f"datamodule.resize={policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
+
+
+@functools.lru_cache(maxsize=64)
+def source_band_weights(
+    height: int, width: int, crop_fraction: float, band_fraction: float, image_size: int, policy: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the bottom ``band_fraction`` of a stored image (``height`` x ``width``, before any crop) lands
+    in the model's input: ``(content, band)``, both image_size x image_size float32. ``content`` is 1 on
+    pixels showing the image and 0 on padding (letterbox), fractional on edges; ``band`` is 1 where the
+    pixel's source row lies in the band (rows ``rows_kept(height, band_fraction)`` and below of the stored
+    image). Computed by sending a row-coordinate image through the same crop and resize as the image."""
+    kept = rows_kept(height, crop_fraction) if crop_fraction > 0 else height
+    geometry = A.Compose(resize_ops(image_size, policy))
+    ones = np.ones((kept, width), np.float32)
+    centres = np.repeat(np.arange(kept, dtype=np.float32)[:, None] + 0.5, width, axis=1)
+    content = geometry(image=ones)["image"]
+    summed = geometry(image=centres)["image"]  # resizing is linear: content-weighted mean source row
+    source_row = np.divide(summed, content, out=np.zeros_like(summed), where=content > 1e-6)
+    band = ((source_row >= rows_kept(height, band_fraction)) & (content > 1e-6)).astype(np.float32)
+    return content, band
 
 
 def build_transform(

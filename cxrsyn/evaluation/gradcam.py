@@ -23,7 +23,7 @@ from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from tqdm.auto import tqdm
 
 from cxrsyn.data.manifest import LABEL_COLUMN
-from cxrsyn.data.transforms import crop_bottom
+from cxrsyn.data.transforms import rows_kept, source_band_weights
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import PROB_COLUMN
 
@@ -196,10 +196,14 @@ def compute_cams(
             module.training = training
 
 
-def bottom_band_share(cams: np.ndarray, fraction: float) -> np.ndarray:
-    """Per map, the share of its total mass in the bottom ``fraction`` of rows: the rows ``crop_bottom``
-    removes, with the same rounding. NaN for an all-zero map (no evidence anywhere), for callers to count
-    apart rather than read as 0."""
+def bottom_band_share(
+    cams: np.ndarray, fraction: float, geometry: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+) -> np.ndarray:
+    """Per map, the share of its mass on the bottom ``fraction`` of the stored image: the rows ``crop_bottom``
+    removes, with the same rounding. ``geometry`` gives per map the ``(content, band)`` weights of
+    ``cxrsyn.data.transforms.source_band_weights`` (padding excluded, band measured in the stored image's
+    rows); without it, every pixel of the map is content and the band is its own bottom rows. NaN for a map
+    with no mass on the image (no evidence anywhere), for callers to count apart rather than read as 0."""
     if not 0.0 <= fraction < 1.0:
         raise CxrsynError(f"gradcam.band_fraction={fraction} must lie in [0, 1); the paper's crop is 0.3")
     cams = np.asarray(cams, dtype=np.float64)
@@ -207,10 +211,18 @@ def bottom_band_share(cams: np.ndarray, fraction: float) -> np.ndarray:
         raise ValueError(f"cams must be (N, H, W), got shape {cams.shape}")
     if np.isnan(cams).any() or (cams < 0).any():
         raise ValueError("cams must be non-negative and free of NaN")
-    keep = len(crop_bottom(np.zeros((cams.shape[1], 1)), fraction))
-    total = cams.sum(axis=(1, 2))
-    band = cams[:, keep:].sum(axis=(1, 2))
-    return np.divide(band, total, out=np.full(len(cams), np.nan), where=total > 0)
+    if geometry is None:
+        content = np.ones(cams.shape[1:])
+        band = np.zeros(cams.shape[1:])
+        band[rows_kept(cams.shape[1], fraction) :] = 1.0
+        geometry = [(content, band)] * len(cams)
+    if len(geometry) != len(cams):
+        raise ValueError(f"{len(geometry)} geometries for {len(cams)} maps")
+    on_image = np.array([(cam * content).sum() for cam, (content, _) in zip(cams, geometry, strict=True)])
+    in_band = np.array(
+        [(cam * content * band).sum() for cam, (content, band) in zip(cams, geometry, strict=True)]
+    )
+    return np.divide(in_band, on_image, out=np.full(len(cams), np.nan), where=on_image > 0)
 
 
 def confusion_cells(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
@@ -237,14 +249,18 @@ def confusion_cells(labels: np.ndarray, probs: np.ndarray, threshold: float) -> 
 
 
 # ------------------------------------------------------------------------------------------ test set
-def _images(dataset: Any, indices: Sequence[int]) -> torch.Tensor:
+def _images(dataset: Any, indices: Sequence[int]) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The items' images, and their stored (height, width) when every item carries ``source_size``."""
     items = [dataset[int(i)] for i in indices]
     for i, item in zip(indices, items, strict=True):
         if "index" in item and int(item["index"]) != int(i):
             raise RuntimeError(
                 f"test set item {i} carries index {item['index']}; rows must follow item order"
             )
-    return torch.stack([item["image"] for item in items])
+    sizes = None
+    if all("source_size" in item for item in items):
+        sizes = np.stack([np.asarray(item["source_size"]) for item in items])
+    return torch.stack([item["image"] for item in items]), sizes
 
 
 def _summary(shares: np.ndarray) -> dict[str, Any]:
@@ -260,38 +276,56 @@ def _summary(shares: np.ndarray) -> dict[str, Any]:
 def _grid_figure(
     images: dict[int, np.ndarray],
     cams: dict[int, np.ndarray],
-    cells: dict[str, np.ndarray],
+    rows: Sequence[tuple[str, np.ndarray]],
     probs: np.ndarray,
+    band_starts: dict[int, int | None],
     columns: int,
-    band_fraction: float,
     title: str,
 ) -> Figure:
-    """Rows TP, FP, FN, TN; each tile the image with its map overlaid, the band boundary dashed."""
-    figure = Figure(figsize=(1.6 * columns + 0.6, 1.8 * len(CELLS) + 0.5), layout="constrained")
-    axes = figure.subplots(len(CELLS), columns, squeeze=False)
-    for row, cell in enumerate(CELLS):
+    """One row of tiles per ``(label, indices)`` in ``rows``; each tile the image with its map overlaid and
+    the top of the bottom band (in the stored image's rows) dashed."""
+    figure = Figure(figsize=(2.0 * columns + 0.8, 2.1 * len(rows) + 0.7), layout="constrained")
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    for row, (label, indices) in enumerate(rows):
         for column, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
             if column == 0:
-                ax.set_ylabel(cell, fontsize=12)
-            if column >= len(cells[cell]):
+                ax.set_ylabel(label, fontsize=11)
+            if column >= len(indices):
                 if column == 0:
                     ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
                 else:
                     ax.set_visible(False)
                 continue
-            index = int(cells[cell][column])
+            index = int(indices[column])
             image = images[index]
             height, width = image.shape
             ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
             extent = (-0.5, width - 0.5, height - 0.5, -0.5)
             ax.imshow(cams[index], cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0, extent=extent)
-            keep = len(crop_bottom(np.zeros((height, 1)), band_fraction))
-            ax.axhline(keep - 0.5, color="white", linestyle="--", linewidth=0.7)
-            ax.set_title(f"#{index} p={probs[index]:.2f}", fontsize=8)
-    figure.suptitle(title, fontsize=9)
+            if band_starts.get(index) is not None:
+                ax.axhline(band_starts[index] - 0.5, color="white", linestyle="--", linewidth=0.8)
+            ax.set_title(f"#{index} p={probs[index]:.3f}", fontsize=9)
+    figure.suptitle(title, fontsize=10)
     return figure
+
+
+def grid_rows(
+    cells: dict[str, np.ndarray], labels: np.ndarray, probs: np.ndarray, n_per_cell: int
+) -> tuple[list[tuple[str, np.ndarray]], bool]:
+    """The grid's rows: TP, FP, FN, TN (most confident first) or, when the threshold leaves the predicted
+    positives (TP and FP) or the predicted negatives (FN and TN) empty, ranked rows instead: the most and
+    the least pneumonia-like images of each class. Returns the rows and whether they are ranked."""
+    if (len(cells["TP"]) or len(cells["FP"])) and (len(cells["FN"]) or len(cells["TN"])):
+        return [(cell, cells[cell][:n_per_cell]) for cell in CELLS], False
+    ranked = []
+    for label, name in ((1, "pneumonia"), (0, "normal")):
+        members = np.flatnonzero(labels == label)
+        by_prob = members[np.argsort(-probs[members], kind="stable")]
+        ranked.append((f"{name}\nhighest p", by_prob[:n_per_cell]))
+        ranked.append((f"{name}\nlowest p", by_prob[::-1][:n_per_cell]))
+    return ranked, True
 
 
 def gradcam_for_test_set(
@@ -308,14 +342,19 @@ def gradcam_for_test_set(
     n_share: int = 200,
     seed: int = 0,
     target: Target = "predicted",
+    input_geometry: tuple[int, str, float] | None = None,
 ) -> dict[str, Any]:
     """Grad-CAM of one test set: a grid figure, the maps it shows, and the bottom-band share of CAM mass.
 
     ``model`` is a ``PneumoniaClassifier`` (``model.net``, ``model.hparams.backbone``); ``dataset`` yields
-    ``{"image": (1, H, W) in [0, 1], ...}``; ``table`` is its predictions table (``label``, ``prob``), row i
-    for item i. Writes ``<name>_grid.png`` (up to ``n_per_cell`` most confident images of each confusion
-    cell) and ``<name>_cams.npz`` (the grid's ``indices``, ``cells``, ``cams`` as float16
-    64x64, ``probs``, ``labels``; the sampled ``share_indices`` and their ``shares``) in ``out_dir``.
+    ``{"image": (1, H, W) in [0, 1], "source_size": (height, width), ...}``; ``table`` is its predictions
+    table (``label``, ``prob``), row i for item i. ``input_geometry`` = (image_size, resize policy, crop
+    fraction) of the test set: with it (and ``source_size`` in the items) the band is measured in the stored
+    image's rows and padding is left out (``cxrsyn.data.transforms.source_band_weights``); without it, in
+    the input's rows. Writes ``<name>_grid.png`` (up to ``n_per_cell`` most confident images of each
+    confusion cell, or ranked rows when the threshold leaves a side empty: see ``grid_rows``) and
+    ``<name>_cams.npz`` (the grid's ``indices``, ``cells``, ``cams`` as float16 64x64, ``probs``,
+    ``labels``; the sampled ``share_indices`` and their ``shares``) in ``out_dir``.
 
     The share is measured on a random sample (``seed``) of ``n_share`` images (all if fewer): ``n`` counts
     the sample, ``n_zero_cam`` its all-zero maps, which mean and median leave out. ``by_cell`` splits the
@@ -333,8 +372,8 @@ def gradcam_for_test_set(
     labels = table[LABEL_COLUMN].to_numpy().astype(int)
     probs = table[PROB_COLUMN].to_numpy(dtype=np.float64)
     cells = confusion_cells(labels, probs, threshold)
-    grid_cells = {cell: rows[:n_per_cell] for cell, rows in cells.items()}
-    grid_rows = np.concatenate([grid_cells[cell] for cell in CELLS]).astype(np.int64)
+    rows_of_grid, ranked = grid_rows(cells, labels, probs, n_per_cell)
+    grid_indices = np.concatenate([indices for _, indices in rows_of_grid]).astype(np.int64)
     rng = np.random.default_rng(seed)
     share_rows = np.sort(rng.choice(len(table), size=min(n_share, len(table)), replace=False)).astype(
         np.int64
@@ -342,46 +381,62 @@ def gradcam_for_test_set(
 
     net = model.net
     layer = _target_layer(net, model.hparams.backbone, target_layer)
-    todo = np.union1d(grid_rows, share_rows).astype(np.int64)
-    wanted_for_grid = set(grid_rows.tolist())
+    todo = np.union1d(grid_indices, share_rows).astype(np.int64)
+    wanted_for_grid = set(grid_indices.tolist())
     small_cams: dict[int, np.ndarray] = {}
     grid_images: dict[int, np.ndarray] = {}
+    band_starts: dict[int, int | None] = {}
     share_of: dict[int, float] = {}
     batches = range(0, len(todo), batch_size)
     for start in tqdm(batches, desc=f"grad-cam {name}", unit="batch", disable=len(batches) < 2):
         rows = todo[start : start + batch_size]
-        images = _images(dataset, rows)
+        images, sizes = _images(dataset, rows)
         cams = compute_cams(model, images, layer, target=target, threshold=threshold)
-        share_of.update(zip(rows.tolist(), bottom_band_share(cams, band_fraction).tolist(), strict=True))
+        geometry = None
+        if input_geometry is not None and sizes is not None:
+            size, policy, crop = input_geometry
+            geometry = [
+                source_band_weights(int(h), int(w), float(crop), band_fraction, int(size), policy)
+                for h, w in sizes.tolist()
+            ]
+        share_of.update(
+            zip(rows.tolist(), bottom_band_share(cams, band_fraction, geometry).tolist(), strict=True)
+        )
         small = _resize(cams, (SAVED_CAM_SIZE, SAVED_CAM_SIZE)).clip(0.0, 1.0)
         for position, row in enumerate(rows.tolist()):
             if row in wanted_for_grid:
                 small_cams[row] = small[position]
                 grid_images[row] = images[position, 0].float().cpu().numpy()
+                if geometry is None:
+                    band_starts[row] = rows_kept(images.shape[-2], band_fraction)
+                else:
+                    in_band = np.flatnonzero(geometry[position][1].max(axis=1) > 0)
+                    band_starts[row] = int(in_band[0]) if in_band.size else None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layer_path = module_path(net, layer)
     grid_name, cams_name = f"{name}_grid.png", f"{name}_cams.npz"
-    title = (
-        f"{name}: Grad-CAM of the {target} class at {layer_path}\n"
-        f"threshold {threshold:.3g}; dashed: top of the bottom {band_fraction:.0%}"
-    )
+    title = f"{name}: Grad-CAM of the {target} class at {layer_path}; threshold {threshold:.3g}\n"
+    if ranked:
+        side = "positive" if not (len(cells["TP"]) or len(cells["FP"])) else "negative"
+        title += f"the threshold predicts no image {side}: rows ranked by p within each class instead of TP/FP/FN/TN; "
+    title += f"dashed: top of the bottom {band_fraction:.0%} of the stored image"
     figure = _grid_figure(
-        grid_images, small_cams, grid_cells, probs, max(1, n_per_cell), band_fraction, title
+        grid_images, small_cams, rows_of_grid, probs, band_starts, max(1, n_per_cell), title
     )
     figure.savefig(out_dir / grid_name, dpi=100)
     shares = np.array([share_of[row] for row in share_rows.tolist()], dtype=np.float64)
     np.savez_compressed(
         out_dir / cams_name,
-        indices=grid_rows,
-        cells=np.array([cell for cell in CELLS for _ in grid_cells[cell]], dtype="<U2"),
-        cams=np.stack([small_cams[row] for row in grid_rows.tolist()]).astype(np.float16)
-        if len(grid_rows)
+        indices=grid_indices,
+        cells=np.array([label for label, indices in rows_of_grid for _ in indices], dtype="<U32"),
+        cams=np.stack([small_cams[row] for row in grid_indices.tolist()]).astype(np.float16)
+        if len(grid_indices)
         else np.zeros((0, SAVED_CAM_SIZE, SAVED_CAM_SIZE), np.float16),
-        probs=probs[grid_rows],
-        labels=labels[grid_rows],
-        cell_names=np.array(CELLS),
+        probs=probs[grid_indices],
+        labels=labels[grid_indices],
+        cell_names=np.array([label for label, _ in rows_of_grid]),
         share_indices=share_rows,
         shares=shares,
     )
@@ -394,9 +449,11 @@ def gradcam_for_test_set(
         "target_layer": layer_path,
         "target": target,
         "band_fraction": float(band_fraction),
+        "band_measured_in": "stored image rows, padding excluded" if input_geometry else "input rows",
         "bottom_band_share": _summary(shares),
         "by_cell": by_cell,
         "grid": grid_name,
+        "grid_rows": "ranked by p within each class" if ranked else "TP, FP, FN, TN at the threshold",
         "cams": cams_name,
         "threshold": float(threshold),
     }

@@ -48,7 +48,7 @@ def test_letterbox_pads_and_keeps_the_aspect_ratio():
 
 def test_unknown_resize_policy_is_named():
     with pytest.raises(
-        CxrsynError, match=r"datamodule.resize='squash' is unknown; use one of letterbox, stretch"
+        CxrsynError, match=r"datamodule.resize='squash' is unknown; use one of stretch, letterbox"
     ):
         build_transform(32, "squash")
 

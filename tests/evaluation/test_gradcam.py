@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cxrsyn.data.transforms import build_transform, source_band_weights
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.gradcam import (
     CELLS,
@@ -19,6 +20,7 @@ from cxrsyn.evaluation.gradcam import (
     compute_cams,
     confusion_cells,
     gradcam_for_test_set,
+    grid_rows,
     module_path,
     target_layer,
 )
@@ -91,6 +93,57 @@ def test_bottom_band_share_is_exact():
 def test_bottom_band_share_rejects_a_bad_fraction():
     with pytest.raises(CxrsynError, match=r"gradcam.band_fraction=1.5"):
         bottom_band_share(np.ones((1, 4, 4)), 1.5)
+
+
+def test_band_share_is_measured_in_the_stored_images_rows_without_padding():
+    """A wide 100 x 200 image letterboxed to 64 px fills input rows 16-47; its bottom 30% (stored rows
+    70-99) lands on input rows 38-47. A map on input rows 40-47 lies wholly in that band, although half of
+    those rows are above the input's own bottom 30% (rows 44-63, most of them padding)."""
+    content, band = source_band_weights(100, 200, 0.0, BAND, 64, "letterbox")
+    image = build_transform(64, "letterbox")(image=np.ones((100, 200), np.float32))["image"][0].numpy()
+    np.testing.assert_array_equal(content > 0.5, image > 0.5)  # the same padding as the real transform
+    assert np.flatnonzero(content.max(axis=1) > 0.5).tolist() == list(range(16, 48))
+    band_rows = np.flatnonzero(band.max(axis=1) > 0)
+    assert band_rows[0] == 38 and band_rows[-1] == 47  # 16 + 0.7 x 32 = 38.4 (row centres)
+    cam = np.zeros((64, 64))
+    cam[40:48] = 1.0
+    assert bottom_band_share(cam[None], BAND, [(content, band)])[0] == 1.0
+    assert bottom_band_share(cam[None], BAND)[0] == 0.5  # in input rows (44-63): 44-47 of 40-47
+    uniform = np.ones((1, 64, 64))
+    assert bottom_band_share(uniform, BAND, [(content, band)])[0] == pytest.approx(10 / 32)
+    padding_only = np.zeros((1, 64, 64))
+    padding_only[0, 50:] = 1.0
+    assert np.isnan(bottom_band_share(padding_only, BAND, [(content, band)])[0])
+
+
+@pytest.mark.parametrize(("height", "width"), [(200, 100), (1024, 717), (717, 1024)])
+def test_under_stretch_the_band_is_the_same_share_of_rows_for_any_shape(height, width):
+    content, band = source_band_weights(height, width, 0.0, BAND, 96, "stretch")
+    np.testing.assert_allclose(content, 1.0, atol=1e-6)  # no padding
+    share = bottom_band_share(np.ones((1, 96, 96)), BAND, [(content, band)])[0]
+    assert share == pytest.approx(BAND, abs=1 / 96)
+
+
+def test_a_cropped_stored_image_has_no_bottom_band_left_in_view():
+    # a test image cropped by 0.3 shows stored rows 0-69 of 100: the band (rows 70-99) is not in the input
+    content, band = source_band_weights(100, 100, 0.3, BAND, 32, "stretch")
+    assert band.sum() == 0 and content.sum() == 32 * 32
+
+
+def test_grid_rows_fall_back_to_ranks_when_the_threshold_predicts_one_class():
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    probs = np.array([0.3, 0.1, 0.2, 0.05, 0.25, 0.15])
+    rows, ranked = grid_rows(confusion_cells(labels, probs, 0.9), labels, probs, 2)
+    assert ranked
+    assert [label.replace("\n", " ") for label, _ in rows] == [
+        "pneumonia highest p",
+        "pneumonia lowest p",
+        "normal highest p",
+        "normal lowest p",
+    ]
+    assert [list(indices) for _, indices in rows] == [[0, 2], [1, 2], [4, 5], [3, 5]]
+    rows, ranked = grid_rows(confusion_cells(labels, probs, 0.2), labels, probs, 2)
+    assert not ranked and [label for label, _ in rows] == list(CELLS)
 
 
 def test_confusion_cells_put_confident_errors_first():
