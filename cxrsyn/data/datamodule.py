@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from torch.utils.data import DataLoader
 from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
 from cxrsyn.data.decode import Preprocessing
-from cxrsyn.data.manifest import LABEL_COLUMN
+from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.data.overlap import check_overlap
 from cxrsyn.data.samplers import EpochSampler
 from cxrsyn.data.sources import BadFiles, DatasetFolder, label_counts
 from cxrsyn.data.transforms import Augmentation, build_transform
@@ -26,16 +28,50 @@ from cxrsyn.seeding import derive_seed
 SOURCE_COLUMN = "source"
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, val): each class contributes round(val_fraction * class size), at least one."""
+# images that must stay on one side of the train/validation split: one prompt's (generated sets), else one
+# patient's (real sets; each image its own patient where a source names none)
+SPLIT_GROUP_COLUMNS = ("prompt", PATIENT_COLUMN)
+
+
+def split_groups(table: pd.DataFrame) -> tuple[str, np.ndarray]:
+    """The column the train/validation split keeps together, and its value per row."""
+    for column in SPLIT_GROUP_COLUMNS:
+        if column in table.columns:
+            values = table[column].astype("string").fillna(table[PATH_COLUMN].astype(str))
+            return column, values.astype(str).to_numpy()
+    return PATH_COLUMN, table[PATH_COLUMN].astype(str).to_numpy()
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, val). Per class, rows are shuffled (seeded) and whole groups are moved to the
+    validation side in order of first appearance until it holds round(val_fraction * class size) rows of
+    that class (at least one); a group never straddles the split. ``groups`` None: each row its own group,
+    which gives exactly that many validation rows per class."""
+    labels = np.asarray(labels)
+    groups = np.arange(labels.size) if groups is None else pd.factorize(pd.Series(groups))[0]
     rng = np.random.default_rng(derive_seed(seed, 0x5A11))
-    train, val = [], []
+    in_val: dict[int, bool] = {}
     for label in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        n_val = min(len(rows) - 1, max(1, int(round(val_fraction * len(rows)))))
-        val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        wanted = min(len(rows) - 1, max(1, int(round(val_fraction * len(rows)))))
+        taken = sum(1 for row in rows if in_val.get(groups[row]))  # groups placed by another class
+        sizes = pd.Series(groups[rows]).value_counts(sort=False)
+        for group in pd.unique(groups[rows]):
+            if group in in_val:
+                continue
+            size = int(sizes[group])
+            in_val[group] = taken < wanted and taken + size <= len(rows) - 1
+            taken += size if in_val[group] else 0
+    val = np.array([in_val[group] for group in groups], dtype=bool)
+    for label in np.unique(labels):
+        if not val[labels == label].any() or val[labels == label].all():
+            raise CxrsynError(
+                f"the train/validation split cannot keep class {label} on both sides without splitting a "
+                "prompt or patient group; add images from more prompts or patients"
+            )
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 class CXRDataModule(pl.LightningDataModule):
@@ -48,7 +84,7 @@ class CXRDataModule(pl.LightningDataModule):
         train: DatasetFolder | Sequence[DatasetFolder] | None = None,
         test_sets: Mapping[str, DatasetFolder] | None = None,
         image_size: int = 224,
-        resize: str = "letterbox",
+        resize: str = "stretch",
         val_fraction: float = 0.2,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -60,8 +96,10 @@ class CXRDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         fast_jpeg: bool = True,
         cache_workers: int | None = None,
+        allow_overlap: bool = False,
     ):
         super().__init__()
+        self.allow_overlap = allow_overlap
         if train is None:
             self.train_sources = []
         else:
@@ -115,6 +153,11 @@ class CXRDataModule(pl.LightningDataModule):
             self._datasets[f"test/{name}"] = ImageTableDataset(
                 table, [self._transform(source)], seed=self.seed
             )
+        if self.train_sources and self.test_sources:
+            seen = pd.concat([self.tables["train"], self.tables["val"]], ignore_index=True)
+            tests = {name: self.tables[name] for name in self.test_sources}
+            overlaps = check_overlap(seen, tests, self.allow_overlap)
+            self.summary["overlap"] = {"allowed": self.allow_overlap, "found": [asdict(o) for o in overlaps]}
         self._print_summary()
 
     def _setup_training(self) -> None:
@@ -131,13 +174,20 @@ class CXRDataModule(pl.LightningDataModule):
                     f"training data ({', '.join(s.root for s in self.train_sources)}) has "
                     f"{counts.get(label, 0)} {name} image(s); a train/val split needs at least 2 of each class"
                 )
+        group_column, groups = split_groups(train_table)
         train_rows, val_rows = stratified_split(
-            train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed
+            train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed, groups
         )
         self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
         self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
         self.summary["train"] = label_counts(self.tables["train"])
         self.summary["val"] = label_counts(self.tables["val"])
+        self.summary["split"] = {
+            "by": group_column,
+            "groups": int(len(np.unique(groups))),
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+        }
         train_transforms = [self._transform(s, self.augmentation) for s in self.train_sources]
         eval_transforms = [self._transform(s) for s in self.train_sources]
         self._datasets["train"] = ImageTableDataset(
@@ -203,7 +253,7 @@ class CXRDataModule(pl.LightningDataModule):
             rank_zero_info(f"data: read training source {root}: {line(counts)}{skipped(counts)}")
         if self.train_sources:
             rank_zero_info(
-                f"data: split (val_fraction={self.val_fraction}, seed={self.seed}): "
+                f"data: split by {self.summary['split']['by']} (val_fraction={self.val_fraction}, seed={self.seed}): "
                 f"train {line(self.summary['train'])}, val {line(self.summary['val'])}"
             )
         for name, counts in self.summary["test_sets"].items():

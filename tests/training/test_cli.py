@@ -76,7 +76,7 @@ def test_unreadable_image_found_by_a_loader_worker(tmp_path, tiny_phantom):
         "data=folder",
         f"data.root={folder}",
         "test_sets=[]",
-        f"+test_sets.real={{_target_: cxrsyn.data.sources.DatasetFolder, root: {folder}}}",
+        f"+test_sets.real={{_target_: cxrsyn.data.sources.DatasetFolder, root: {tiny_phantom}/phantom/real_like}}",
         f"hydra.run.dir={tmp_path}/run",
     )
     assert_one_line_error(result, f"image {folder / victim} could not be decoded", "replace the file")

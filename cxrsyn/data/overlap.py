@@ -1,0 +1,93 @@
+"""The train/test overlap guard: no test image may also be a training or validation image.
+
+Two images are the same when they are the same file (after resolving links) or have the same bytes (sha256).
+Only files whose sizes occur on both sides are hashed: equal bytes need equal sizes, so the guard reads
+almost nothing when the sets differ, as they should.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from cxrsyn.data.manifest import PATH_COLUMN, sha256_of_file
+from cxrsyn.data.sources import FILE_COLUMN
+from cxrsyn.errors import CxrsynError
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+@dataclass(frozen=True)
+class Overlap:
+    test_set: str
+    n: int  # test images that are also training or validation images
+    example_test: str
+    example_train: str
+    how: str  # "same file" or "same bytes"
+
+
+def find_overlaps(train: pd.DataFrame, test_sets: Mapping[str, pd.DataFrame]) -> list[Overlap]:
+    """For each test set sharing images with ``train`` (training and validation rows), how many and one
+    example."""
+    train_files = _files(train)
+    by_real = {real: path for real, path in zip(train_files["real"], train[PATH_COLUMN], strict=True)}
+    train_sizes = set(train_files["size"])
+    overlaps = []
+    for name, table in test_sets.items():
+        files = _files(table)
+        same_file = [real in by_real for real in files["real"]]
+        found = [
+            (path, by_real[real], "same file")
+            for real, path, hit in zip(files["real"], table[PATH_COLUMN], same_file, strict=True)
+            if hit
+        ]
+        candidates = [i for i, size in enumerate(files["size"]) if size in train_sizes and not same_file[i]]
+        if candidates:
+            train_hashes = {}
+            test_sizes = {files["size"][i] for i in candidates}
+            for real, size, path in zip(
+                train_files["real"], train_files["size"], train[PATH_COLUMN], strict=True
+            ):
+                if size in test_sizes:
+                    train_hashes.setdefault(_sha256(real, size), path)
+            for i in candidates:
+                match = train_hashes.get(_sha256(files["real"][i], files["size"][i]))
+                if match is not None:
+                    found.append((table[PATH_COLUMN].iloc[i], match, "same bytes"))
+        if found:
+            test_path, train_path, how = found[0]
+            overlaps.append(Overlap(name, len(found), str(test_path), str(train_path), how))
+    return overlaps
+
+
+def check_overlap(
+    train: pd.DataFrame, test_sets: Mapping[str, pd.DataFrame], allow: bool = False
+) -> list[Overlap]:
+    """Stop with one line when a test image is also a training or validation image, unless ``allow``; returns
+    what was found (for the summary) either way."""
+    overlaps = find_overlaps(train, test_sets)
+    if overlaps and not allow:
+        first = overlaps[0]
+        others = "".join(f"; {o.n} in {o.test_set}" for o in overlaps[1:])
+        raise CxrsynError(
+            f"{first.n} image(s) of test set {first.test_set} are also training/validation images{others} "
+            f"(e.g. {first.example_test} is {first.how} as training image {first.example_train}); train on "
+            "data disjoint from every test set (another split, another dataset), or set "
+            "evaluation.allow_overlap=true to proceed knowingly"
+        )
+    return overlaps
+
+
+def _files(table: pd.DataFrame) -> dict[str, list]:
+    real = [os.path.realpath(file) for file in table[FILE_COLUMN]]
+    return {"real": real, "size": [os.stat(file).st_size for file in real]}
+
+
+def _sha256(real: str, size: int) -> str:
+    key = (real, size, os.stat(real).st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_of_file(real)
+    return _HASHES[key]
