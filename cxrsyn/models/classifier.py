@@ -70,8 +70,14 @@ class PneumoniaClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------------------- model
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits, shape (batch,), for images in [0, 1] of shape (batch, 1, H, W)."""
-        return self.net((images - self.input_mean) / self.input_std).squeeze(1)
+        """Logits, shape (batch,), float32, for images in [0, 1] of shape (batch, 1, H, W).
+
+        The backbone's features may come in a mixed-precision dtype (bf16-mixed); pooling and the linear
+        head run in float32, so logits (and the probabilities written from them) are not quantised to
+        bf16's 8 significant bits, which would make most of a large test set's scores tie."""
+        features = self.net.forward_features((images - self.input_mean) / self.input_std)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.net.forward_head(features.float()).squeeze(1)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -163,7 +169,7 @@ class PneumoniaClassifier(pl.LightningModule):
         indices, labels, logits = gathered.cpu().numpy()
         indices = indices.astype(np.int64)
         unique, first = np.unique(indices, return_index=True)
-        probs = torch.sigmoid(torch.from_numpy(logits[first]).float()).double().numpy()
+        probs = torch.sigmoid(torch.from_numpy(logits[first])).numpy()  # float64: no ties from rounding
         return Predictions(unique, labels[first].astype(np.int64), probs)
 
     # ----------------------------------------------------------------------------------------- optimiser
