@@ -288,9 +288,15 @@ def _image_of(reply: Mapping[str, Any]) -> tuple[tuple[bytes, str] | None, str, 
         for part in (candidate.get("content") or {}).get("parts") or []:
             inline = part.get("inlineData") or {}
             if inline.get("data"):
-                return (base64.b64decode(inline["data"]), inline.get("mimeType") or ""), "", usage
+                return (_b64decode(inline["data"]), inline.get("mimeType") or ""), "", usage
     finish = [str(c["finishReason"]) for c in candidates if c.get("finishReason")]
     return None, f"no image in the reply (finish reason {', '.join(finish) or 'none'})", usage
+
+
+def _b64decode(text: str) -> bytes:
+    """Standard or URL-safe base64, padded or not (the wire uses the first, pydantic's JSON dump the second)."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
 def watermark_columns(reply: Mapping[str, Any]) -> dict[str, str]:

@@ -113,7 +113,7 @@ def _generate_locked(
             "never asked for twice)"
         ) from None
     kept = store.kept()
-    manifest = store.write_manifest(kept.values())
+    manifest = store.write_manifest(kept.values()) if kept else "no manifest yet"
     missing = sorted(set(wanted) - set(kept))
     summary.update(
         {
