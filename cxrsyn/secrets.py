@@ -9,11 +9,13 @@ Hydra writes ``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` (and 
 ``multirun.yaml``) with the command line verbatim before any of our code runs, and W&B records
 ``sys.argv``. ``RedactSecretsCallback``, registered under ``hydra.callbacks`` in every primary config that
 writes a run folder (train, evaluate, generate), registers the typed secrets, redacts ``sys.argv`` at the
-start of the run (W&B reads it later) and rewrites Hydra's files as soon as Hydra has written them.
+start of the run (W&B reads it later), redacts every log record from then on (Hydra's launcher logs each
+job's overrides) and rewrites Hydra's files as soon as Hydra has written them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -88,6 +90,27 @@ def redact_argv() -> None:
     sys.argv[1:] = redact_overrides(sys.argv[1:])
 
 
+def redact_logging() -> None:
+    """From now on, every log record of the process has its secrets replaced (a record factory survives the
+    handlers Hydra installs per job)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts_secrets", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        secrets = secret_values()
+        if secrets:
+            message = record.getMessage()
+            cleaned = redact(message, secrets)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return record
+
+    factory.redacts_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def redact_yaml_file(path: Path) -> bool:
     """Rewrite a YAML file Hydra wrote with its secrets redacted (interpolations stay as written); returns
     whether anything changed."""
@@ -153,3 +176,4 @@ class RedactSecretsCallback(Callback):
         register_typed_secrets(OmegaConf.select(config, "hydra.overrides.task") or [])
         register_typed_secrets(sys.argv[1:])
         redact_argv()
+        redact_logging()

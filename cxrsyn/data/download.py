@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrsyn.errors import CxrsynError
+from cxrsyn.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def download(dataset: str, root: str | os.PathLike, keep_zip: bool = False) -> P
         else:
             api.dataset_download_files(source.ref, path=str(root), quiet=False, unzip=False)
     except Exception as error:  # noqa: BLE001 - the client raises HTTP errors of several types
-        text = " ".join(str(error).split())
+        text = redact(" ".join(str(error).split()))  # no KAGGLE_KEY in the message
         if "403" in text or "Forbidden" in text:
             raise CxrsynError(
                 f"Kaggle refused the download of {source.ref} (403): accept the rules at {source.page} "
@@ -98,7 +99,7 @@ def _authenticated_api():  # noqa: ANN202 - kaggle's class, imported lazily
         with contextlib.redirect_stdout(io.StringIO()):
             api.authenticate()
     except (SystemExit, Exception) as error:  # noqa: BLE001 - kaggle exits when it finds no credentials
-        detail = "" if isinstance(error, SystemExit) else f" ({' '.join(str(error).split())[:120]})"
+        detail = "" if isinstance(error, SystemExit) else f" ({redact(' '.join(str(error).split()))[:120]})"
         raise CxrsynError(f"no usable Kaggle credentials{detail}; {CREDENTIALS_HELP}") from None
     return api
 

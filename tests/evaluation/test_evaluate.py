@@ -13,6 +13,7 @@ import pytest
 from cxrsyn.data.fixtures import rsna_patients, write_kermany_root, write_rsna_root
 from cxrsyn.data.rsna import IMAGES_DIRNAME
 from tests.conftest import run_cli, tiny_overrides
+from tests.training.test_secrets import ENV_SECRETS, TYPED_OVERRIDES, leaks
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +161,14 @@ def test_a_checkpoint_that_would_run_code_is_never_unpickled(tmp_path):
     torch.load(ckpt, weights_only=False)  # the control: an unrestricted load runs it
     assert marker.read_text() == "ran"
     marker.unlink()
-    result = run_cli("cxrsyn.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/eval")
+    result = run_cli(
+        "cxrsyn.evaluate",
+        f"ckpt_path={ckpt}",
+        *TYPED_OVERRIDES,
+        f"hydra.run.dir={tmp_path}/eval",
+        env=ENV_SECRETS,
+    )
+    assert (tmp_path / "eval" / ".hydra" / "overrides.yaml").is_file() and leaks(tmp_path / "eval") == []
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
     assert str(ckpt) in lines[0] and "needs exec to load" in lines[0] and "not unpickled" in lines[0]
