@@ -156,7 +156,7 @@ class NanoBanana:
         # the raw reply too: what the SDK's types drop (watermark fields) is recorded as the API sent it
         raw = (
             {"should_return_http_response": True}
-            if _has_field(types.GenerateContentConfig, "should_return_http_response")
+            if not self.batch and _has_field(types.GenerateContentConfig, "should_return_http_response")
             else {}
         )
         config = types.GenerateContentConfig(
@@ -334,10 +334,6 @@ def watermark_columns(reply: Mapping[str, Any]) -> dict[str, str]:
         "visible_mark": as_json(named("visible")),
         "synthid": as_json(named("synthid")),
     }
-
-
-def _enum_name(value: Any) -> str:
-    return getattr(value, "name", None) or str(value)
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
