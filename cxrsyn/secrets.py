@@ -101,7 +101,10 @@ def redact_logging() -> None:
         record = previous(*args, **kwargs)
         secrets = secret_values()
         if secrets:
-            message = record.getMessage()
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed call: logging reports it when the record is emitted
+                return record
             cleaned = redact(message, secrets)
             if cleaned != message:
                 record.msg, record.args = cleaned, None
