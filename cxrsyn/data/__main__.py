@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from cxrsyn.data.tools import prepare, summarize_command
+    from cxrsyn.secrets import register_typed_secrets
 
+    register_typed_secrets(rest)
     exit_on_unknown_choice(rest)
     cfg = compose_or_exit("data_tools", rest)
     summary = prepare(cfg) if command == "prepare" else summarize_command(cfg)

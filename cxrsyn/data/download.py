@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrsyn.errors import CxrsynError
+from cxrsyn.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def download(dataset: str, root: str | os.PathLike, keep_zip: bool = False) -> P
         else:
             api.dataset_download_files(source.ref, path=str(root), quiet=False, unzip=False)
     except Exception as error:  # noqa: BLE001 - the client raises HTTP errors of several types
-        text = " ".join(str(error).split())
+        text = redact(" ".join(str(error).split()))  # no KAGGLE_KEY in the message
         if "403" in text or "Forbidden" in text:
             raise CxrsynError(
                 f"Kaggle refused the download of {source.ref} (403): accept the rules at {source.page} "
@@ -98,7 +99,7 @@ def _authenticated_api():  # noqa: ANN202 - kaggle's class, imported lazily
         with contextlib.redirect_stdout(io.StringIO()):
             api.authenticate()
     except (SystemExit, Exception) as error:  # noqa: BLE001 - kaggle exits when it finds no credentials
-        detail = "" if isinstance(error, SystemExit) else f" ({' '.join(str(error).split())[:120]})"
+        detail = "" if isinstance(error, SystemExit) else f" ({redact(' '.join(str(error).split()))[:120]})"
         raise CxrsynError(f"no usable Kaggle credentials{detail}; {CREDENTIALS_HELP}") from None
     return api
 
@@ -106,7 +107,9 @@ def _authenticated_api():  # noqa: ANN202 - kaggle's class, imported lazily
 def unpack(archive: str | os.PathLike, root: str | os.PathLike) -> int:
     """Extract ``archive`` into ``root`` (no ``__MACOSX/``, no path escaping ``root``); returns files written.
 
-    Inner zips that Kaggle wraps competition files in are unpacked too.
+    Inner zips that Kaggle wraps competition files in are unpacked too: ``X.zip`` whose entries sit under
+    ``X/`` beside it, one whose entries are bare file names into ``X/`` (``stage_2_train_images.zip`` holds
+    the ``.dcm`` files themselves, which belong in ``stage_2_train_images/``).
     """
     root = Path(root).resolve()
     written = 0
@@ -131,6 +134,17 @@ def unpack(archive: str | os.PathLike, root: str | os.PathLike) -> int:
     except zipfile.BadZipFile:
         raise CxrsynError(f"{archive} is not a complete zip file; delete it and download again") from None
     for inner in inner_zips:
-        written += unpack(inner, inner.parent) - 1
+        folder = inner.parent if _entries_under(inner, inner.stem) else inner.parent / inner.stem
+        written += unpack(inner, folder) - 1
         inner.unlink()
     return written
+
+
+def _entries_under(archive: Path, folder: str) -> bool:
+    """Whether every file entry of ``archive`` already sits in ``folder/``."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            names = [member.filename for member in bundle.infolist() if not member.is_dir()]
+    except zipfile.BadZipFile:
+        raise CxrsynError(f"{archive} is not a complete zip file; delete it and download again") from None
+    return bool(names) and all(name.startswith(f"{folder}/") for name in names)

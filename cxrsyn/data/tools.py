@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from cxrsyn.data.sources import SourceIndex
 from cxrsyn.data.summary import describe, summarize, verify
 from cxrsyn.evaluation.outputs import write_json
+from cxrsyn.secrets import redact
 from cxrsyn.training.run import build_datamodule, instantiate_node
 
 
@@ -37,6 +38,7 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _report(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    summary = redact(summary)  # printed and saved: no key, even one typed into a path
     for line in describe(summary):
         print(line)
     if cfg.get("summary_file"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from cxrsyn.data.manifest import sha256_of_file
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME
 from cxrsyn.models.classifier import PneumoniaClassifier
+from cxrsyn.training.checkpoint_io import load_checkpoint, refused, trusted_globals
 from cxrsyn.training.run import (
     RESOLVED_CONFIG_NAME,
     build_datamodule,
@@ -32,6 +34,15 @@ def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> dict[str, Any] | Non
     return checkpoint.get(CXRDataModule.__qualname__)
 
 
+def load_model(ckpt_path: str | os.PathLike) -> PneumoniaClassifier:
+    """Lightning's ``load_from_checkpoint`` unpickles the file again: with ``weights_only=True`` too."""
+    try:
+        with trusted_globals():
+            return PneumoniaClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise refused(ckpt_path, error) from None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, verbose=False)
@@ -42,7 +53,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "(e.g. <run>/checkpoints/last.ckpt or best-epoch*.ckpt)"
         )
     try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(ckpt_path)  # weights_only: a foreign pickle never runs
+    except CxrsynError:
+        raise
     except Exception as error:  # noqa: BLE001 - truncated or foreign files
         raise CxrsynError(
             f"{ckpt_path} is not a readable checkpoint ({type(error).__name__}); re-copy it"
@@ -59,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "the checkpoint records no preprocessing; using datamodule.image_size="
             f"{cfg.datamodule.image_size} and datamodule.resize={cfg.datamodule.resize}: make sure training used them"
         )
-    model = PneumoniaClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    model = load_model(ckpt_path)
     source = instantiate_node(cfg, "data", _convert_="object")
     name = str(cfg.get("name") or source.name)
     datamodule = build_datamodule(cfg, train_source=False, test_sets={name: source})

@@ -11,10 +11,21 @@ client (``generator.base_url=<server.url>``). Each request takes the next behavi
 ``no-image``     200 whose candidate has ``finishReason: NO_IMAGE`` and text only
 ``safety``       200 with ``finishReason: IMAGE_SAFETY`` and no parts
 ``blocked``      200 with ``promptFeedback.blockReason: PROHIBITED_CONTENT`` and no candidates
+``missing``      batch only: the item is left out of the job's results (``generateContent`` answers ok)
+
+Every reply names ``modelVersion`` ``<the requested model>-<version_tag>`` (default tag ``fake-001``), so a
+test can tell the version the API reported from the id it asked for. ``watermark_fields`` (a dict) is merged
+into every candidate that carries an image, as a stand-in for whatever watermark or SynthID fields the API
+may expose; the SDK's types drop such fields, the raw reply keeps them. A model in ``unknown_models`` answers
+404 NOT_FOUND (as a retired model does), for ``generateContent`` and batch creation alike.
 
 Batch mode: ``:batchGenerateContent`` creates a job whose ``GET batches/<id>`` answers RUNNING for
-``batch_polls`` polls, then SUCCEEDED with one inlined response per request (each taking the next behaviour;
-error behaviours become per-item errors).
+``batch_polls`` polls, then SUCCEEDED with one response per request (each taking the next behaviour; error
+behaviours become per-item errors, ``missing`` drops the item). With ``batch_results="inline"`` (default) the
+responses are inlined in the job; with ``"file"`` the job names a results file (``responsesFile``) whose JSON
+lines (``{"key": ..., "response": ...}`` or ``{"key": ..., "error": ...}``) ``GET files/<id>:download``
+serves, as Google does for large jobs. ``downloads`` counts the results files served; the first
+``download_failures`` downloads answer 503 instead.
 """
 
 from __future__ import annotations
@@ -31,7 +42,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from PIL import Image
 
-BEHAVIOURS = ("ok", "403", "429", "500", "503", "500-html", "slow", "no-image", "safety", "blocked")
+BEHAVIOURS = (
+    "ok",
+    "403",
+    "429",
+    "500",
+    "503",
+    "500-html",
+    "slow",
+    "no-image",
+    "safety",
+    "blocked",
+    "missing",
+)
+BATCH_RESULTS = ("inline", "file")
 _STATUS = {"403": "PERMISSION_DENIED", "429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}
 
 
@@ -43,10 +67,24 @@ class FakeGemini:
         slow_s: float = 3.0,
         image_size: int = 64,
         batch_polls: int = 1,
+        batch_results: str = "inline",
+        unknown_models: Iterable[str] = (),
+        version_tag: str = "fake-001",
+        watermark_fields: dict | None = None,
+        download_failures: int = 0,
     ):
         unknown = set(script) - set(BEHAVIOURS)
         if unknown:
             raise ValueError(f"unknown behaviours {sorted(unknown)}; use {BEHAVIOURS}")
+        if batch_results not in BATCH_RESULTS:
+            raise ValueError(f"batch_results={batch_results!r}; use one of {BATCH_RESULTS}")
+        self.batch_results = batch_results
+        self.unknown_models = set(unknown_models)
+        self.version_tag = version_tag
+        self.watermark_fields = dict(watermark_fields or {})
+        self.files: dict[str, bytes] = {}
+        self.downloads = 0
+        self.download_failures = download_failures
         self.script = deque(script)
         self.latency_s = latency_s
         self.slow_s = slow_s
@@ -94,6 +132,12 @@ class FakeGemini:
         return buffer.getvalue()
 
 
+def _model_of(path: str) -> str:
+    """The model id in ``.../models/<id>:method`` ("" when the path names none)."""
+    tail = path.split("?")[0].rsplit("models/", 1)
+    return tail[1].split(":", 1)[0] if len(tail) == 2 else ""
+
+
 def _error(behaviour: str) -> dict:
     return {
         "error": {"code": int(behaviour), "status": _STATUS[behaviour], "message": f"injected {behaviour}"}
@@ -114,12 +158,19 @@ class _Handler(BaseHTTPRequestHandler):
             fake.paths[self.path.split("?")[0]] += 1
             if self.headers.get("x-goog-api-key"):
                 fake.api_keys.add(self.headers["x-goog-api-key"])
+        model = _model_of(self.path)
+        if model in fake.unknown_models:
+            message = (
+                f"models/{model} is not found for API version v1beta, or is not supported for this method."
+            )
+            return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": message}})
         if self.path.endswith(":batchGenerateContent"):
-            return self._create_batch(json.loads(body or b"{}"))
+            return self._create_batch(json.loads(body or b"{}"), model)
         if not self.path.endswith(":generateContent"):
             return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": self.path}})
         json.loads(body or b"{}")
         behaviour = fake.next_behaviour()
+        behaviour = "ok" if behaviour == "missing" else behaviour
         if fake.latency_s:
             time.sleep(fake.latency_s)
         if behaviour == "slow":
@@ -132,9 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._count(behaviour)
             return self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
         self._count(behaviour)
-        return self._send(200, self._reply(behaviour))
+        return self._send(200, self._reply(behaviour, model))
 
-    def _reply(self, behaviour: str) -> dict:
+    def _reply(self, behaviour: str, model: str) -> dict:
         fake = self.fake
         usage = {"promptTokenCount": 40, "candidatesTokenCount": 1290, "totalTokenCount": 1330}
         if behaviour == "no-image":
@@ -149,11 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             data = base64.b64encode(fake.image_png()).decode()
             parts = [{"inlineData": {"mimeType": "image/png", "data": data}}]
-            reply = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}
-        return {**reply, "usageMetadata": usage, "modelVersion": "fake"}
+            candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}
+            reply = {"candidates": [{**candidate, **fake.watermark_fields}]}
+        return {**reply, "usageMetadata": usage, "modelVersion": f"{model}-{fake.version_tag}"}
 
     # ------------------------------------------------------------------------------------------ batches
-    def _create_batch(self, body: dict) -> None:
+    def _create_batch(self, body: dict, model: str) -> None:
         fake = self.fake
         items = body.get("batch", {}).get("inputConfig", {}).get("requests", {}).get("requests", [])
         with fake._lock:
@@ -162,6 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "keys": [item.get("metadata", {}).get("key") for item in items],
                 "polls_left": fake.batch_polls,
                 "output": None,
+                "model": model,
             }
         return self._send(200, {"name": name, "metadata": {"name": name, "state": "BATCH_STATE_PENDING"}})
 
@@ -170,6 +223,17 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         with fake._lock:
             fake.paths[path] += 1
+        if "files/" in path and path.endswith(":download"):
+            data = fake.files.get("files/" + path.split("files/", 1)[1].removesuffix(":download"))
+            if data is None:
+                return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": path}})
+            with fake._lock:
+                failing = fake.download_failures > 0
+                fake.download_failures -= int(failing)
+                fake.downloads += int(not failing)
+            if failing:
+                return self._send(503, _error("503"))
+            return self._send(200, data, "application/octet-stream")
         name = path[path.find("batches/") :] if "batches/" in path else ""
         job = fake.batch_jobs.get(name)
         if job is None:
@@ -185,11 +249,26 @@ class _Handler(BaseHTTPRequestHandler):
                 behaviour = fake.next_behaviour()
                 behaviour = "ok" if behaviour in ("slow", "500-html") else behaviour
                 self._count(behaviour)
+                if behaviour == "missing":
+                    continue
                 if behaviour in _STATUS:
                     responses.append({"error": _error(behaviour)["error"], "metadata": {"key": key}})
                 else:
-                    responses.append({"response": self._reply(behaviour), "metadata": {"key": key}})
-            job["output"] = {"inlinedResponses": {"inlinedResponses": responses}}
+                    reply = self._reply(behaviour, job["model"])
+                    responses.append({"response": reply, "metadata": {"key": key}})
+            if fake.batch_results == "file":
+                file_name = f"files/{name.removeprefix('batches/')}-results"
+                lines = [
+                    json.dumps(
+                        {"key": item["metadata"]["key"], **{k: v for k, v in item.items() if k != "metadata"}}
+                    )
+                    for item in responses
+                ]
+                with fake._lock:
+                    fake.files[file_name] = ("\n".join(lines) + "\n").encode()
+                job["output"] = {"responsesFile": file_name}
+            else:
+                job["output"] = {"inlinedResponses": {"inlinedResponses": responses}}
         metadata = {"name": name, "state": "BATCH_STATE_SUCCEEDED", "output": job["output"]}
         return self._send(200, {"name": name, "metadata": metadata, "done": True})
 

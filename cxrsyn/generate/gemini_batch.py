@@ -5,17 +5,23 @@ stops at any point resumes: recorded jobs are polled and collected, never submit
 no recorded job are submitted. The one unavoidable window: a crash between Google accepting a job and the
 record being written leaves a job this folder does not know about (list and collect it by hand with
 ``client.batches.list()``). Replies without an image are logged and asked again by the next run.
+
+A finished job's results come inlined in the job or as a file (``dest.file_name``, fetched with
+``client.files.download``); both are read. The keys that came back are compared with the keys sent: each
+missing key is logged (``missing`` in attempts.jsonl) and recorded on the job, which stays uncollected until
+every one of its keys is kept; the next run asks again for the missing keys only. A results file that cannot
+be downloaded leaves the job uncollected too (the next run downloads it again; nothing is asked twice).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cxrsyn.generate.nano_banana import Counts, _image_of, _short
+from cxrsyn.generate.nano_banana import Counts, _image_of, _is_transport_error, _short, reply_dict
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore, as_png, atomic_write
 
@@ -34,18 +40,29 @@ def _save(path: Path, jobs: list[dict[str, Any]]) -> None:
 def generate_batch(
     nano: Any, client: Any, config: Any, requests: Sequence[ImageRequest], store: OutputStore
 ) -> Counts:
+    from google.genai import errors
+
     counts = Counts()
     path = store.root / JOBS_NAME
     jobs = _load(path)
-    by_id = {request.id: request for request in requests}
-    open_ids = {rid for job in jobs if not job.get("collected") for rid in job["request_ids"]}
-    to_submit = [request for request in requests if request.id not in open_ids]
+    pending = {request.id: request for request in requests}  # not kept yet; an id leaves when it is saved
+    waiting = {
+        rid
+        for job in jobs
+        if not job.get("collected")
+        for rid in job["request_ids"]
+        if rid not in job.get("missing", ())
+    }
+    to_submit = [request for request in requests if request.id not in waiting]
     for start in range(0, len(to_submit), max(1, nano.batch_size)):
         chunk = to_submit[start : start + nano.batch_size]
         src = [{"contents": r.prompt, "config": config, "metadata": {"key": r.id}} for r in chunk]
-        job = client.batches.create(
-            model=nano.model, src=src, config={"display_name": f"cxrsyn-{chunk[0].id}"}
-        )
+        try:
+            job = client.batches.create(
+                model=nano.model, src=src, config={"display_name": f"cxrsyn-{chunk[0].id}"}
+            )
+        except errors.APIError as error:
+            raise nano.refusal(error) from None
         jobs.append({"name": job.name, "request_ids": [r.id for r in chunk], "submitted": time.time()})
         _save(path, jobs)  # recorded at once: a rerun polls this job instead of paying again
         print(f"batch: submitted {job.name} with {len(chunk)} requests")
@@ -55,13 +72,36 @@ def generate_batch(
         state = _wait(nano, client, job["name"])
         if state.state != "JOB_STATE_SUCCEEDED":
             for rid in job["request_ids"]:
-                if rid in by_id:
-                    store.log_attempt(by_id[rid], "failed", f"batch job {job['name']} ended {state.state}")
+                if rid in pending:
+                    store.log_attempt(pending[rid], "failed", f"batch job {job['name']} ended {state.state}")
                     counts.failed += 1
+            job["collected"] = True
         else:
-            _collect(state, job, by_id, store, counts)
-        job["collected"] = True
+            try:
+                returned = _collect(client, state, job, pending, store, counts)
+            except _ResultsUnavailable as error:
+                print(f"batch: {error}; the job stays uncollected and is read again by the next run")
+                continue
+            missing = [rid for rid in job["request_ids"] if rid in pending and rid not in returned]
+            for rid in missing:
+                if rid not in job.get("missing", ()):
+                    store.log_attempt(
+                        pending[rid], "missing", f"batch job {job['name']} returned no result for this key"
+                    )
+                    counts.failed += 1
+            job["missing"] = missing
+            job["collected"] = not missing
+            if missing:
+                print(
+                    f"batch: {job['name']} returned no result for {len(missing)} key(s) (e.g. {missing[0]}; "
+                    "logged in attempts.jsonl); the next run asks again for those only"
+                )
         _save(path, jobs)
+    for job in jobs:  # keys missing from one job that a later job delivered
+        if not job.get("collected") and "missing" in job:
+            job["missing"] = [rid for rid in job["missing"] if rid in pending]
+            job["collected"] = not job["missing"]
+    _save(path, jobs)
     return counts
 
 
@@ -75,20 +115,65 @@ def _wait(nano: Any, client: Any, name: str) -> Any:
         time.sleep(nano.batch_poll_s)
 
 
-def _collect(
-    job: Any, record: dict[str, Any], by_id: dict[str, ImageRequest], store: OutputStore, counts: Counts
-) -> None:
-    responses = (job.dest.inlined_responses if job.dest else None) or []
-    for item in responses:
-        rid = (item.metadata or {}).get("key")
-        request = by_id.get(rid)
-        if request is None:
+class _ResultsUnavailable(Exception):
+    pass
+
+
+def _results(client: Any, job: Any) -> Iterator[tuple[str | None, dict[str, Any] | None, Any]]:
+    """(key, reply in the wire format or None, error or None) for every result of a finished job, inlined
+    or in its results file."""
+    from google.genai import errors
+
+    dest = job.dest
+    if dest is not None and dest.inlined_responses:
+        for item in dest.inlined_responses:
+            reply = reply_dict(item.response) if item.response is not None else None
+            yield (item.metadata or {}).get("key"), reply, item.error
+        return
+    file_name = getattr(dest, "file_name", None) if dest is not None else None
+    if not file_name:
+        return
+    try:
+        data = client.files.download(file=file_name)
+    except errors.APIError as error:
+        raise _ResultsUnavailable(f"results file {file_name} of {job.name}: {_short(error)}") from None
+    except Exception as error:
+        if not _is_transport_error(error):
+            raise
+        raise _ResultsUnavailable(f"results file {file_name} of {job.name}: {type(error).__name__}") from None
+    for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
             continue
-        if item.error is not None:
-            store.log_attempt(request, "failed", f"batch item error: {_short(Exception(item.error))}")
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise _ResultsUnavailable(f"results file {file_name} line {number} is not JSON") from None
+        key = item.get("key") or (item.get("metadata") or {}).get("key")
+        yield key, item.get("response"), item.get("error")
+
+
+def _collect(
+    client: Any,
+    job: Any,
+    record: dict[str, Any],
+    pending: dict[str, ImageRequest],
+    store: OutputStore,
+    counts: Counts,
+) -> set[str]:
+    """Keep every image of a finished job; returns the keys that came back (with or without an image)."""
+    returned: set[str] = set()
+    for rid, reply, error in _results(client, job):
+        if rid is None:
+            continue
+        returned.add(rid)
+        request = pending.get(rid)
+        if request is None:  # kept already (by this job or a later one)
+            continue
+        if error is not None:
+            store.log_attempt(request, "failed", f"batch item error: {_short(Exception(error))}")
             counts.failed += 1
             continue
-        image, why, usage = _image_of(item.response)
+        image, why, extra = _image_of(reply or {})
         if image is None:
             store.log_attempt(request, "no_image", why)
             counts.no_image += 1
@@ -99,5 +184,7 @@ def _collect(
             store.log_attempt(request, "no_image", f"reply image is not decodable ({type(error).__name__})")
             counts.no_image += 1
             continue
-        store.save(request, png, {**usage, "mime_type": image[1], "batch_job": record["name"]})
+        store.save(request, png, {**extra, "mime_type": image[1], "batch_job": record["name"]})
+        del pending[rid]
         counts.ok += 1
+    return returned

@@ -3,20 +3,28 @@
 Paid per image and rate-limited, so: bounded concurrency; our own retries (the SDK's are off) with
 exponential backoff and jitter on 429, 5xx and timeouts, up to ``max_retries`` per image; replies without an
 image (a block reason, or a finish reason such as IMAGE_SAFETY or NO_IMAGE) are logged with the reason and
-asked again up to ``max_no_image``; 4xx errors other than 429 (bad key, bad model id) stop the run at once.
+asked again up to ``max_no_image``; 4xx errors other than 429 (bad key, bad model id) stop the run at once,
+and so does any other error in a worker (a full disk, say): no queued request is sent after it. A model the
+API does not know (404 NOT_FOUND: retired or mistyped) stops with one line naming ``successors``.
 The key is read only from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY`` and never written anywhere.
+
+Every kept image records what the API said about it, read from the raw reply: ``model_version`` (the
+``modelVersion`` the API reports), and ``watermark``, ``visible_mark`` and ``synthid`` (any field of the reply
+whose name mentions a watermark or SynthID, verbatim as JSON; ``unknown`` when the reply has none, which is
+what the Gemini API answers today).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import random
 import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -27,6 +35,13 @@ from cxrsyn.generate.store import OutputStore, as_png
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 RETRIED_CODES = (408, 429, 500, 502, 503, 504)
+NOT_FOUND = 404
+UNKNOWN = "unknown"
+# Successors of the paper's model (study.md section 8), named when Google answers 404 for generator.model
+SUCCESSORS = {
+    "gemini-3.1-flash-image": "generator=nano_banana_2",
+    "gemini-3-pro-image": "generator=nano_banana_pro",
+}
 
 
 def api_key() -> str:
@@ -63,6 +78,8 @@ class NanoBanana:
     model: str = "gemini-2.5-flash-image"
     aspect_ratio: str = "1:1"
     image_size: str | None = None  # e.g. "1K" or "2K" where the model supports it; null: the model's default
+    image_sizes: list[str] | None = None  # the sizes `model` accepts (checked before any request); null: any
+    successors: Mapping[str, str] = field(default_factory=lambda: dict(SUCCESSORS))  # model id -> override
     base_url: str | None = None  # the tests point this at a local server
     concurrency: int = 8
     timeout_s: float = 120.0
@@ -76,6 +93,47 @@ class NanoBanana:
     show_progress: bool = True
 
     name = "nano_banana"
+    paid = True  # priced per image: conf/generate.yaml prices
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:  # generator.image_size=512 arrives as an int
+            self.image_size = str(self.image_size)
+        if self.image_sizes is not None and self.image_size is not None:
+            sizes = [str(size) for size in self.image_sizes]
+            if str(self.image_size) not in sizes:
+                raise CxrsynError(
+                    f"generator.image_size={self.image_size!r} is not offered by {self.model}; use one of "
+                    f"{', '.join(sizes)} (or null for the model's default)"
+                )
+
+    def check_ready(self) -> None:
+        api_key()
+
+    def image_settings(self) -> dict[str, Any]:
+        """The settings that change the images (a folder holds images of one set of them)."""
+        return {
+            "model": self.model,
+            "aspect_ratio": self.aspect_ratio,
+            "image_size": self.image_size,
+            "prompt_template": self.prompt_template,
+        }
+
+    def refusal(self, error: Any) -> FatalRequestError:
+        """The one line for a 4xx reply that retrying cannot fix."""
+        if error.code == NOT_FOUND:
+            successors = {
+                model: override for model, override in self.successors.items() if model != self.model
+            }
+            named = ", ".join(f"{model} ({override})" for model, override in successors.items())
+            return FatalRequestError(
+                f"Gemini has no model generator.model={self.model!r} (HTTP 404 NOT_FOUND: retired or unknown id); "
+                f"successors: {named or 'none configured'}; rerun with "
+                f"{' or '.join(successors.values()) or 'generator.model=<a current id>'} (each writes to its own folder)"
+            )
+        return FatalRequestError(
+            f"Gemini refused the request with HTTP {error.code} ({_short(error)}); check the key "
+            f"and generator.model={self.model!r}"
+        )
 
     def paid_calls(self, n: int) -> str:
         if self.batch:
@@ -95,8 +153,14 @@ class NanoBanana:
         image_config: dict[str, Any] = {"aspect_ratio": self.aspect_ratio}
         if self.image_size:
             image_config["image_size"] = self.image_size
+        # the raw reply too: what the SDK's types drop (watermark fields) is recorded as the API sent it
+        raw = (
+            {"should_return_http_response": True}
+            if not self.batch and _has_field(types.GenerateContentConfig, "should_return_http_response")
+            else {}
+        )
         config = types.GenerateContentConfig(
-            response_modalities=["IMAGE"], image_config=types.ImageConfig(**image_config)
+            response_modalities=["IMAGE"], image_config=types.ImageConfig(**image_config), **raw
         )
         if self.batch:
             from cxrsyn.generate.gemini_batch import generate_batch
@@ -114,7 +178,7 @@ class NanoBanana:
                     return
                 try:
                     outcome = self._one(client, config, request, store, counts, lock, stop)
-                except FatalRequestError:
+                except BaseException:  # a refusal, a full disk, a bug: no request is sent after it
                     stop.set()
                     raise
                 with lock:
@@ -127,8 +191,14 @@ class NanoBanana:
 
             with ThreadPoolExecutor(max(1, self.concurrency)) as pool:
                 futures = [pool.submit(one, request) for request in requests]
-                for future in futures:
-                    future.result()  # re-raises a fatal error after the pool drains
+                try:
+                    for future in as_completed(futures):
+                        future.result()  # the first error in any worker surfaces here at once
+                except BaseException:
+                    stop.set()
+                    for future in futures:
+                        future.cancel()  # queued work never starts; requests in flight finish and are kept
+                    raise
         client.close()
         return counts
 
@@ -144,17 +214,14 @@ class NanoBanana:
             except errors.APIError as error:
                 if error.code not in RETRIED_CODES:
                     store.log_attempt(request, "fatal", _short(error), code=error.code)
-                    raise FatalRequestError(
-                        f"Gemini refused the request with HTTP {error.code} ({_short(error)}); check the key "
-                        f"and generator.model={self.model!r}"
-                    ) from None
+                    raise self.refusal(error) from None
                 reason, code = _short(error), error.code
             except Exception as error:  # noqa: BLE001 - timeouts and connection errors from the HTTP layer
                 if not _is_transport_error(error):
                     raise
                 reason, code = f"{type(error).__name__}: {_short(error)}", None
             else:
-                image, why, usage = _image_of(response)
+                image, why, usage = _image_of(reply_dict(response))
                 if image is not None:
                     try:
                         png = as_png(image[0], image[1])
@@ -181,33 +248,92 @@ class NanoBanana:
                 store.log_attempt(request, "failed", f"gave up after {retries} retries: {reason}")
                 return False
             delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (retries - 1))
-            time.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
+            stop.wait(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter; wakes at once on a stop
         return False
 
 
-def _image_of(response: Any) -> tuple[tuple[bytes, str] | None, str, dict[str, Any]]:
-    """(image bytes and mime type) or None with the reason, and the usage metadata as flat columns."""
+def _has_field(model: Any, name: str) -> bool:
+    return name in getattr(model, "model_fields", {})
+
+
+def reply_dict(response: Any) -> dict[str, Any]:
+    """The reply as the API sent it (wire JSON, camelCase): the raw body when the SDK kept it, else the SDK's
+    parsed response dumped back to the wire format (fields the SDK does not know are then lost)."""
+    http = getattr(response, "sdk_http_response", None)
+    body = getattr(http, "body", None)
+    if body:
+        return json.loads(body)
+    return response.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _image_of(reply: Mapping[str, Any]) -> tuple[tuple[bytes, str] | None, str, dict[str, Any]]:
+    """From a reply in the wire format: (image bytes and mime type) or None with the reason, and the columns
+    every record keeps (usage metadata, model version, watermark fields)."""
     usage = {}
-    meta = getattr(response, "usage_metadata", None)
-    if meta is not None:
-        for name in ("prompt_token_count", "candidates_token_count", "total_token_count"):
-            value = getattr(meta, name, None)
-            if value is not None:
-                usage[f"usage_{name}"] = value
-    feedback = getattr(response, "prompt_feedback", None)
-    if feedback is not None and getattr(feedback, "block_reason", None):
-        return None, f"prompt blocked: {_enum_name(feedback.block_reason)}", usage
-    for candidate in response.candidates or []:
-        for part in (candidate.content.parts if candidate.content else None) or []:
-            inline = getattr(part, "inline_data", None)
-            if inline is not None and inline.data:
-                return (inline.data, inline.mime_type or ""), "", usage
-    finish = [_enum_name(c.finish_reason) for c in response.candidates or [] if c.finish_reason]
+    for name, column in (
+        ("promptTokenCount", "prompt_token_count"),
+        ("candidatesTokenCount", "candidates_token_count"),
+        ("totalTokenCount", "total_token_count"),
+    ):
+        value = (reply.get("usageMetadata") or {}).get(name)
+        if value is not None:
+            usage[f"usage_{column}"] = value
+    usage["model_version"] = reply.get("modelVersion") or UNKNOWN
+    usage.update(watermark_columns(reply))
+    block = (reply.get("promptFeedback") or {}).get("blockReason")
+    if block:
+        return None, f"prompt blocked: {block}", usage
+    candidates = reply.get("candidates") or []
+    for candidate in candidates:
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            inline = part.get("inlineData") or {}
+            if inline.get("data"):
+                return (_b64decode(inline["data"]), inline.get("mimeType") or ""), "", usage
+    finish = [str(c["finishReason"]) for c in candidates if c.get("finishReason")]
     return None, f"no image in the reply (finish reason {', '.join(finish) or 'none'})", usage
 
 
-def _enum_name(value: Any) -> str:
-    return getattr(value, "name", None) or str(value)
+def _b64decode(text: str) -> bytes:
+    """Standard or URL-safe base64, padded or not (the wire uses the first, pydantic's JSON dump the second)."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def watermark_columns(reply: Mapping[str, Any]) -> dict[str, str]:
+    """Every field of the reply whose name mentions a watermark or SynthID, as JSON (``unknown`` if none):
+    all of them (``watermark``), those naming a visible mark (``visible_mark``) and SynthID (``synthid``)."""
+    found: dict[str, Any] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if key == "inlineData":
+                    continue
+                where = f"{path}.{key}" if path else str(key)
+                if any(word in str(key).lower() for word in ("watermark", "synthid")):
+                    found[where] = item
+                else:
+                    walk(item, where)
+        elif isinstance(value, list):
+            for number, item in enumerate(value):
+                walk(item, f"{path}[{number}]")
+
+    walk(reply, "")
+
+    def as_json(fields: Mapping[str, Any]) -> str:
+        if not fields:
+            return UNKNOWN
+        values = list(fields.values())
+        return json.dumps(values[0] if len(values) == 1 else dict(fields), sort_keys=True)
+
+    def named(word: str) -> dict[str, Any]:
+        return {path: item for path, item in found.items() if word in path.rsplit(".", 1)[-1].lower()}
+
+    return {
+        "watermark": as_json(found),
+        "visible_mark": as_json(named("visible")),
+        "synthid": as_json(named("synthid")),
+    }
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -28,10 +29,20 @@ class PhantomGenerator:
     show_progress: bool = True
 
     name = "phantom"
+    paid = False
 
     @property
     def model(self) -> str:
         return f"phantom-v{PHANTOM_VERSION}-{self.domain}"
+
+    def image_settings(self) -> dict[str, Any]:
+        """The settings that change the images (the prompt is recorded, not read)."""
+        return {
+            "phantom_version": PHANTOM_VERSION,
+            "domain": self.domain,
+            "image_size": self.image_size,
+            "shortcut_strength": self.shortcut_strength,
+        }
 
     def paid_calls(self, n: int) -> str:
         return "none (the phantom is drawn locally)"
@@ -53,6 +64,7 @@ class PhantomGenerator:
             buffer = io.BytesIO()
             Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=1)
             extra = {f"phantom_{key}": value for key, value in drawn.items() if key not in request.attributes}
+            extra["model_version"] = self.model
             store.save(request, buffer.getvalue(), extra)
             counts.ok += 1
         return counts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -40,10 +41,22 @@ class RoentGen:
     show_progress: bool = True
 
     name = "roentgen"
+    paid = False
 
     @property
     def model(self) -> str:
         return self.model_id
+
+    def image_settings(self) -> dict[str, Any]:
+        """The settings that change the images (a folder holds images of one set of them)."""
+        return {
+            "model_id": self.model_id,
+            "prompt_template": self.prompt_template,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "resolution": self.resolution,
+            "dtype": self.dtype,
+        }
 
     def paid_calls(self, n: int) -> str:
         return f"none; {n} images x {self.steps} denoising steps on {self.device}"
@@ -79,6 +92,7 @@ class RoentGen:
                     buffer = io.BytesIO()
                     image.save(buffer, format="PNG")
                     extra = {
+                        "model_version": self.model_id,
                         "steps": self.steps,
                         "guidance_scale": self.guidance_scale,
                         "resolution": self.resolution,

@@ -1,7 +1,12 @@
-"""One generation run from a composed config: requests from the grid, what is already kept, the rest made."""
+"""One generation run from a composed config: requests from the grid, what is already kept, the rest made.
+
+Before any request: the folder's settings are checked (a folder is one generation), the folder is locked
+(one writer), and the cost estimate is printed. ``dry_run=true`` stops after the estimate, as one JSON line.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +14,63 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import write_json
+from cxrsyn.generate.cost import estimate_cost, missing_price_note
 from cxrsyn.generate.prompts import PromptGrid
-from cxrsyn.generate.store import OutputStore
+from cxrsyn.generate.store import (
+    RECORDS_DIRNAME,
+    SUMMARY_NAME,
+    OutputStore,
+    check_settings,
+    exclusive,
+    settings_fingerprint,
+)
 from cxrsyn.secrets import redact
 from cxrsyn.training.run import instantiate_node
-
-SUMMARY_NAME = "generation.json"
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:
     generator = instantiate_node(cfg, "generator", _convert_="object")
-    grid = PromptGrid(**OmegaConf.to_container(cfg.grid, resolve=True))
+    grid_settings = OmegaConf.to_container(cfg.grid, resolve=True)
+    grid = PromptGrid(**grid_settings)
     requests = grid.requests(generator.n_per_class, int(cfg.seed), generator.prompt_template)
     out_dir = Path(cfg.out_dir)
+    settings = image_settings(generator, int(cfg.seed), grid_settings)
+    prices = OmegaConf.to_container(cfg.prices, resolve=True) if cfg.get("prices") else None
     if cfg.get("dry_run"):
-        return dry_run(requests, generator, out_dir)
-    store = OutputStore(out_dir, generator.name, generator.model)
+        check_settings(out_dir, settings)
+        return dry_run(requests, generator, out_dir, prices)
+    with exclusive(out_dir):
+        check_settings(out_dir, settings)
+        return _generate_locked(cfg, generator, requests, out_dir, settings, prices)
+
+
+def image_settings(generator: Any, seed: int, grid: dict[str, Any]) -> dict[str, Any]:
+    """Every setting that changes the images, flat, keyed by its config path (``generator.model``, ``seed``,
+    ``grid.attributes.sex``, ...): what ``generation.json`` records and a rerun must match."""
+    settings: dict[str, Any] = {"generator": generator.name, "seed": seed}
+    settings.update({f"generator.{key}": value for key, value in generator.image_settings().items()})
+
+    def flatten(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                flatten(item, f"{key}.{name}")
+        else:
+            settings[key] = value
+
+    flatten(grid, "grid")
+    return settings
+
+
+def _generate_locked(
+    cfg: DictConfig,
+    generator: Any,
+    requests: list,
+    out_dir: Path,
+    settings: dict[str, Any],
+    prices: dict[str, Any] | None,
+) -> dict[str, Any]:
+    fingerprint = settings_fingerprint(settings)
+    store = OutputStore(out_dir, generator.name, generator.model, fingerprint=fingerprint)
     kept = store.kept()
     wanted = {request.id: request for request in requests}
     for request_id, record in kept.items():
@@ -39,27 +85,49 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         f"generate: {len(requests)} images requested ({generator.n_per_class} per class), {len(requests) - len(pending)} "
         f"already in {out_dir}, {len(pending)} to make; paid calls: {generator.paid_calls(len(pending))}"
     )
-    counts = generator.generate(pending, store) if pending else None
-    kept = store.kept()
-    manifest = store.write_manifest(kept.values())
-    missing = sorted(set(wanted) - set(kept))
-    summary = {
+    estimate = estimate_cost(generator, len(pending), prices)
+    print(f"generate: cost estimate {json.dumps(estimate)}")
+    if note := missing_price_note(estimate):
+        print(f"generate: {note}")
+    if pending and hasattr(generator, "check_ready"):
+        generator.check_ready()  # e.g. the API key: stop before anything is written
+    summary: dict[str, Any] = {
         "out_dir": str(out_dir),
         "generator": generator.name,
         "model": generator.model,
-        "requested": len(requests),
-        "kept": len(kept),
-        "made_this_run": counts.ok if counts else 0,
-        "retried": counts.retried if counts else 0,
-        "no_image_replies": counts.no_image if counts else 0,
-        "failed_this_run": counts.failed if counts else 0,
-        "missing": missing,
+        "fingerprint": fingerprint,
+        "settings": settings,
         "config": redact(
             OmegaConf.to_container(
                 OmegaConf.masked_copy(cfg, ["generator", "grid", "seed", "out_dir"]), resolve=True
             )
         ),
     }
+    write_json(out_dir / SUMMARY_NAME, {**summary, "status": "running"})  # the settings, before any request
+    try:
+        counts = generator.generate(pending, store) if pending else None
+    except OSError as error:  # the store could not write: nothing more was asked for after it
+        raise CxrsynError(
+            f"cannot write into {out_dir} ({error.strerror or error}: {error.filename or ''}); the run stopped "
+            "sending requests; free space or fix permissions, then rerun the same command (kept images are "
+            "never asked for twice)"
+        ) from None
+    kept = store.kept()
+    manifest = store.write_manifest(kept.values()) if kept else "no manifest yet"
+    missing = sorted(set(wanted) - set(kept))
+    summary.update(
+        {
+            "status": "complete" if not missing else "incomplete",
+            "requested": len(requests),
+            "kept": len(kept),
+            "made_this_run": counts.ok if counts else 0,
+            "retried": counts.retried if counts else 0,
+            "no_image_replies": counts.no_image if counts else 0,
+            "failed_this_run": counts.failed if counts else 0,
+            "missing": missing,
+            "estimate_this_run": estimate,
+        }
+    )
     write_json(out_dir / SUMMARY_NAME, summary)
     print(
         f"generate: kept {len(kept)} of {len(requests)} in {manifest}; this run made {summary['made_this_run']}, "
@@ -73,8 +141,11 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def dry_run(requests: list, generator: Any, out_dir: Path) -> dict[str, Any]:
-    kept = OutputStore(out_dir, generator.name, generator.model).kept() if out_dir.is_dir() else {}
+def dry_run(requests: list, generator: Any, out_dir: Path, prices: dict[str, Any] | None) -> dict[str, Any]:
+    """Print the prompts still to make and the paid-call count, then the cost estimate as the last line (one
+    JSON object). Sends nothing, needs no key, takes no lock and changes nothing in ``out_dir``."""
+    has_records = (out_dir / RECORDS_DIRNAME).is_dir()
+    kept = OutputStore(out_dir, generator.name, generator.model).kept(repair=False) if has_records else {}
     pending = [request for request in requests if request.id not in kept]
     for request in pending:
         print(f"{request.id}\t{request.prompt}")
@@ -82,4 +153,14 @@ def dry_run(requests: list, generator: Any, out_dir: Path) -> dict[str, Any]:
         f"dry run: {len(requests)} images requested, {len(kept)} already in {out_dir}, {len(pending)} to make; "
         f"paid calls: {generator.paid_calls(len(pending))}"
     )
-    return {"requested": len(requests), "kept": len(kept), "pending": len(pending), "dry_run": True}
+    estimate = estimate_cost(generator, len(pending), prices)
+    if note := missing_price_note(estimate):
+        print(f"dry run: {note}")
+    print(json.dumps(estimate))
+    return {
+        "requested": len(requests),
+        "kept": len(kept),
+        "pending": len(pending),
+        "dry_run": True,
+        **estimate,
+    }

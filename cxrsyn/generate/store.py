@@ -5,6 +5,8 @@ DIR/images/<id>.png        the images (as the generator returned them; JPEG repl
 DIR/records/<id>.json      one record per kept image: request, prompt, model, sha256, usage, timestamp
 DIR/manifest.csv           rebuilt from the records (path,label,sha256,generator,model,prompt,attributes...)
 DIR/attempts.jsonl         every retried, blocked or failed attempt, with its reason
+DIR/generation.json        the settings that change the images (and their fingerprint), then the run's counts
+DIR/.generate.lock         held (flock) by the one run writing the folder; .generate.lock.owner names it
 ```
 
 Saving an image: the bytes go to ``images/.<id>.png.tmp`` (flushed to disk), then the record is written
@@ -12,6 +14,10 @@ atomically, then the image is renamed into place. A crash before the record leav
 is ignored (the request is asked again); a crash after it leaves a record whose image is completed from the
 temporary file on the next start. The manifest lists only records whose image exists with the recorded
 sha256, so it never has a row without its image, and an image that was paid for is never asked for again.
+
+A folder is one generation: ``check_settings`` compares the settings that change the images (model, size,
+seed, grid, template, ...) with those recorded in ``generation.json`` and in every record's ``fingerprint``
+before any request, and ``exclusive`` lets one run at a time write the folder.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import hashlib
 import io
 import json
 import os
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from PIL import Image
 
 from cxrsyn.data.manifest import IMAGES_DIRNAME, write_manifest
@@ -34,6 +43,9 @@ from cxrsyn.generate.prompts import ImageRequest
 
 RECORDS_DIRNAME = "records"
 ATTEMPTS_NAME = "attempts.jsonl"
+SUMMARY_NAME = "generation.json"
+LOCK_NAME = ".generate.lock"
+OWNER_NAME = ".generate.lock.owner"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -57,8 +69,90 @@ def as_png(data: bytes, mime_type: str | None) -> bytes:
         return buffer.getvalue()
 
 
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    """A short hash of the settings that change the images (canonical JSON, sorted keys)."""
+    text = json.dumps(dict(settings), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_settings(out_dir: Path, settings: Mapping[str, Any]) -> None:
+    """Stop (one line: each differing key with its old and new value) when ``out_dir`` holds images made with
+    other settings than ``settings``; a folder never mixes two generations."""
+    summary_path = out_dir / SUMMARY_NAME
+    recorded: Mapping[str, Any] | None = None
+    if summary_path.is_file():
+        try:
+            recorded = json.loads(summary_path.read_text()).get("settings")
+        except ValueError:
+            raise CxrsynError(f"{summary_path} is not valid JSON; restore it or use a new out_dir") from None
+    fingerprint = settings_fingerprint(settings)
+    if recorded is not None and settings_fingerprint(recorded) != fingerprint:
+        differing = [
+            f"{key}: {recorded.get(key)!r} -> {settings.get(key)!r}"
+            for key in sorted(set(recorded) | set(settings))
+            if recorded.get(key) != settings.get(key)
+        ]
+        raise CxrsynError(
+            f"{out_dir} was generated with other settings ({'; '.join(differing)}); use a new out_dir, or "
+            "restore these settings to resume"
+        )
+    records = out_dir / RECORDS_DIRNAME
+    others = sorted(
+        {
+            record["fingerprint"]
+            for path in (records.glob("*.json") if records.is_dir() else [])
+            if (record := _read_record(path)) and record.get("fingerprint") not in (None, fingerprint)
+        }
+    )
+    if others:
+        raise CxrsynError(
+            f"{out_dir} holds images made with other settings (fingerprint {', '.join(others)}; these settings "
+            f"give {fingerprint}, and {summary_path.name}, which lists them, does not say which differ); use a "
+            "new out_dir"
+        )
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold the folder's lock for the block: a second run into the same folder stops at once (one line naming
+    the folder and the holder's pid) instead of paying for the same images. The lock is an OS file lock, so
+    a killed run leaves no stale lock behind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = _read_record(out_dir / OWNER_NAME) or {}
+        holder = f"pid {owner.get('pid', 'unknown')} on {owner.get('host', 'unknown host')}"
+        raise CxrsynError(
+            f"{out_dir} is being written by another run ({holder}, since {owner.get('since', 'unknown')}); "
+            "wait for it to end or stop it, then rerun: two runs into one folder would both pay"
+        ) from None
+    owner_path = out_dir / OWNER_NAME
+    try:
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write(owner_path, json.dumps(owner).encode())
+        yield
+    finally:
+        owner_path.unlink(missing_ok=True)
+        lock.release()
+
+
 class OutputStore:
-    def __init__(self, out_dir: str | os.PathLike, generator: str, model: str):
+    def __init__(
+        self, out_dir: str | os.PathLike, generator: str, model: str, fingerprint: str | None = None
+    ):
         self.root = Path(out_dir)
         self.images = self.root / IMAGES_DIRNAME
         self.records = self.root / RECORDS_DIRNAME
@@ -66,6 +160,7 @@ class OutputStore:
         self.records.mkdir(parents=True, exist_ok=True)
         self.generator = generator
         self.model = model
+        self.fingerprint = fingerprint
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------------------------------------- saving
@@ -92,6 +187,7 @@ class OutputStore:
             "request_index": request.index,
             "seed": request.seed,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fingerprint": self.fingerprint,
             **dict(extra or {}),
         }
         atomic_write(self.records / f"{request.id}.json", json.dumps(record).encode())
@@ -109,26 +205,29 @@ class OutputStore:
             handle.write(json.dumps({**entry, **fields}) + "\n")
 
     # ------------------------------------------------------------------------------------------ resuming
-    def kept(self) -> dict[str, dict[str, Any]]:
-        """Records whose image is in place with its sha256, completing renames a crash interrupted."""
+    def kept(self, repair: bool = True) -> dict[str, dict[str, Any]]:
+        """Records whose image is in place with its sha256, completing renames a crash interrupted. With
+        ``repair=False`` (a dry run, which holds no lock) nothing is renamed or deleted."""
         kept = {}
         for path in sorted(self.records.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
             except ValueError:  # cannot happen with atomic writes; a hand-edited file is asked again
-                path.unlink()
+                if repair:
+                    path.unlink()
                 continue
             final = self.root / record["path"]
             tmp = final.with_name(f".{final.name}.tmp")
-            if not final.is_file() and tmp.is_file() and _sha256(tmp) == record["sha256"]:
+            if repair and not final.is_file() and tmp.is_file() and _sha256(tmp) == record["sha256"]:
                 os.replace(tmp, final)
             if final.is_file() and _sha256(final) == record["sha256"]:
                 kept[record["request_id"]] = record
-            else:
+            elif repair:
                 path.unlink()
-        for stray in self.images.glob(".*.tmp"):
-            if stray.name[1:-4].removesuffix(".png") not in kept:
-                stray.unlink()
+        if repair:
+            for stray in self.images.glob(".*.tmp"):
+                if stray.name[1:-4].removesuffix(".png") not in kept:
+                    stray.unlink()
         return kept
 
     def write_manifest(self, records: Iterable[Mapping[str, Any]] | None = None) -> Path:

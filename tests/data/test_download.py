@@ -1,15 +1,19 @@
-"""Download: the credentials message (no network needed to reach it) and unpacking to the readers' layout."""
+"""Download: the credentials message (no network needed to reach it) and unpacking to the readers' layout.
+
+The RSNA archive is written from the names Kaggle ships (study.md section 2), not from the reader's constants,
+and the reader must index what was unpacked."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from cxrsyn.data.download import unpack
-from cxrsyn.data.fixtures import rsna_patients, write_kermany_root, write_rsna_root
+from cxrsyn.data.download import download, unpack
+from cxrsyn.data.fixtures import chest_pixels, rsna_patients, write_dicom, write_kermany_root, write_rsna_root
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.errors import CxrsynError
@@ -53,8 +57,92 @@ def test_unpacked_competition_zip_with_inner_zips(tmp_path):
         bundle.writestr("stage_2_train_images.zip", inner.read_bytes())
     root = tmp_path / "rsna"
     unpack(archive, root)
-    # Kaggle's inner zips hold the folder's files; they unpack beside the zip, into stage_2_train_images/
-    assert len(list((root).rglob("*.dcm"))) == 5 and not list(root.glob("*.zip"))
+    # the inner zip holds the folder's files by their bare names: they belong in stage_2_train_images/
+    assert len(list((root / "stage_2_train_images").glob("*.dcm"))) == 5 and not list(root.rglob("*.zip"))
+    table = RSNA(root=str(root), workers=1, show_progress=False).index().table
+    assert (
+        len(table) == 4 and int(table["label"].sum()) == 2
+    )  # Normal vs Lung Opacity; the 'Not Normal' left out
+
+
+RSNA_PATIENTS = [  # (patientId, class, boxes): made-up ids in RSNA's uuid form
+    ("0004cfab-14fd-4e49-80ba-63a80b6bddd6", "No Lung Opacity / Not Normal", 0),
+    ("00313ee0-9eaa-42f4-b0ab-c148ed3241cd", "Normal", 0),
+    ("00322d4d-1c29-4943-afc9-b6754be640eb", "Lung Opacity", 2),
+    ("003d8fa0-6bf1-40ed-b54c-ac657f8495c5", "Normal", 0),
+    ("00436515-870c-4b36-a041-de91049b9ab4", "Lung Opacity", 1),
+    ("00569f44-917d-4c86-a842-81832af98c30", "Normal", 0),
+]
+RSNA_TEST_IDS = ["000db696-cf54-4385-b10b-6b16fbb3f985", "000fe35a-2649-43d4-b027-e67796d412e0"]
+
+
+def kaggle_rsna_zip(tmp_path: Path) -> Path:
+    """rsna-pneumonia-detection-challenge.zip laid out as Kaggle ships the competition: both label CSVs, the
+    sample submission, the credits note, stage_2_train_images/<patientId>.dcm and stage_2_test_images/."""
+    archive = tmp_path / "download" / "rsna-pneumonia-detection-challenge.zip"
+    archive.parent.mkdir()
+    labels, classes = ["patientId,x,y,width,height,Target"], ["patientId,class"]
+    for patient_id, detailed_class, boxes in RSNA_PATIENTS:
+        for box in range(max(1, boxes)):
+            labels.append(f"{patient_id},{264 + box},{152},{213},{379},1" if boxes else f"{patient_id},,,,,0")
+            classes.append(f"{patient_id},{detailed_class}")
+    dicoms = tmp_path / "dicoms"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("GCP Credits Request Link - RSNA.txt", "https://example.org/credits\n")
+        bundle.writestr("stage_2_detailed_class_info.csv", "\n".join(classes) + "\n")
+        bundle.writestr(
+            "stage_2_sample_submission.csv",
+            "patientId,PredictionString\n" + "".join(f"{i},\n" for i in RSNA_TEST_IDS),
+        )
+        bundle.writestr("stage_2_train_labels.csv", "\n".join(labels) + "\n")
+        for folder, ids in (
+            ("stage_2_test_images", RSNA_TEST_IDS),
+            ("stage_2_train_images", [patient[0] for patient in RSNA_PATIENTS]),
+        ):
+            bundle.writestr(f"{folder}/", "")
+            for number, patient_id in enumerate(ids):
+                label = int(folder == "stage_2_train_images" and RSNA_PATIENTS[number][1] == "Lung Opacity")
+                dicom = write_dicom(
+                    dicoms / f"{patient_id}.dcm",
+                    chest_pixels(64, label, number),
+                    patient_id=patient_id,
+                    age=str(30 + number),
+                    sex="MF"[number % 2],
+                    view="AP" if label else "PA",
+                )
+                bundle.write(dicom, f"{folder}/{patient_id}.dcm")
+    return archive
+
+
+class FakeKaggle:
+    """Kaggle's side of ``KaggleApi.competition_download_files``: the archive lands in ``path``."""
+
+    def __init__(self, archive: Path):
+        self.archive = archive
+        self.calls: list[str] = []
+
+    def competition_download_files(self, competition: str, path: str, quiet: bool = True) -> None:
+        self.calls.append(competition)
+        shutil.copy(self.archive, Path(path) / f"{competition}.zip")
+
+
+def test_rsna_download_unpacks_kaggles_layout_and_the_reader_indexes_it(tmp_path, monkeypatch):
+    kaggle = FakeKaggle(kaggle_rsna_zip(tmp_path))
+    monkeypatch.setattr("cxrsyn.data.download._authenticated_api", lambda: kaggle)
+    root = tmp_path / "rsna"
+    download("rsna", root)
+    assert kaggle.calls == ["rsna-pneumonia-detection-challenge"] and not list(root.glob("*.zip"))
+    assert (root / "GCP Credits Request Link - RSNA.txt").is_file()
+    assert sorted(path.stem for path in (root / "stage_2_test_images").glob("*.dcm")) == RSNA_TEST_IDS
+    result = RSNA(root=str(root), workers=1, show_progress=False).index()
+    table = result.table.set_index("patient_id")
+    selected = {pid: cls for pid, cls, _ in RSNA_PATIENTS if cls != "No Lung Opacity / Not Normal"}
+    assert sorted(table.index) == sorted(selected) and result.skipped == []
+    assert table["label"].to_dict() == {pid: int(cls == "Lung Opacity") for pid, cls in selected.items()}
+    assert table.loc["00322d4d-1c29-4943-afc9-b6754be640eb", "n_boxes"] == 2
+    assert result.found["image_files"] == len(RSNA_PATIENTS)  # the test images are not training images
+    everything = RSNA(root=str(root), selection="target", workers=1, show_progress=False).index().table
+    assert len(everything) == len(RSNA_PATIENTS)
 
 
 def test_unpack_refuses_paths_outside_the_root(tmp_path):

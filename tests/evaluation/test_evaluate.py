@@ -12,6 +12,7 @@ import pytest
 
 from cxrsyn.data.fixtures import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from tests.conftest import run_cli, tiny_overrides
+from tests.training.test_secrets import ENV_SECRETS, TYPED_OVERRIDES, leaks
 
 pytestmark = pytest.mark.slow
 
@@ -178,3 +179,50 @@ def test_missing_root_names_the_download_command(trained, tmp_path):
 def test_missing_checkpoint(tmp_path):
     result = run_cli("cxrsyn.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"hydra.run.dir={tmp_path}/o")
     assert result.returncode == 2 and "is not a file" in result.stderr
+
+
+class WritesAFile:
+    """Unpickling this runs code: it writes ``path``."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('ran')",))
+
+
+def test_a_checkpoint_that_would_run_code_is_never_unpickled(tmp_path):
+    import torch
+
+    from cxrsyn.errors import CxrsynError
+    from cxrsyn.evaluation.evaluate import load_model
+    from cxrsyn.training.checkpoint_io import AtomicCheckpointIO
+
+    marker, ckpt = tmp_path / "ran.txt", tmp_path / "downloaded.ckpt"
+    payload = {
+        "state_dict": {},
+        "epoch": 3,
+        "hyper_parameters": {"backbone": "resnet18"},
+        "x": WritesAFile(marker),
+    }
+    torch.save(payload, ckpt)
+    torch.load(ckpt, weights_only=False)  # the control: an unrestricted load runs it
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    result = run_cli(
+        "cxrsyn.evaluate",
+        f"ckpt_path={ckpt}",
+        *TYPED_OVERRIDES,
+        f"hydra.run.dir={tmp_path}/eval",
+        env=ENV_SECRETS,
+    )
+    assert (tmp_path / "eval" / ".hydra" / "overrides.yaml").is_file() and leaks(tmp_path / "eval") == []
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert str(ckpt) in lines[0] and "needs exec to load" in lines[0] and "not unpickled" in lines[0]
+    # Lightning's loaders, for evaluation and for resuming or testing in training, refuse it as well
+    with pytest.raises(CxrsynError, match="needs exec to load"):
+        load_model(ckpt)
+    with pytest.raises(CxrsynError, match="needs exec to load"):
+        AtomicCheckpointIO().load_checkpoint(ckpt)
+    assert not marker.exists()

@@ -3,11 +3,13 @@ Gemini wire format and injects faults."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from cxrsyn.data.manifest import read_manifest, sha256_of_file
 from cxrsyn.errors import CxrsynError
 from cxrsyn.generate.fake_gemini import FakeGemini
 from cxrsyn.generate.run import generate
+from cxrsyn.generate.store import OutputStore, exclusive
+from cxrsyn.training.run import source_node
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 
 KEY = "AIza-test-key-0123456789-do-not-leak"
@@ -131,8 +135,17 @@ def test_missing_key_and_dry_run(tmp_path, monkeypatch):
         assert server.paths == {}  # nothing was sent
     lines = result.stdout.strip().splitlines()
     assert sum(line.startswith(("pneumonia-", "normal-")) for line in lines) == 4
-    assert "4 to make; paid calls: 4 generate_content calls" in lines[-1]
-    assert not (tmp_path / "b" / "images").exists()
+    assert "4 to make; paid calls: 4 generate_content calls" in lines[-2]
+    # the last line is the estimate: 4 images at the paper model's $0.039 (study.md section 8)
+    assert json.loads(lines[-1]) == {
+        "requests": 4,
+        "model": "gemini-2.5-flash-image",
+        "image_size": None,
+        "batch": False,
+        "estimated_cost_usd": pytest.approx(4 * 0.039),
+        "prices_as_of": "2026-11",
+    }
+    assert not (tmp_path / "b").exists()
 
 
 def test_changed_prompts_do_not_mix_into_an_existing_folder(tmp_path, key):
@@ -141,6 +154,17 @@ def test_changed_prompts_do_not_mix_into_an_existing_folder(tmp_path, key):
         changed = overrides(
             server, tmp_path, 1, **{"generator.prompt_template": "'{age} year old {sex}. {finding}'"}
         )
+        with pytest.raises(
+            CxrsynError, match="generator.prompt_template: .* -> '{age} year old {sex}. {finding}'"
+        ):
+            generate(compose(changed))
+        # a folder from before settings were recorded: the prompts of the kept images are still compared
+        summary_path = tmp_path / "generation.json"
+        summary = json.loads(summary_path.read_text())
+        del summary["settings"]
+        summary_path.write_text(json.dumps(summary))
+        for path in (tmp_path / "records").glob("*.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "fingerprint": None}))
         with pytest.raises(CxrsynError, match="made from a different prompt"):
             generate(compose(changed))
 
@@ -176,3 +200,158 @@ def test_sigkill_midway_then_rerun_pays_only_for_what_is_missing(tmp_path):
     # every image served was kept, except those in flight when the process died
     assert server.images_served <= len(table) + concurrency
     assert not list((out / "images").glob(".*.tmp"))
+
+
+class FullDisk(OutputStore):
+    """The real store, except that the disk fills up after ``fail_after`` images."""
+
+    fail_after = 4
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saves = 0
+        self._count_lock = threading.Lock()
+
+    def save(self, request, png, extra=None):
+        with self._count_lock:
+            self.saves += 1
+            number = self.saves
+        if number > self.fail_after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.images / f"{request.id}.png"))
+        return super().save(request, png, extra)
+
+
+def test_any_error_in_a_worker_stops_new_requests(tmp_path, key, monkeypatch):
+    monkeypatch.setattr("cxrsyn.generate.run.OutputStore", FullDisk)
+    concurrency = 3
+    with FakeGemini(latency_s=0.05) as server:
+        args = overrides(server, tmp_path, 10, **{"generator.concurrency": concurrency})
+        with pytest.raises(CxrsynError, match="No space left on device.*rerun the same command"):
+            generate(compose(args))
+        # 20 requests were queued: only those in flight when the disk filled were sent after it
+        assert server.images_served <= FullDisk.fail_after + concurrency
+    assert len(list((tmp_path / "records").glob("*.json"))) == FullDisk.fail_after
+
+
+def test_a_folder_holds_one_generation(tmp_path, key):
+    with FakeGemini() as server:
+        generate(compose(overrides(server, tmp_path, 1)))
+        summary = json.loads((tmp_path / "generation.json").read_text())
+        settings = summary["settings"]
+        assert settings["generator.model"] == "gemini-2.5-flash-image" and settings["seed"] == 0
+        assert settings["generator.image_size"] is None and settings["grid.attributes.sex"] == [
+            "female",
+            "male",
+        ]
+        records = [json.loads(path.read_text()) for path in (tmp_path / "records").glob("*.json")]
+        assert {record["fingerprint"] for record in records} == {summary["fingerprint"]}
+        sent = dict(server.paths)
+        changed = {"generator.model": "gemini-3.1-flash-image", "generator.image_size": "2K"}
+        for extra in ({}, {"dry_run": True}):
+            with pytest.raises(CxrsynError) as raised:
+                generate(compose(overrides(server, tmp_path, 1, **changed, **extra)))
+            message = str(raised.value)
+            assert "\n" not in message and "use a new out_dir" in message
+            assert "generator.model: 'gemini-2.5-flash-image' -> 'gemini-3.1-flash-image'" in message
+            assert "generator.image_size: None -> '2K'" in message
+            assert "seed:" not in message and "aspect_ratio" not in message  # only the keys that differ
+        with pytest.raises(CxrsynError, match="seed: 0 -> 1"):
+            generate(compose([*overrides(server, tmp_path, 1), "seed=1"]))
+        assert server.paths == sent  # refused before any request
+        # settings that change no image (concurrency, retries, timeouts) resume the same folder
+        same = overrides(server, tmp_path, 1, **{"generator.concurrency": 1, "generator.max_retries": 1})
+        assert generate(compose(same))["kept"] == 2
+
+
+def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
+    out = tmp_path / "out"
+    with FakeGemini() as server:
+        args = [*overrides(server, out, 1), f"hydra.run.dir={tmp_path}/run"]
+        with exclusive(out):  # this test process is the run writing the folder
+            result = run_cli("cxrsyn.generate", *args, env={"GEMINI_API_KEY": KEY})
+            assert server.paths == {}
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+        assert str(out) in lines[0] and f"pid {os.getpid()}" in lines[0] and "another run" in lines[0]
+    assert not (out / ".generate.lock.owner").exists()
+    with FakeGemini() as server, pytest.MonkeyPatch.context() as patch:  # released: the same run goes ahead
+        patch.setenv("GEMINI_API_KEY", KEY)
+        assert generate(compose(overrides(server, out, 1)))["kept"] == 2
+
+
+def test_a_retired_model_names_its_successors(tmp_path, key):
+    with FakeGemini(unknown_models={"gemini-2.5-flash-image"}) as server:
+        with pytest.raises(CxrsynError) as raised:
+            generate(compose(overrides(server, tmp_path, 2, **{"generator.concurrency": 1})))
+        assert server.served == {} and server.images_served == 0
+    message = str(raised.value)
+    assert "\n" not in message and "404" in message and "'gemini-2.5-flash-image'" in message
+    for fragment in (
+        "gemini-3.1-flash-image",
+        "generator=nano_banana_2",
+        "gemini-3-pro-image",
+        "generator=nano_banana_pro",
+    ):
+        assert fragment in message
+
+
+def test_an_image_size_the_model_lacks_is_refused_before_any_request(tmp_path, key):
+    with FakeGemini() as server:
+        args = overrides(server, tmp_path, 1, generator="nano_banana_pro", **{"generator.image_size": 512})
+        with pytest.raises(
+            CxrsynError, match="image_size='512' is not offered by gemini-3-pro-image; use one of 1K, 2K, 4K"
+        ):
+            generate(compose(args))
+        assert server.paths == {}
+
+
+def test_rows_record_the_reported_model_version_and_watermark_fields(tmp_path, key):
+    fields = {"synthidWatermark": {"applied": True}, "visibleWatermark": False}
+    with FakeGemini(watermark_fields=fields) as server:
+        generate(compose(overrides(server, tmp_path / "marked", 1)))
+    with FakeGemini() as server:
+        generate(compose(overrides(server, tmp_path / "plain", 1)))
+    table = read_manifest(tmp_path / "marked")
+    assert set(table["model_version"]) == {
+        "gemini-2.5-flash-image-fake-001"
+    }  # what the API said, not the id asked
+    for path in (tmp_path / "marked" / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert (
+            json.loads(record["synthid"]) == {"applied": True} and json.loads(record["visible_mark"]) is False
+        )
+        assert json.loads(record["watermark"]) == {
+            "candidates[0].synthidWatermark": {"applied": True},
+            "candidates[0].visibleWatermark": False,
+        }
+    for path in (tmp_path / "plain" / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["watermark"] == record["visible_mark"] == record["synthid"] == "unknown"
+
+
+@pytest.mark.slow
+def test_successor_configs_write_to_their_own_folders_and_train_from_there(tmp_path, compose_train):
+    successors = {
+        "nano_banana_2": ("gemini-3.1-flash-image", 0.067),
+        "nano_banana_pro": ("gemini-3-pro-image", 0.134),
+    }
+    result = run_cli(
+        "cxrsyn.generate",
+        "-m",
+        f"generator={','.join(successors)}",
+        f"paths.data_dir={tmp_path}",
+        "dry_run=true",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    estimates = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    for (generator, (model, price)), estimate in zip(successors.items(), estimates, strict=True):
+        assert estimate["model"] == model
+        assert f"already in {tmp_path / 'synthetic' / generator / 'raw'}," in result.stdout
+        assert estimate["image_size"] == "1K" and estimate["requests"] == 300
+        assert estimate["estimated_cost_usd"] == pytest.approx(300 * price)  # study.md section 8
+        for variant, crop in (("raw", 0.0), ("cropped", 0.3)):
+            real = compose_train([f"data={generator}_{variant}", f"paths.data_dir={tmp_path}"])
+            assert Path(real.data.root) == tmp_path / "synthetic" / generator / variant
+            stand_in = source_node(compose_train([f"data={generator}_{variant}", "source=phantom"]), "data")
+            assert stand_in["_target_"].endswith("PhantomFolder") and stand_in["crop_bottom_fraction"] == crop

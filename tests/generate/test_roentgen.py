@@ -48,6 +48,15 @@ def test_generate_resume_and_manifest(pipeline_dir, tmp_path):
     assert table["prompt"].str.fullmatch(r"\d+ year old (female|male)\.").all()
     again = run_cli("cxrsyn.generate", *args, f"hydra.run.dir={tmp_path}/run2")
     assert again.returncode == 0 and "0 to make" in again.stdout
+    # other sampler settings would mix two generations in one folder: refused, naming each key
+    changed = settings(
+        pipeline_dir, tmp_path / "out", **{"generator.steps": 3, "generator.guidance_scale": 5.0}
+    )
+    refused = run_cli("cxrsyn.generate", *changed, f"hydra.run.dir={tmp_path}/run3")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+    assert "generator.steps: 2 -> 3" in lines[0] and "generator.guidance_scale: 3.0 -> 5.0" in lines[0]
+    assert "generator.resolution" not in lines[0]
 
 
 def test_an_image_does_not_depend_on_its_batch(pipeline_dir, tmp_path):
