@@ -16,7 +16,9 @@ def test_the_head_runs_in_float32_under_bf16_autocast():
     torch.manual_seed(0)
     model = PneumoniaClassifier(backbone="test_resnet", pretrained=False).eval()
     with torch.no_grad():
-        model.net.get_classifier().bias.fill_(3.0)  # logits near 3, as a trained model's: bf16 steps 1/64 there
+        model.net.get_classifier().bias.fill_(
+            3.0
+        )  # logits near 3, as a trained model's: bf16 steps 1/64 there
     images = torch.rand(400, 1, 48, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(images)
