@@ -18,9 +18,9 @@ import time
 from hydra import compose, initialize_config_dir
 
 from cxrsyn.config import CONF_DIR
-from cxrsyn.data.manifest import read_manifest
-from cxrsyn.generate.fake_gemini import FakeGemini
 from cxrsyn.generate.run import generate
+from cxrsyn.manifest import read_manifest
+from cxrsyn.testing.fake_gemini import FakeGemini
 
 TARGET = 0.8
 

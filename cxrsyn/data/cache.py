@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from cxrsyn.data.decode import Preprocessing, decode_with_size
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.outputs import write_json
+from cxrsyn.fileio import write_json
+from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.parallel import chunked, map_chunks
 
 CACHE_FORMAT = 2  # 2: sizes.npy

@@ -17,12 +17,12 @@ from torch.utils.data import DataLoader
 from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
 from cxrsyn.data.decode import Preprocessing
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.overlap import check_overlap
 from cxrsyn.data.samplers import EpochSampler
 from cxrsyn.data.sources import BadFiles, DatasetFolder, label_counts
 from cxrsyn.data.transforms import Augmentation, build_transform
 from cxrsyn.errors import CxrsynError
+from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.seeding import derive_seed
 
 SOURCE_COLUMN = "source"

@@ -19,8 +19,8 @@ from cxrsyn.data.cache import (
     cached_image,
 )
 from cxrsyn.data.images import read_grayscale
-from cxrsyn.data.manifest import LABEL_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN
+from cxrsyn.manifest import LABEL_COLUMN
 from cxrsyn.seeding import derive_seed
 
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cxrsyn.data.manifest import PATH_COLUMN, sha256_of_file
 from cxrsyn.data.sources import FILE_COLUMN
 from cxrsyn.errors import CxrsynError
+from cxrsyn.fileio import sha256_of_file
+from cxrsyn.manifest import PATH_COLUMN
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 

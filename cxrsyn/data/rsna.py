@@ -30,7 +30,6 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.data.dicom import DicomDecodeError, read_dataset
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.sources import (
     FILE_COLUMN,
     BadFiles,
@@ -40,6 +39,7 @@ from cxrsyn.data.sources import (
     missing_root_error,
 )
 from cxrsyn.errors import CxrsynError
+from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.parallel import chunked, map_chunks
 
 LABELS_NAME = "stage_2_train_labels.csv"

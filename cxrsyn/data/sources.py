@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.data.images import check_image_header
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, read_manifest
 from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES
-from cxrsyn.generate.phantom import PhantomSpec, write_phantom_dataset
+from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, read_manifest
+from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
+from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 
 FILE_COLUMN = "file"
 ON_BAD_FILE = ("error", "skip")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -14,33 +13,17 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cxrsyn.compose import RESOLVED_CONFIG_NAME, build_datamodule, instantiate_node, resolved_config
 from cxrsyn.data.datamodule import CXRDataModule
-from cxrsyn.data.manifest import sha256_of_file
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.outputs import METRICS_NAME
-from cxrsyn.models.classifier import PneumoniaClassifier
-from cxrsyn.training.checkpoint_io import load_checkpoint, refused, trusted_globals
-from cxrsyn.training.run import (
-    RESOLVED_CONFIG_NAME,
-    build_datamodule,
-    instantiate_node,
-    resolved_config,
-    write_results,
-)
+from cxrsyn.evaluation.outputs import METRICS_NAME, write_results
+from cxrsyn.fileio import sha256_of_file
+from cxrsyn.models.checkpoints import load_checkpoint, load_model
 
 
 def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """``image_size`` and ``resize`` that the DataModule saved into the checkpoint during training."""
     return checkpoint.get(CXRDataModule.__qualname__)
-
-
-def load_model(ckpt_path: str | os.PathLike) -> PneumoniaClassifier:
-    """Lightning's ``load_from_checkpoint`` unpickles the file again: with ``weights_only=True`` too."""
-    try:
-        with trusted_globals():
-            return PneumoniaClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise refused(ckpt_path, error) from None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
 
-from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.compose import bootstrap_settings, settings_at
 from cxrsyn.evaluation.metrics import (
     binary_metrics,
     calibration,
@@ -21,6 +21,8 @@ from cxrsyn.evaluation.metrics import (
     youden_threshold,
 )
 from cxrsyn.evaluation.statistics import bootstrap_ci
+from cxrsyn.fileio import write_json
+from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 
 PREDICTIONS_DIRNAME = "predictions"
 METRICS_NAME = "metrics.json"
@@ -154,11 +156,70 @@ def _bootstrap_kwargs(bootstrap: Mapping[str, Any]) -> dict[str, Any]:
     return {key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap}
 
 
-def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    os.replace(handle.name, path)
-    return path
+def write_results(
+    output_dir: Path,
+    datamodule: Any,
+    model: Any,
+    checkpoint: dict[str, Any],
+    seconds: float,
+    extra: dict[str, Any] | None = None,
+    cfg: DictConfig | None = None,
+) -> dict[str, Any]:
+    """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, subgroups,
+    thresholds, calibration, skipped); CIs and subgroups as ``evaluation`` in ``cfg`` sets them."""
+    bootstrap = bootstrap_settings(cfg) if cfg is not None else None
+    subgroups = settings_at(cfg, "evaluation.subgroups") if cfg is not None else {}
+    test_sets: dict[str, Any] = {}
+    for name in datamodule.test_set_names:
+        predictions = model.test_predictions[name]
+        table = predictions_table(datamodule.tables[name], predictions.indices, predictions.probs)
+        path = write_predictions(output_dir, name, table)
+        skipped = datamodule.summary["test_sets"][name]["skipped"]
+        test_sets[name] = {
+            **test_set_metrics(table, bootstrap, (extra or {}).get("validation_threshold")),
+            "subgroups": subgroup_metrics(
+                table, subgroups.get("columns", ()), bootstrap, subgroups.get("min_per_class", 10)
+            ),
+            "predictions": str(path.relative_to(output_dir)),
+            "skipped": skipped,
+        }
+    metrics = {
+        "test_sets": test_sets,
+        "checkpoint": checkpoint,
+        **(extra or {}),
+        "seconds": round(seconds, 1),
+        "data": datamodule.summary,
+    }
+    write_json(output_dir / METRICS_NAME, metrics)
+    print_results(output_dir, metrics)
+    return metrics
+
+
+@rank_zero_only
+def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
+    def fmt(value: float | None) -> str:
+        return "  n/a" if value is None else f"{value:.3f}"
+
+    def with_ci(result: dict[str, Any], key: str) -> str:
+        ci = result.get(f"{key}_ci")
+        return fmt(result[key]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+    rows = [f"{'test set':<24} {'n':>7} {'n_pos':>7} {'AUROC (95% CI)':>22} {'AUPR (95% CI)':>22}"]
+    for name, result in metrics["test_sets"].items():
+        rows.append(
+            f"{name:<24} {result['n']:>7} {result['n_pos']:>7} {with_ci(result, 'auroc'):>22} "
+            f"{with_ci(result, 'aupr'):>22}"
+        )
+    print("\n".join(["", "results (positive class = pneumonia):", *rows, ""]))
+    print(f"run folder:  {output_dir}")
+    print(f"metrics:     {output_dir / METRICS_NAME}")
+    print(f"predictions: {output_dir / 'predictions'}/<test set>.csv")
+    checkpoint = metrics["checkpoint"]
+    if checkpoint.get("monitor"):
+        print(f"checkpoints: {output_dir / 'checkpoints'} (best by {checkpoint['monitor']}, and last.ckpt)")
+    if checkpoint.get("path"):
+        rule = f" ({checkpoint['tested']})" if checkpoint.get("tested") else ""
+        print(f"tested:      {checkpoint['path']}{rule}, sha256 {str(checkpoint.get('sha256'))[:12]}")
+    for name, result in metrics["test_sets"].items():
+        if result["skipped"]:
+            print(f"skipped:     {len(result['skipped'])} file(s) of {name}, listed in metrics.json")

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.outputs import METRICS_NAME, patients_of, write_json
+from cxrsyn.evaluation.outputs import METRICS_NAME, patients_of
 from cxrsyn.evaluation.statistics import delong, holm, paired_bootstrap, study_bootstrap
+from cxrsyn.fileio import write_json
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"

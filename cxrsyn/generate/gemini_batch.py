@@ -21,9 +21,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cxrsyn.generate.nano_banana import Counts, _image_of, _is_transport_error, _short, reply_dict
+from cxrsyn.fileio import atomic_write
+from cxrsyn.generate.base import Counts, image_of, is_transport_error, reply_dict, short_error
 from cxrsyn.generate.prompts import ImageRequest
-from cxrsyn.generate.store import OutputStore, as_png, atomic_write
+from cxrsyn.generate.store import OutputStore, as_png
 
 JOBS_NAME = "batch_jobs.json"
 DONE_STATES = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
@@ -136,9 +137,9 @@ def _results(client: Any, job: Any) -> Iterator[tuple[str | None, dict[str, Any]
     try:
         data = client.files.download(file=file_name)
     except errors.APIError as error:
-        raise _ResultsUnavailable(f"results file {file_name} of {job.name}: {_short(error)}") from None
+        raise _ResultsUnavailable(f"results file {file_name} of {job.name}: {short_error(error)}") from None
     except Exception as error:
-        if not _is_transport_error(error):
+        if not is_transport_error(error):
             raise
         raise _ResultsUnavailable(f"results file {file_name} of {job.name}: {type(error).__name__}") from None
     for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
@@ -170,10 +171,10 @@ def _collect(
         if request is None:  # kept already (by this job or a later one)
             continue
         if error is not None:
-            store.log_attempt(request, "failed", f"batch item error: {_short(Exception(error))}")
+            store.log_attempt(request, "failed", f"batch item error: {short_error(Exception(error))}")
             counts.failed += 1
             continue
-        image, why, extra = _image_of(reply or {})
+        image, why, extra = image_of(reply or {})
         if image is None:
             store.log_attempt(request, "no_image", why)
             counts.no_image += 1

@@ -16,8 +16,6 @@ what the Gemini API answers today).
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import random
@@ -30,13 +28,21 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxrsyn.errors import CxrsynError
+from cxrsyn.generate.base import (
+    Counts,
+    FatalRequestError,
+    image_of,
+    is_transport_error,
+    reply_dict,
+    short_error,
+)
+from cxrsyn.generate.gemini_batch import generate_batch
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore, as_png
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 RETRIED_CODES = (408, 429, 500, 502, 503, 504)
 NOT_FOUND = 404
-UNKNOWN = "unknown"
 # Successors of the paper's model (study.md section 8), named when Google answers 404 for generator.model
 SUCCESSORS = {
     "gemini-3.1-flash-image": "generator=nano_banana_2",
@@ -52,21 +58,6 @@ def api_key() -> str:
         "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment "
         "(https://aistudio.google.com/apikey); dry_run=true shows the prompts without one"
     )
-
-
-class FatalRequestError(CxrsynError):
-    """A reply that retrying cannot fix (bad key, unknown model, malformed request)."""
-
-
-@dataclass
-class Counts:
-    ok: int = 0
-    retried: int = 0
-    no_image: int = 0
-    failed: int = 0
-
-    def postfix(self) -> dict[str, int]:
-        return {"ok": self.ok, "retried": self.retried, "blocked": self.no_image, "failed": self.failed}
 
 
 @dataclass
@@ -131,7 +122,7 @@ class NanoBanana:
                 f"{' or '.join(successors.values()) or 'generator.model=<a current id>'} (each writes to its own folder)"
             )
         return FatalRequestError(
-            f"Gemini refused the request with HTTP {error.code} ({_short(error)}); check the key "
+            f"Gemini refused the request with HTTP {error.code} ({short_error(error)}); check the key "
             f"and generator.model={self.model!r}"
         )
 
@@ -163,8 +154,6 @@ class NanoBanana:
             response_modalities=["IMAGE"], image_config=types.ImageConfig(**image_config), **raw
         )
         if self.batch:
-            from cxrsyn.generate.gemini_batch import generate_batch
-
             counts = generate_batch(self, client, config, requests, store)
             client.close()
             return counts
@@ -213,15 +202,15 @@ class NanoBanana:
                 )
             except errors.APIError as error:
                 if error.code not in RETRIED_CODES:
-                    store.log_attempt(request, "fatal", _short(error), code=error.code)
+                    store.log_attempt(request, "fatal", short_error(error), code=error.code)
                     raise self.refusal(error) from None
-                reason, code = _short(error), error.code
+                reason, code = short_error(error), error.code
             except Exception as error:  # noqa: BLE001 - timeouts and connection errors from the HTTP layer
-                if not _is_transport_error(error):
+                if not is_transport_error(error):
                     raise
-                reason, code = f"{type(error).__name__}: {_short(error)}", None
+                reason, code = f"{type(error).__name__}: {short_error(error)}", None
             else:
-                image, why, usage = _image_of(reply_dict(response))
+                image, why, usage = image_of(reply_dict(response))
                 if image is not None:
                     try:
                         png = as_png(image[0], image[1])
@@ -254,105 +243,3 @@ class NanoBanana:
 
 def _has_field(model: Any, name: str) -> bool:
     return name in getattr(model, "model_fields", {})
-
-
-def reply_dict(response: Any) -> dict[str, Any]:
-    """The reply as the API sent it (wire JSON, camelCase): the raw body when the SDK kept it, else the SDK's
-    parsed response dumped back to the wire format (fields the SDK does not know are then lost)."""
-    http = getattr(response, "sdk_http_response", None)
-    body = getattr(http, "body", None)
-    if body:
-        return json.loads(body)
-    return response.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _image_of(reply: Mapping[str, Any]) -> tuple[tuple[bytes, str] | None, str, dict[str, Any]]:
-    """From a reply in the wire format: (image bytes and mime type) or None with the reason, and the columns
-    every record keeps (usage metadata, model version, watermark fields)."""
-    usage = {}
-    for name, column in (
-        ("promptTokenCount", "prompt_token_count"),
-        ("candidatesTokenCount", "candidates_token_count"),
-        ("totalTokenCount", "total_token_count"),
-    ):
-        value = (reply.get("usageMetadata") or {}).get(name)
-        if value is not None:
-            usage[f"usage_{column}"] = value
-    usage["model_version"] = reply.get("modelVersion") or UNKNOWN
-    usage.update(watermark_columns(reply))
-    block = (reply.get("promptFeedback") or {}).get("blockReason")
-    if block:
-        return None, f"prompt blocked: {block}", usage
-    candidates = reply.get("candidates") or []
-    for candidate in candidates:
-        for part in (candidate.get("content") or {}).get("parts") or []:
-            inline = part.get("inlineData") or {}
-            if inline.get("data"):
-                return (_b64decode(inline["data"]), inline.get("mimeType") or ""), "", usage
-    finish = [str(c["finishReason"]) for c in candidates if c.get("finishReason")]
-    return None, f"no image in the reply (finish reason {', '.join(finish) or 'none'})", usage
-
-
-def _b64decode(text: str) -> bytes:
-    """Standard or URL-safe base64, padded or not (the wire uses the first, pydantic's JSON dump the second)."""
-    text = text.replace("-", "+").replace("_", "/")
-    return base64.b64decode(text + "=" * (-len(text) % 4))
-
-
-def watermark_columns(reply: Mapping[str, Any]) -> dict[str, str]:
-    """Every field of the reply whose name mentions a watermark or SynthID, as JSON (``unknown`` if none):
-    all of them (``watermark``), those naming a visible mark (``visible_mark``) and SynthID (``synthid``)."""
-    found: dict[str, Any] = {}
-
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if key == "inlineData":
-                    continue
-                where = f"{path}.{key}" if path else str(key)
-                if any(word in str(key).lower() for word in ("watermark", "synthid")):
-                    found[where] = item
-                else:
-                    walk(item, where)
-        elif isinstance(value, list):
-            for number, item in enumerate(value):
-                walk(item, f"{path}[{number}]")
-
-    walk(reply, "")
-
-    def as_json(fields: Mapping[str, Any]) -> str:
-        if not fields:
-            return UNKNOWN
-        values = list(fields.values())
-        return json.dumps(values[0] if len(values) == 1 else dict(fields), sort_keys=True)
-
-    def named(word: str) -> dict[str, Any]:
-        return {path: item for path, item in found.items() if word in path.rsplit(".", 1)[-1].lower()}
-
-    return {
-        "watermark": as_json(found),
-        "visible_mark": as_json(named("visible")),
-        "synthid": as_json(named("synthid")),
-    }
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Timeouts and connection failures of whichever HTTP library this google-genai uses (httpx or httpx2)."""
-    import importlib
-
-    classes: list[type[BaseException]] = [TimeoutError, ConnectionError]
-    for name in ("httpx", "httpx2"):
-        try:
-            classes.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(classes)
-
-
-def _is_transport_error(error: BaseException) -> bool:
-    return isinstance(error, _transport_errors())
-
-
-def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -10,11 +10,11 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from cxrsyn.generate.grid import GridCell
-from cxrsyn.generate.nano_banana import Counts
-from cxrsyn.generate.phantom import PHANTOM_VERSION, PhantomSpec, render
+from cxrsyn.generate.base import Counts
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore
+from cxrsyn.phantom.grid import GridCell
+from cxrsyn.phantom.simulator import PHANTOM_VERSION, PhantomSpec, render
 
 
 @dataclass

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from cxrsyn.data.manifest import NEGATIVE_LABEL, POSITIVE_LABEL
 from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.grid import CLASS_NAMES, DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
+from cxrsyn.manifest import NEGATIVE_LABEL, POSITIVE_LABEL
+from cxrsyn.phantom.grid import CLASS_NAMES, DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 from cxrsyn.seeding import derive_seed
 
 DEFAULT_FINDINGS: dict[str, tuple[str, ...]] = {

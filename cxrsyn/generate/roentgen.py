@@ -17,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.nano_banana import Counts
+from cxrsyn.generate.base import Counts
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cxrsyn.compose import instantiate_node
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.outputs import write_json
+from cxrsyn.fileio import write_json
 from cxrsyn.generate.cost import estimate_cost, missing_price_note
 from cxrsyn.generate.prompts import PromptGrid
 from cxrsyn.generate.store import (
@@ -25,7 +26,6 @@ from cxrsyn.generate.store import (
     settings_fingerprint,
 )
 from cxrsyn.secrets import redact
-from cxrsyn.training.run import instantiate_node
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:

@@ -37,25 +37,16 @@ from typing import Any
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from cxrsyn.data.manifest import IMAGES_DIRNAME, write_manifest
 from cxrsyn.errors import CxrsynError
+from cxrsyn.fileio import atomic_write
 from cxrsyn.generate.prompts import ImageRequest
+from cxrsyn.manifest import IMAGES_DIRNAME, write_manifest
 
 RECORDS_DIRNAME = "records"
 ATTEMPTS_NAME = "attempts.jsonl"
 SUMMARY_NAME = "generation.json"
 LOCK_NAME = ".generate.lock"
 OWNER_NAME = ".generate.lock.owner"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def as_png(data: bytes, mime_type: str | None) -> bytes:

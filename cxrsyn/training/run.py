@@ -12,92 +12,31 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from cxrsyn.compose import (
+    RESOLVED_CONFIG_NAME,
+    build_datamodule,
+    instantiate_node,
+    resolved_config,
+    settings_at,
+)
 from cxrsyn.data.datamodule import CXRDataModule
-from cxrsyn.data.manifest import sha256_of_file
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
     METRICS_NAME,
     predictions_table,
-    subgroup_metrics,
-    test_set_metrics,
-    write_json,
     write_predictions,
+    write_results,
 )
+from cxrsyn.fileio import sha256_of_file, write_json
 from cxrsyn.models.classifier import PneumoniaClassifier
-from cxrsyn.secrets import redact, redact_overrides
+from cxrsyn.secrets import redact_overrides
 from cxrsyn.training.loggers import log_results_to_wandb
 
-RESOLVED_CONFIG_NAME = "config.yaml"
 DATA_SUMMARY_NAME = "data_summary.json"
-
-
-def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The config with every interpolation resolved and secrets removed: what is saved and logged."""
-    return redact(OmegaConf.to_container(cfg, resolve=True))
-
-
-SOURCES = ("real", "phantom")
-STAND_IN_KEY = "phantom"
-
-
-def source_node(cfg: DictConfig, key: str) -> Any:
-    """The config at ``key`` for the chosen ``source``. A dataset config may carry its phantom stand-in under
-    ``phantom:``; with ``source=phantom`` that stand-in is used, with ``source=real`` the dataset itself."""
-    node = OmegaConf.select(cfg, key)
-    source = cfg.get("source", "real")
-    if source not in SOURCES:
-        raise CxrsynError(f"source={source!r} is unknown; use one of {', '.join(SOURCES)}")
-    if not isinstance(node, DictConfig) or STAND_IN_KEY not in node or "_target_" not in node:
-        return node
-    if source == "phantom":
-        return node[STAND_IN_KEY]
-    resolved = OmegaConf.to_container(node, resolve=True)
-    del resolved[STAND_IN_KEY]
-    return OmegaConf.create(resolved)
-
-
-def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(cfg[key])`` (for datasets, see ``source_node``), with known failures as
-    one line naming the config key."""
-    try:
-        return instantiate(source_node(cfg, key), **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, CxrsynError):
-            raise cause from None
-        if isinstance(cause, TypeError):  # unknown or missing arguments in a config file or override
-            raise CxrsynError(f"config '{key}': {cause}; fix the key in conf/ or in your overrides") from None
-        raise
-
-
-def build_datamodule(
-    cfg: DictConfig, train_source: bool = True, test_sets: dict[str, Any] | None = None
-) -> CXRDataModule:
-    """The DataModule from ``datamodule``, with ``data`` as its training source (unless ``train_source`` is
-    False) and every ``test_sets`` entry (unless ``test_sets`` gives them)."""
-    train = instantiate_node(cfg, "data", _convert_="object") if train_source else None
-    if test_sets is None:
-        test_sets = {
-            str(name): instantiate_node(cfg, f"test_sets.{name}", _convert_="object")
-            for name in (cfg.get("test_sets") or {})
-        }
-    # partial, then called: sources are objects already, which Hydra would merge back into config nodes
-    make_datamodule = instantiate_node(cfg, "datamodule", _partial_=True)
-    try:
-        return make_datamodule(train=train, test_sets=test_sets)
-    except TypeError as error:
-        raise CxrsynError(
-            f"config 'datamodule': {error}; fix the key in conf/ or in your overrides"
-        ) from None
 
 
 def build(
@@ -305,86 +244,5 @@ def validation_threshold(predictions: Any, checkpoint_sha256: str | None = None)
     }
 
 
-def settings_at(cfg: DictConfig, key: str) -> dict[str, Any]:
-    """The config section at ``key`` as plain, resolved values ({} when absent or null)."""
-    settings = OmegaConf.select(cfg, key)
-    return dict(OmegaConf.to_container(settings, resolve=True)) if settings else {}
-
-
-def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:
-    """``evaluation.bootstrap`` of the config as plain values (null or n_resamples 0: no CIs)."""
-    settings = settings_at(cfg, "evaluation.bootstrap")
-    return settings if settings.get("n_resamples") else None
-
-
-def write_results(
-    output_dir: Path,
-    datamodule: CXRDataModule,
-    model: PneumoniaClassifier,
-    checkpoint: dict[str, Any],
-    seconds: float,
-    extra: dict[str, Any] | None = None,
-    cfg: DictConfig | None = None,
-) -> dict[str, Any]:
-    """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, subgroups,
-    thresholds, calibration, skipped); CIs and subgroups as ``evaluation`` in ``cfg`` sets them."""
-    bootstrap = bootstrap_settings(cfg) if cfg is not None else None
-    subgroups = settings_at(cfg, "evaluation.subgroups") if cfg is not None else {}
-    test_sets: dict[str, Any] = {}
-    for name in datamodule.test_set_names:
-        predictions = model.test_predictions[name]
-        table = predictions_table(datamodule.tables[name], predictions.indices, predictions.probs)
-        path = write_predictions(output_dir, name, table)
-        skipped = datamodule.summary["test_sets"][name]["skipped"]
-        test_sets[name] = {
-            **test_set_metrics(table, bootstrap, (extra or {}).get("validation_threshold")),
-            "subgroups": subgroup_metrics(
-                table, subgroups.get("columns", ()), bootstrap, subgroups.get("min_per_class", 10)
-            ),
-            "predictions": str(path.relative_to(output_dir)),
-            "skipped": skipped,
-        }
-    metrics = {
-        "test_sets": test_sets,
-        "checkpoint": checkpoint,
-        **(extra or {}),
-        "seconds": round(seconds, 1),
-        "data": datamodule.summary,
-    }
-    write_json(output_dir / METRICS_NAME, metrics)
-    print_results(output_dir, metrics)
-    return metrics
-
-
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-@rank_zero_only
-def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
-    def fmt(value: float | None) -> str:
-        return "  n/a" if value is None else f"{value:.3f}"
-
-    def with_ci(result: dict[str, Any], key: str) -> str:
-        ci = result.get(f"{key}_ci")
-        return fmt(result[key]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
-
-    rows = [f"{'test set':<24} {'n':>7} {'n_pos':>7} {'AUROC (95% CI)':>22} {'AUPR (95% CI)':>22}"]
-    for name, result in metrics["test_sets"].items():
-        rows.append(
-            f"{name:<24} {result['n']:>7} {result['n_pos']:>7} {with_ci(result, 'auroc'):>22} "
-            f"{with_ci(result, 'aupr'):>22}"
-        )
-    print("\n".join(["", "results (positive class = pneumonia):", *rows, ""]))
-    print(f"run folder:  {output_dir}")
-    print(f"metrics:     {output_dir / METRICS_NAME}")
-    print(f"predictions: {output_dir / 'predictions'}/<test set>.csv")
-    checkpoint = metrics["checkpoint"]
-    if checkpoint.get("monitor"):
-        print(f"checkpoints: {output_dir / 'checkpoints'} (best by {checkpoint['monitor']}, and last.ckpt)")
-    if checkpoint.get("path"):
-        rule = f" ({checkpoint['tested']})" if checkpoint.get("tested") else ""
-        print(f"tested:      {checkpoint['path']}{rule}, sha256 {str(checkpoint.get('sha256'))[:12]}")
-    for name, result in metrics["test_sets"].items():
-        if result["skipped"]:
-            print(f"skipped:     {len(result['skipped'])} file(s) of {name}, listed in metrics.json")

@@ -11,11 +11,11 @@ import pytest
 from cxrsyn.data.cache import FAILED, META_NAME, STATE_NAME, TODO, build_cache
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.decode import Preprocessing, decode_resized
-from cxrsyn.data.fixtures import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import BadFiles
 from cxrsyn.errors import CxrsynError
+from cxrsyn.testing.datasets import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from tests.conftest import run_cli
 
 PREP = Preprocessing(image_size=32)

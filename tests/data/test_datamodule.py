@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from cxrsyn.data.datamodule import CXRDataModule, stratified_split
-from cxrsyn.data.manifest import write_manifest
 from cxrsyn.data.sources import DatasetFolder, PhantomFolder
 from cxrsyn.errors import CxrsynError
+from cxrsyn.manifest import write_manifest
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,16 @@ from pathlib import Path
 import pytest
 
 from cxrsyn.data.download import download, unpack
-from cxrsyn.data.fixtures import chest_pixels, rsna_patients, write_dicom, write_kermany_root, write_rsna_root
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.errors import CxrsynError
+from cxrsyn.testing.datasets import (
+    chest_pixels,
+    rsna_patients,
+    write_dicom,
+    write_kermany_root,
+    write_rsna_root,
+)
 from tests.conftest import run_cli
 
 
@@ -135,7 +141,7 @@ def test_rsna_download_unpacks_kaggles_layout_and_the_reader_indexes_it(tmp_path
     assert (root / "GCP Credits Request Link - RSNA.txt").is_file()
     assert sorted(path.stem for path in (root / "stage_2_test_images").glob("*.dcm")) == RSNA_TEST_IDS
     result = RSNA(root=str(root), workers=1, show_progress=False).index()
-    table = result.table.set_index("patient_id")
+    table = result.table.set_index("patient")
     selected = {pid: cls for pid, cls, _ in RSNA_PATIENTS if cls != "No Lung Opacity / Not Normal"}
     assert sorted(table.index) == sorted(selected) and result.skipped == []
     assert table["label"].to_dict() == {pid: int(cls == "Lung Opacity") for pid, cls in selected.items()}

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from cxrsyn.data.decode import Preprocessing, decode_resized
-from cxrsyn.data.fixtures import write_kermany_root
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.summary import summarize, verify
 from cxrsyn.errors import CxrsynError
+from cxrsyn.testing.datasets import write_kermany_root
 from tests.conftest import run_cli
 
 COUNTS = {"train": (4, 6), "val": (1, 1), "test": (2, 3)}  # (normal, pneumonia) per split: 17 images

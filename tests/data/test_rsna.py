@@ -14,7 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrsyn.data.fixtures import (
+from cxrsyn.data.rsna import RSNA, parse_age
+from cxrsyn.data.summary import summarize, verify
+from cxrsyn.errors import CxrsynError
+from cxrsyn.testing.datasets import (
     RSNA_CLASSES_CSV,
     RSNA_IMAGES,
     RSNA_LABELS_CSV,
@@ -23,9 +26,6 @@ from cxrsyn.data.fixtures import (
     write_dicom,
     write_rsna_root,
 )
-from cxrsyn.data.rsna import RSNA, parse_age
-from cxrsyn.data.summary import summarize, verify
-from cxrsyn.errors import CxrsynError
 from tests.conftest import run_cli
 
 

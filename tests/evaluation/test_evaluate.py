@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrsyn.data.fixtures import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
+from cxrsyn.testing.datasets import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from tests.conftest import run_cli, tiny_overrides
 from tests.training.test_secrets import ENV_SECRETS, TYPED_OVERRIDES, leaks
 
@@ -195,7 +195,7 @@ def test_a_checkpoint_that_would_run_code_is_never_unpickled(tmp_path):
     import torch
 
     from cxrsyn.errors import CxrsynError
-    from cxrsyn.evaluation.evaluate import load_model
+    from cxrsyn.models.checkpoints import load_model
     from cxrsyn.training.checkpoint_io import AtomicCheckpointIO
 
     marker, ckpt = tmp_path / "ran.txt", tmp_path / "downloaded.ckpt"

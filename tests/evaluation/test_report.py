@@ -13,8 +13,9 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from cxrsyn.evaluation.metrics import pr_curve
 from cxrsyn.evaluation.metrics import roc_curve as our_roc_curve
 from cxrsyn.evaluation.outputs import test_set_metrics as score_table
-from cxrsyn.evaluation.outputs import write_json, write_predictions
+from cxrsyn.evaluation.outputs import write_predictions
 from cxrsyn.evaluation.report import find_runs, write_report
+from cxrsyn.fileio import write_json
 from tests.conftest import run_cli
 
 N = 300

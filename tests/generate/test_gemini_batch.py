@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from cxrsyn.data.manifest import read_manifest
 from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.fake_gemini import FakeGemini
 from cxrsyn.generate.run import generate
+from cxrsyn.manifest import read_manifest
+from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import REPO_ROOT, run_cli
 from tests.generate.test_nano_banana import KEY, assert_complete, compose, overrides
 

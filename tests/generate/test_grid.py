@@ -1,6 +1,6 @@
 from collections import Counter
 
-from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES, AttributeGrid
+from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES, AttributeGrid
 
 
 def test_counts_per_class_and_attribute_balance():

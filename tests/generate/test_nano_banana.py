@@ -16,12 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrsyn.data.manifest import read_manifest, sha256_of_file
+from cxrsyn.compose import source_node
 from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.fake_gemini import FakeGemini
+from cxrsyn.fileio import sha256_of_file
 from cxrsyn.generate.run import generate
 from cxrsyn.generate.store import OutputStore, exclusive
-from cxrsyn.training.run import source_node
+from cxrsyn.manifest import read_manifest
+from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 
 KEY = "AIza-test-key-0123456789-do-not-leak"

@@ -3,10 +3,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cxrsyn.data.manifest import read_manifest, sha256_of_file
 from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.grid import GridCell
-from cxrsyn.generate.phantom import PhantomSpec, _stamp_watermark, render, write_phantom_dataset
+from cxrsyn.fileio import sha256_of_file
+from cxrsyn.manifest import read_manifest
+from cxrsyn.phantom.grid import GridCell
+from cxrsyn.phantom.simulator import PhantomSpec, _stamp_watermark, render, write_phantom_dataset
 
 ATTRIBUTES = {"sex": "female", "age_band": "40-64", "habitus": "average", "projection": "PA erect"}
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from cxrsyn.compose import instantiate_node
 from cxrsyn.config import CONF_DIR
 from cxrsyn.data.sources import DatasetFolder, PhantomFolder
-from cxrsyn.training.run import instantiate_node
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 
 EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -77,8 +77,8 @@ def test_metrics_equal_scikit_learn_on_the_predictions_file(finished_run):
 
 
 def test_the_tested_checkpoint_validation_predictions_and_threshold_are_recorded(finished_run):
-    from cxrsyn.data.manifest import sha256_of_file
     from cxrsyn.evaluation.metrics import youden_threshold
+    from cxrsyn.fileio import sha256_of_file
 
     run_dir, metrics = finished_run
     checkpoint = metrics["checkpoint"]

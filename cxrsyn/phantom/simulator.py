@@ -38,17 +38,17 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from cxrsyn.data.manifest import (
+from cxrsyn.errors import CxrsynError
+from cxrsyn.fileio import sha256_of_file
+from cxrsyn.manifest import (
     IMAGES_DIRNAME,
     LABEL_COLUMN,
     PATH_COLUMN,
     manifest_path,
     read_manifest,
-    sha256_of_file,
     write_manifest,
 )
-from cxrsyn.errors import CxrsynError
-from cxrsyn.generate.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
+from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 
 # Bump when the drawing changes, so folders made by an older simulator are rebuilt.
 PHANTOM_VERSION = 2

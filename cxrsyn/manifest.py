@@ -8,7 +8,6 @@ Any other column is an attribute carried with every sample (sex, age, projection
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -106,11 +105,3 @@ def write_manifest(folder: str | os.PathLike, rows: Iterable[Mapping[str, Any]] 
         os.fsync(handle.fileno())
     os.replace(handle.name, path)
     return path
-
-
-def sha256_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()

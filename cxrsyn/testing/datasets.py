@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from cxrsyn.generate.grid import AttributeGrid
-from cxrsyn.generate.phantom import PhantomSpec, render
+from cxrsyn.phantom.grid import AttributeGrid
+from cxrsyn.phantom.simulator import PhantomSpec, render
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 # RSNA's names, written out as Kaggle ships them (not imported from the reader the fixtures test)

@@ -1,0 +1,90 @@
+"""Config composition shared by every entry point: a config node instantiated (datasets as their phantom
+stand-ins under ``source=phantom``), the DataModule from ``datamodule``, ``data`` and ``test_sets``, a
+section as plain values, and the resolved config without secrets that runs save and log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cxrsyn.errors import CxrsynError
+from cxrsyn.secrets import redact
+
+RESOLVED_CONFIG_NAME = "config.yaml"
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved and secrets removed: what is saved and logged."""
+    return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
+SOURCES = ("real", "phantom")
+STAND_IN_KEY = "phantom"
+
+
+def source_node(cfg: DictConfig, key: str) -> Any:
+    """The config at ``key`` for the chosen ``source``. A dataset config may carry its phantom stand-in under
+    ``phantom:``; with ``source=phantom`` that stand-in is used, with ``source=real`` the dataset itself."""
+    node = OmegaConf.select(cfg, key)
+    source = cfg.get("source", "real")
+    if source not in SOURCES:
+        raise CxrsynError(f"source={source!r} is unknown; use one of {', '.join(SOURCES)}")
+    if not isinstance(node, DictConfig) or STAND_IN_KEY not in node or "_target_" not in node:
+        return node
+    if source == "phantom":
+        return node[STAND_IN_KEY]
+    resolved = OmegaConf.to_container(node, resolve=True)
+    del resolved[STAND_IN_KEY]
+    return OmegaConf.create(resolved)
+
+
+def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(cfg[key])`` (for datasets, see ``source_node``), with known failures as
+    one line naming the config key."""
+    try:
+        return instantiate(source_node(cfg, key), **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, CxrsynError):
+            raise cause from None
+        if isinstance(cause, TypeError):  # unknown or missing arguments in a config file or override
+            raise CxrsynError(f"config '{key}': {cause}; fix the key in conf/ or in your overrides") from None
+        raise
+
+
+def build_datamodule(
+    cfg: DictConfig, train_source: bool = True, test_sets: dict[str, Any] | None = None
+) -> Any:
+    """The DataModule from ``datamodule``, with ``data`` as its training source (unless ``train_source`` is
+    False) and every ``test_sets`` entry (unless ``test_sets`` gives them)."""
+    train = instantiate_node(cfg, "data", _convert_="object") if train_source else None
+    if test_sets is None:
+        test_sets = {
+            str(name): instantiate_node(cfg, f"test_sets.{name}", _convert_="object")
+            for name in (cfg.get("test_sets") or {})
+        }
+    # partial, then called: sources are objects already, which Hydra would merge back into config nodes
+    make_datamodule = instantiate_node(cfg, "datamodule", _partial_=True)
+    try:
+        return make_datamodule(train=train, test_sets=test_sets)
+    except TypeError as error:
+        raise CxrsynError(
+            f"config 'datamodule': {error}; fix the key in conf/ or in your overrides"
+        ) from None
+
+
+def settings_at(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """The config section at ``key`` as plain, resolved values ({} when absent or null)."""
+    settings = OmegaConf.select(cfg, key)
+    return dict(OmegaConf.to_container(settings, resolve=True)) if settings else {}
+
+
+def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """``evaluation.bootstrap`` of the config as plain values (null or n_resamples 0: no CIs)."""
+    settings = settings_at(cfg, "evaluation.bootstrap")
+    return settings if settings.get("n_resamples") else None
