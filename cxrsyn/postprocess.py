@@ -11,11 +11,13 @@ from collections.abc import Sequence
 
 from cxrsyn.config import compose_or_exit
 from cxrsyn.errors import report_known_errors
-from cxrsyn.generate.postprocess import crop_folder
 
 
 @report_known_errors
 def main(argv: Sequence[str] | None = None) -> int:
+    # imported here, not at the top: worker processes spawned later re-import this module as __mp_main__
+    from cxrsyn.generate.postprocess import crop_folder
+
     cfg = compose_or_exit("postprocess", list(sys.argv[1:] if argv is None else argv))
     crop_folder(cfg.in_dir, cfg.out_dir, float(cfg.crop_bottom_fraction))
     return 0

@@ -12,11 +12,13 @@ import argparse
 import sys
 
 from cxrsyn.errors import report_known_errors
-from cxrsyn.evaluation.report import write_report
 
 
 @report_known_errors
 def main(argv: list[str] | None = None) -> None:
+    # imported here, not at the top: worker processes spawned later re-import this module as __mp_main__
+    from cxrsyn.evaluation.report import write_report
+
     parser = argparse.ArgumentParser(prog="python -m cxrsyn.report", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a run folder or a multirun folder")
     parser.add_argument("--out", default=None, help="where to write (default: the folder itself)")

@@ -18,6 +18,7 @@ from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME, write_results
 from cxrsyn.fileio import sha256_of_file
+from cxrsyn.logs import quiet_third_party_noise
 from cxrsyn.models.checkpoints import load_checkpoint, load_model
 
 
@@ -27,6 +28,7 @@ def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    quiet_third_party_noise()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, verbose=False)
     ckpt_path = Path(cfg.ckpt_path)

@@ -13,12 +13,14 @@ from omegaconf import DictConfig
 
 from cxrsyn.config import CONF_DIR, exit_on_unknown_choice
 from cxrsyn.errors import report_known_errors
-from cxrsyn.generate.run import generate
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
 @report_known_errors
 def main(cfg: DictConfig) -> None:
+    # imported here, not at the top: worker processes spawned later re-import this module as __mp_main__
+    from cxrsyn.generate.run import generate
+
     generate(cfg)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,6 +35,7 @@ from cxrsyn.evaluation.outputs import (
     write_results,
 )
 from cxrsyn.fileio import sha256_of_file, write_json
+from cxrsyn.logs import quiet_third_party_noise
 from cxrsyn.models.classifier import PneumoniaClassifier
 from cxrsyn.secrets import redact_overrides
 from cxrsyn.training.loggers import log_results_to_wandb
@@ -62,11 +66,15 @@ def build(
 
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None."""
+    quiet_third_party_noise()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
     identity = run_identity(cfg)
+    position = study_position()
+    if position:
+        print(f"study:       {position}: {' '.join(identity['swept']) or 'no swept overrides'}", flush=True)
     datamodule, model, trainer = build(cfg, identity)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +163,29 @@ def wandb_identity(logger_cfg: DictConfig, identity: dict[str, Any]) -> dict[str
         "tags": tags,
         "name": logger_cfg.get("name") or name,
     }
+
+
+def study_position() -> str | None:
+    """``job k of n`` inside a multirun (n from the sweep's overrides, as Hydra's basic sweeper expands them:
+    ``hydra.sweeper.params`` with the command line's sweeps on top), ``job k`` when n cannot be read."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    number = int(hydra_cfg.job.num) + 1
+    try:
+        sweeps = {
+            str(key): f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()
+        }
+        saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+        for item in OmegaConf.load(saved).hydra.overrides.task if saved.is_file() else []:
+            sweeps[str(item).split("=", 1)[0].lstrip("+~")] = str(item)
+        parsed = OverridesParser.create().parse_overrides(list(sweeps.values()))
+        total = math.prod(len(list(o.sweep_iterator())) for o in parsed if o.is_sweep_override())
+    except Exception:  # noqa: BLE001 - the count is a courtesy; never fail a job over it
+        return f"job {number}"
+    return f"job {number} of {total}"
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
