@@ -27,7 +27,7 @@ from cxrsyn.data.dicom import (
     stored_pixels,
     to_display,
 )
-from cxrsyn.data.images import read_grayscale
+from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.transforms import CropBottom, resize_ops
 from cxrsyn.errors import CxrsynError
 
@@ -37,15 +37,20 @@ DECODER_VERSION = 1
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What turns a file into a cached image: crop, then resize to ``image_size`` with the ``resize`` policy."""
+    """What turns a file into a cached image: deep (16-bit) pixels mapped to [0, 1] by ``window``, then crop,
+    then resize to ``image_size`` with the ``resize`` policy."""
 
     image_size: int = 224
     resize: str = "letterbox"
     crop_bottom_fraction: float = 0.0
     fast_jpeg: bool = True
+    window: DeepWindow = DeepWindow()
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "decoder_version": DECODER_VERSION}
+        values = {**asdict(self), "decoder_version": DECODER_VERSION}
+        if self.window == DeepWindow():  # left out at its default: caches built before it existed stay valid
+            del values["window"]
+        return values
 
 
 def decode_resized(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
@@ -70,7 +75,7 @@ def _decode_reduced(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
             return to_display(dataset, stored_pixels(dataset, path), path)
         return (1.0 - image) if is_monochrome1(dataset) else image
     if not prep.fast_jpeg:
-        return read_grayscale(path)
+        return read_grayscale(path, prep.window)
     try:
         with Image.open(path) as probe:
             is_jpeg = probe.format == "JPEG"
@@ -79,7 +84,7 @@ def _decode_reduced(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
             f"{path}: not a readable image ({type(error).__name__}); replace or re-download the file"
         ) from None
     if not is_jpeg:
-        return read_grayscale(path)
+        return read_grayscale(path, prep.window)
     try:
         return _pillow_draft(path, prep) / 255.0
     except (OSError, SyntaxError, ValueError) as error:
