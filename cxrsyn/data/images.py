@@ -32,11 +32,14 @@ class DeepWindow:
 
     def __post_init__(self) -> None:
         if self.method not in DEEP_WINDOWS:
-            raise CxrsynError(f"window {self.method!r} is unknown; use one of {', '.join(DEEP_WINDOWS)}")
+            raise CxrsynError(
+                f"window {self.method!r} (data.window) is unknown; use one of {', '.join(DEEP_WINDOWS)}"
+            )
         low, high = (float(value) for value in self.percentiles)
         if not 0.0 <= low < high <= 100.0:
             raise CxrsynError(
-                f"window percentiles {list(self.percentiles)} must be two numbers 0 <= low < high <= 100"
+                f"window percentiles {list(self.percentiles)} (data.window_percentiles) must be two numbers "
+                "0 <= low < high <= 100"
             )
         object.__setattr__(self, "percentiles", (low, high))
 

@@ -285,6 +285,9 @@ def write_results(
             "predictions": str(path.relative_to(output_dir)),
             "skipped": skipped,
         }
+        note = datamodule.summary["test_sets"][name].get("found", {}).get("note")
+        if note:  # e.g. NIH contains RSNA's images: its results are not independent of RSNA's
+            test_sets[name]["note"] = note
     metrics = {
         "test_sets": test_sets,
         "checkpoint": checkpoint,
@@ -325,5 +328,7 @@ def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
             f"checkpoints: {output_dir / 'checkpoints'} (best by {metrics['checkpoint']['monitor']}, and last.ckpt)"
         )
     for name, result in metrics["test_sets"].items():
+        if result.get("note"):
+            print(f"note:        {name}: {result['note']}")
         if result["skipped"]:
             print(f"skipped:     {len(result['skipped'])} file(s) of {name}, listed in metrics.json")
