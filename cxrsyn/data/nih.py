@@ -52,6 +52,7 @@ from cxrsyn.data.label_tables import (
     with_age,
 )
 from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.data.rsna import NIH_OVERLAP_NOTE
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
 from cxrsyn.errors import CxrsynError
 
@@ -77,10 +78,6 @@ EXPERT_WHERE = (
     "four_findings_expert_labels/ (test_labels.csv, validation_labels.csv; put them in a "
     "four_findings_expert_labels/ folder under the root) or ship with torchxrayvision as "
     "data/google2019_nih-chest-xray-labels.csv.gz (copy it into the root), or set data.expert_labels=FILE"
-)
-RSNA_OVERLAP_NOTE = (
-    "RSNA Pneumonia Detection Challenge images are a subset of NIH ChestX-ray14 (re-read by radiologists): "
-    "results on nih and rsna share images and patients and are not independent evidence"
 )
 PUBLISHED_COUNTS = {
     "pneumonia_vs_no_finding": {"n": 61792, "n_pos": 1431, "n_neg": 60361},
@@ -123,7 +120,7 @@ class NIH(DatasetFolder):
         label_path = self._label_file(root)
         entries = read_entries(label_path)
         found: dict[str, Any] = {
-            "note": RSNA_OVERLAP_NOTE,
+            "note": NIH_OVERLAP_NOTE,
             "label_file": label_path.name,
             "label_rows": len(entries),
             "patients": int(entries["Patient ID"].nunique()),

@@ -105,3 +105,17 @@ def test_training_run_tested_on_the_external_sets(tmp_path, tiny_phantom):
     assert set(metrics["test_sets"]["nih"]["subgroups"]["view"]) == {"AP", "PA"}
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["test_sets"]["nih"]["note"] == metrics["test_sets"]["nih"]["note"]
+
+
+def test_report_repeats_the_nih_note(tmp_path):
+    from cxrsyn.evaluation.report import write_report
+    from tests.evaluation.test_report import make_run
+
+    for job, data in enumerate(("synthetic_raw", "synthetic_cropped")):
+        metrics = make_run(tmp_path / str(job), data, 0, 1.0, test_sets=("rsna", "nih"))
+        metrics["test_sets"]["nih"]["note"] = "RSNA images are a subset of NIH"
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path, n_resamples=50, figures=False)
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.count("**Note on nih.** RSNA images are a subset of NIH.") == 1
+    assert "Note on rsna" not in markdown
