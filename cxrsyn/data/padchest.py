@@ -184,7 +184,7 @@ class PadChest(DatasetFolder):
             found["known_broken_left_out"] = sorted(rows.loc[broken, "ImageID"])
             rows = rows[~broken]
 
-        files, duplicates = find_images(root, (".png",))
+        files, duplicates = find_images(root, (".png",), max_depth=3)  # also <folder>/<ImageDir>/<ImageID>
         found["image_files"] = len(files)
         found["images_without_label_row"] = len(set(files) - listed)
         if duplicates:
