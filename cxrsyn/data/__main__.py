@@ -2,7 +2,7 @@
 
     python -m cxrsyn.data summarize data=NAME data.root=DIR [verify=true]   what is there, what is selected
     python -m cxrsyn.data prepare   data=NAME data.root=DIR                 decode every selected image once
-    python -m cxrsyn.data download  rsna|kermany --root DIR [--keep-zip]     from Kaggle, unpacked
+    python -m cxrsyn.data download  rsna|kermany|nih --root DIR [--keep-zip] from Kaggle, unpacked
 
 ``summarize`` and ``prepare`` end with one line of JSON (dataset, n, n_pos, n_neg, skipped, splits, ...).
 """

@@ -151,7 +151,7 @@ class CXRDataModule(pl.LightningDataModule):
             self.tables[name] = table
             self.summary["test_sets"][name] = summary
             self._datasets[f"test/{name}"] = ImageTableDataset(
-                table, [self._transform(source)], seed=self.seed
+                table, [self._transform(source)], seed=self.seed, windows=[source.deep_window()]
             )
         if self.train_sources and self.test_sources:
             seen = pd.concat([self.tables["train"], self.tables["val"]], ignore_index=True)
@@ -190,15 +190,18 @@ class CXRDataModule(pl.LightningDataModule):
         }
         train_transforms = [self._transform(s, self.augmentation) for s in self.train_sources]
         eval_transforms = [self._transform(s) for s in self.train_sources]
+        windows = [s.deep_window() for s in self.train_sources]
         self._datasets["train"] = ImageTableDataset(
-            self.tables["train"], train_transforms, self.tables["train"][SOURCE_COLUMN], self.seed
+            self.tables["train"], train_transforms, self.tables["train"][SOURCE_COLUMN], self.seed, windows
         )
         self._datasets["val"] = ImageTableDataset(
-            self.tables["val"], eval_transforms, self.tables["val"][SOURCE_COLUMN], self.seed
+            self.tables["val"], eval_transforms, self.tables["val"][SOURCE_COLUMN], self.seed, windows
         )
 
     def preprocessing(self, source: DatasetFolder) -> Preprocessing:
-        return Preprocessing(self.image_size, self.resize, source.crop_bottom_fraction, self.fast_jpeg)
+        return Preprocessing(
+            self.image_size, self.resize, source.crop_bottom_fraction, self.fast_jpeg, source.deep_window()
+        )
 
     def _transform(self, source: DatasetFolder, augmentation: Augmentation | None = None):
         # a cached image is already cropped and resized: only augmentation and the tensor step remain

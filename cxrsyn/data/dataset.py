@@ -18,7 +18,7 @@ from cxrsyn.data.cache import (
     SOURCE_WIDTH_COLUMN,
     cached_image,
 )
-from cxrsyn.data.images import read_grayscale
+from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.sources import FILE_COLUMN
 from cxrsyn.manifest import LABEL_COLUMN
 from cxrsyn.seeding import derive_seed
@@ -39,8 +39,10 @@ class ImageTableDataset(Dataset):
         transforms: Sequence[A.Compose],
         transform_ids: Sequence[int] | None = None,
         seed: int = 0,
+        windows: Sequence[DeepWindow] | None = None,
     ):
-        """``transform_ids[i]`` picks row i's transform (rows from several sources may crop differently)."""
+        """``transform_ids[i]`` picks row i's transform (rows from several sources may crop differently) and,
+        for images read from their files, its source's ``windows`` entry (how 16-bit pixels become [0, 1])."""
         self.files = table[FILE_COLUMN].tolist()
         cached = CACHE_FILE_COLUMN in table.columns
         self.cache_files = table[CACHE_FILE_COLUMN].tolist() if cached else [None] * len(table)
@@ -56,6 +58,7 @@ class ImageTableDataset(Dataset):
             np.zeros(len(table), np.int64) if transform_ids is None else np.asarray(transform_ids)
         )
         self.seed = seed
+        self.windows = list(windows) if windows is not None else [DeepWindow()] * len(self.transforms)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -69,7 +72,7 @@ class ImageTableDataset(Dataset):
             pixels = cached_image(cache_file, int(self.cache_rows[index]))
             height, width = self.source_sizes[index]
         else:
-            pixels = read_grayscale(self.files[index])
+            pixels = read_grayscale(self.files[index], self.windows[self.transform_ids[index]])
             height, width = pixels.shape
         image = transform(image=pixels)["image"]
         return {

@@ -27,7 +27,7 @@ from cxrsyn.data.dicom import (
     stored_pixels,
     to_display,
 )
-from cxrsyn.data.images import read_grayscale
+from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.transforms import crop_bottom, resize_ops, rows_kept
 from cxrsyn.errors import CxrsynError
 
@@ -37,15 +37,20 @@ DECODER_VERSION = 2  # 2: the crop removes ceil(f x H) rows of the stored image,
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What turns a file into a cached image: crop, then resize to ``image_size`` with the ``resize`` policy."""
+    """What turns a file into a cached image: deep (16-bit) pixels mapped to [0, 1] by ``window``, then crop,
+    then resize to ``image_size`` with the ``resize`` policy."""
 
     image_size: int = 224
     resize: str = "stretch"
     crop_bottom_fraction: float = 0.0
     fast_jpeg: bool = True
+    window: DeepWindow = DeepWindow()
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "decoder_version": DECODER_VERSION}
+        values = {**asdict(self), "decoder_version": DECODER_VERSION}
+        if self.window == DeepWindow():  # left out at its default: caches built before it existed stay valid
+            del values["window"]
+        return values
 
 
 def decode_resized(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
@@ -78,7 +83,7 @@ def _decode_cropped(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.nd
                 return ((1.0 - image) if is_monochrome1(dataset) else image), size
         return _cropped(to_display(dataset, stored_pixels(dataset, path), path), prep)
     if not prep.fast_jpeg:
-        return _cropped(read_grayscale(path), prep)
+        return _cropped(read_grayscale(path, prep.window), prep)
     try:
         with Image.open(path) as probe:
             is_jpeg = probe.format == "JPEG"
@@ -87,7 +92,7 @@ def _decode_cropped(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.nd
             f"{path}: not a readable image ({type(error).__name__}); replace or re-download the file"
         ) from None
     if not is_jpeg:
-        return _cropped(read_grayscale(path), prep)
+        return _cropped(read_grayscale(path, prep.window), prep)
     try:
         reduced = _pillow_draft(path, prep)
     except (OSError, SyntaxError, ValueError) as error:

@@ -1,4 +1,5 @@
-"""Download RSNA or Kermany from Kaggle with the ``kaggle`` package and unpack to the layout the readers expect.
+"""Download RSNA, Kermany or NIH ChestX-ray14 from Kaggle with the ``kaggle`` package and unpack to the layout
+the readers expect.
 
 Needs a Kaggle account: an API token (https://www.kaggle.com/settings -> API -> Create New Token) saved as
 ``~/.kaggle/kaggle.json``, or ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` in the environment. RSNA is a competition:
@@ -40,6 +41,12 @@ SOURCES = {
         "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia",
         "CC BY 4.0 (Kermany et al., Mendeley Data)",
     ),
+    "nih": KaggleSource(
+        "dataset",
+        "nih-chest-xrays/data",
+        "https://www.kaggle.com/datasets/nih-chest-xrays/data",
+        "NIH Clinical Center: unrestricted use; cite Wang et al. 2017 and acknowledge the NIH Clinical Center",
+    ),
 }
 CREDENTIALS_HELP = (
     "create an API token at https://www.kaggle.com/settings (API -> Create New Token) and save it as "
@@ -49,7 +56,7 @@ SKIPPED_IN_ZIP = ("__MACOSX/",)  # Finder resource forks: never images
 
 
 def download(dataset: str, root: str | os.PathLike, keep_zip: bool = False) -> Path:
-    """Download ``dataset`` (rsna | kermany) into ``root`` and unpack it there; returns ``root``."""
+    """Download ``dataset`` (rsna | kermany | nih) into ``root`` and unpack it there; returns ``root``."""
     if dataset not in SOURCES:
         raise CxrsynError(f"unknown dataset {dataset!r}; download one of {', '.join(SOURCES)}")
     source = SOURCES[dataset]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,48 @@ from cxrsyn.data.dicom import is_dicom, read_dicom
 from cxrsyn.errors import CxrsynError
 
 _FIX = "replace the file or remove its row from the manifest"
+DEEP_WINDOWS = ("full_range", "min_max", "percentile")
+
+
+@dataclass(frozen=True)
+class DeepWindow:
+    """How an image deeper than 8 bits becomes [0, 1]; 8-bit images keep their 0-255 range whatever this says.
+
+    - ``full_range``: divide by 65535, the 16-bit container's maximum (right when the data fill it);
+    - ``min_max``: stretch each image from its minimum to its maximum, which is what the DICOM pipeline does
+      for deep data without a VOI window (``cxrsyn.data.dicom.to_display``);
+    - ``percentile``: stretch between the ``percentiles`` (low, high) of the image and clip, so that a few
+      extreme pixels (burned-in markers, dead detector lines) do not set the contrast.
+    """
+
+    method: str = "full_range"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.method not in DEEP_WINDOWS:
+            raise CxrsynError(
+                f"window {self.method!r} (data.window) is unknown; use one of {', '.join(DEEP_WINDOWS)}"
+            )
+        low, high = (float(value) for value in self.percentiles)
+        if not 0.0 <= low < high <= 100.0:
+            raise CxrsynError(
+                f"window percentiles {list(self.percentiles)} (data.window_percentiles) must be two numbers "
+                "0 <= low < high <= 100"
+            )
+        object.__setattr__(self, "percentiles", (low, high))
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Stored values of a deep image (any numeric array) to float32 in [0, 1]."""
+        values = np.asarray(values, dtype=np.float32)
+        if self.method == "full_range":
+            return np.clip(values / 65535.0, 0.0, 1.0)
+        if self.method == "min_max":
+            low, high = float(values.min()), float(values.max())
+        else:
+            low, high = (float(v) for v in np.percentile(values, self.percentiles))
+        if high <= low:
+            return np.zeros_like(values)
+        return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 
 def check_image_header(path: str | os.PathLike) -> None:
@@ -30,28 +73,31 @@ def check_image_header(path: str | os.PathLike) -> None:
         raise CxrsynError(f"image {path} is not a readable image ({type(error).__name__}); {_FIX}") from None
 
 
-def read_grayscale(path: str | os.PathLike) -> np.ndarray:
+def read_grayscale(path: str | os.PathLike, window: DeepWindow | None = None) -> np.ndarray:
     """Decode an image file (PNG, JPEG, ... or DICOM) to a float32 HxW array in [0, 1], bone bright.
 
-    Colour images are converted with ITU-R 601 luma (Pillow's ``L``); 16-bit images keep their precision.
+    Colour images are converted with ITU-R 601 luma (Pillow's ``L``); 16-bit images keep their precision and
+    are mapped to [0, 1] by ``window`` (default: divided by 65535). DICOM files follow their own display
+    pipeline (``cxrsyn.data.dicom``), whatever ``window`` says.
     """
     if is_dicom(path):
         return read_dicom(path)
     try:
         with Image.open(path) as image:
             image.load()
-            return _to_unit_float(image)
+            return _to_unit_float(image, window or DeepWindow())
     except FileNotFoundError:
         raise CxrsynError(f"image {path} is listed in the manifest but missing; {_FIX}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise CxrsynError(f"image {path} could not be decoded ({error}); {_FIX}") from None
 
 
-def _to_unit_float(image: Image.Image) -> np.ndarray:
+def _to_unit_float(image: Image.Image, window: DeepWindow) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float32)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        return np.clip(array / peak, 0.0, 1.0)
+        if image.mode.startswith("I;16") or array.max() > 255:
+            return window.apply(array)
+        return np.clip(array / 255.0, 0.0, 1.0)
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
         low, high = float(array.min()), float(array.max())

@@ -50,6 +50,10 @@ CLASS_NORMAL, CLASS_OPACITY, CLASS_NOT_NORMAL = "Normal", "Lung Opacity", "No Lu
 MAX_PLAUSIBLE_AGE = 120
 HEADER_FIELDS = ("PatientAge", "PatientSex", "ViewPosition")
 DOWNLOAD_COMMAND = "python -m cxrsyn.data download rsna --root DIR"
+NIH_OVERLAP_NOTE = (
+    "RSNA Pneumonia Detection Challenge images are a subset of NIH ChestX-ray14 (re-read by radiologists): "
+    "results on nih and rsna share images and patients and are not independent evidence"
+)
 PUBLISHED_COUNTS = {
     "target": {"n": 26684, "n_pos": 6012, "n_neg": 20672},
     "normal_vs_opacity": {"n": 14863, "n_pos": 6012, "n_neg": 8851},
@@ -112,6 +116,7 @@ class RSNA(DatasetFolder):
         table = table.sort_values("patient_id", kind="stable").reset_index(drop=True)
         table = table.rename(columns={"patient_id": PATIENT_COLUMN})  # the one patient column of every source
         found["selection"] = self.selection
+        found["note"] = NIH_OVERLAP_NOTE
         columns = [FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "detailed_class", "n_boxes"]
         columns += ["age", "age_flag", "age_band", "sex", "view"]
         return SourceIndex(table[columns], bad.skipped, found)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxrsyn.data.images import check_image_header
+from cxrsyn.data.images import DeepWindow, check_image_header
 from cxrsyn.errors import CxrsynError
 from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, read_manifest
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
@@ -71,6 +71,10 @@ class DatasetFolder:
 
     def prepare(self) -> None:
         """Nothing to make: ``index`` reports a missing folder with the fix."""
+
+    def deep_window(self) -> DeepWindow:
+        """How this source's 16-bit images become [0, 1] (``DeepWindow``); readers of deep data override it."""
+        return DeepWindow()
 
     def index(self) -> SourceIndex:
         bad = BadFiles(self.on_bad_file, f"dataset folder {self.root}")

@@ -7,11 +7,24 @@ from typing import Any
 
 import pandas as pd
 
-from cxrsyn.data import kermany, rsna
+from cxrsyn.data import chexpert, kermany, nih, padchest, rsna
 from cxrsyn.data.sources import DatasetFolder, SourceIndex, label_counts
 
 # Per-attribute breakdowns worth printing, by the column that holds them.
-BREAKDOWNS = ("split", "subtype", "view", "sex", "age_flag", "detailed_class", "domain", "projection")
+BREAKDOWNS = (
+    "split",
+    "subtype",
+    "view",
+    "sex",
+    "age_flag",
+    "detailed_class",
+    "domain",
+    "projection",
+    "pneumonia_label",
+    "expert_set",
+    "label_method",
+    "manufacturer",
+)
 
 
 def summarize(source: DatasetFolder, index: SourceIndex) -> dict[str, Any]:
@@ -50,6 +63,25 @@ def published_counts(source: DatasetFolder) -> tuple[dict[str, dict[str, int]], 
         expected = {split: dict(kermany.PUBLISHED_COUNTS[split]) for split in splits}
         expected["all"] = kermany.published_counts(splits)
         return expected, "Kermany (Kaggle release; Mendeley v2/v3 differ)"
+    if isinstance(source, nih.NIH):
+        if source.split != "all" or source.view is not None:
+            return None
+        return {
+            "all": nih.published_counts(source.selection)
+        }, f"NIH ChestX-ray14 selection {source.selection}"
+    if isinstance(source, chexpert.CheXpert):
+        if source.split == "valid" or not source.frontal_only or source.view is not None:
+            return None
+        reference = (
+            f"CheXpert train.csv (v1.0-small, 223,414 rows), frontal, uncertain={source.uncertain}: "
+            "computed from the table torchxrayvision ships; valid.csv has no reference count"
+        )
+        return {"train": chexpert.published_counts(source.uncertain)}, reference
+    if isinstance(source, padchest.PadChest):
+        counts = source.published_counts()
+        if counts is None:
+            return None
+        return {"all": counts}, "PadChest 160K table, PA/AP/AP_horizontal: computed from the shipped table"
     return None
 
 

@@ -183,6 +183,9 @@ def write_results(
             "predictions": str(path.relative_to(output_dir)),
             "skipped": skipped,
         }
+        note = datamodule.summary["test_sets"][name].get("found", {}).get("note")
+        if note:  # e.g. NIH contains RSNA's images: its results are not independent of RSNA's
+            test_sets[name]["note"] = note
     metrics = {
         "test_sets": test_sets,
         "checkpoint": checkpoint,
@@ -221,5 +224,7 @@ def print_results(output_dir: Path, metrics: dict[str, Any]) -> None:
         rule = f" ({checkpoint['tested']})" if checkpoint.get("tested") else ""
         print(f"tested:      {checkpoint['path']}{rule}, sha256 {str(checkpoint.get('sha256'))[:12]}")
     for name, result in metrics["test_sets"].items():
+        if result.get("note"):
+            print(f"note:        {name}: {result['note']}")
         if result["skipped"]:
             print(f"skipped:     {len(result['skipped'])} file(s) of {name}, listed in metrics.json")

@@ -627,6 +627,14 @@ def render_markdown(
         lines.append("| " + " | ".join([label, *values]) + " |")
     if paper_rows:
         lines += ["", "Paper rows: Peng, Lam, Qiu, arXiv 2512.00428 (one run per arm; 95% CI in brackets)."]
+    notes = {
+        name: result["note"]
+        for run in study.runs
+        for name, result in run.metrics["test_sets"].items()
+        if result.get("note")
+    }
+    for name, note in notes.items():  # e.g. NIH contains RSNA's images: the two are not independent
+        lines += ["", f"**Note on {name}.** {note}."]
     lines += [
         "",
         "## Every run",

@@ -3,12 +3,15 @@
 ``write_rsna_root`` writes the RSNA challenge's CSVs (unsorted, one row per box) and DICOM files written by
 pydicom (JPEG baseline like the real ones, or uncompressed); ``write_kermany_root`` writes the Kaggle or
 Mendeley folder trees with their quirks (duplicate nested tree, ``__MACOSX/`` resource forks, ``.DS_Store``,
-RGB JPEGs among grayscale ones). Nothing here is real patient data.
+RGB JPEGs among grayscale ones); ``write_nih_root``, ``write_chexpert_root`` and ``write_padchest_root``
+write those datasets' label tables and image trees (PadChest's as 16-bit PNGs). Nothing here is real patient
+data.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 import warnings
@@ -265,3 +268,316 @@ def _kermany_name(layout: str, label: int, patient: int, number: int, image: int
     if label:
         return f"person{number}_{kind}_{image}.jpeg"
     return f"IM-{number:04d}-{image:04d}.jpeg" if patient % 2 else f"NORMAL2-IM-{number:04d}-{image:04d}.jpeg"
+
+
+# ------------------------------------------------------------------------ NIH ChestX-ray14, CheXpert, PadChest
+# Names and columns below are written literally, as the owners ship them (not taken from the readers).
+NIH_COLUMNS = [
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+]
+
+
+@dataclass(frozen=True)
+class NihImage:
+    patient_id: int
+    follow_up: int
+    findings: str  # Finding Labels: "No Finding" or labels joined by "|"
+    age: str = "58"
+    sex: str = "M"
+    view: str = "PA"
+    split: str = "train_val"  # which official list names it: train_val | test
+    airspace_opacity: str = ""  # YES | NO: in Google's expert labels; empty: not there
+    expert_set: str = "test"  # test | validation
+
+    @property
+    def image_index(self) -> str:
+        return f"{self.patient_id:08d}_{self.follow_up:03d}.png"
+
+
+def write_nih_root(
+    root: str | os.PathLike,
+    images: Sequence[NihImage],
+    layout: str = "kaggle",
+    label_file: str = "Data_Entry_2017_v2020.csv",
+    sex_column: str = "Patient Gender",
+    split_lists: bool = True,
+    expert_files: str = "google_cloud",
+    image_size: int = 48,
+    seed: int = 0,
+) -> Path:
+    """An NIH tree: the label table, 8-bit PNGs (every fourth saved as RGBA, as some real ones are) in
+    ``images_001/images/`` ... (``kaggle``) or ``images/`` (``nih_box``), the official split lists and
+    Google's expert labels (``google_cloud``: four_findings_expert_labels/{test,validation}_labels.csv;
+    ``torchxrayvision``: its combined google2019_nih-chest-xray-labels.csv.gz; ``none``)."""
+    root = Path(root)
+    columns = [sex_column if c == "Patient Gender" else c for c in NIH_COLUMNS]
+    rows = [
+        [
+            im.image_index,
+            im.findings,
+            im.follow_up,
+            im.patient_id,
+            im.age,
+            im.sex,
+            im.view,
+            2500,
+            2048,
+            0.168,
+            0.168,
+        ]
+        for im in images
+    ]
+    _write_csv(root / label_file, columns, rows)
+    for number, image in enumerate(images):
+        folder = (
+            root / f"images_{1 + number * 12 // max(1, len(images)):03d}" / "images"
+            if layout == "kaggle"
+            else root / "images"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        label = int("Pneumonia" in image.findings.split("|"))
+        picture = Image.fromarray(
+            chest_pixels(image_size, label, seed + number, render_size=max(32, image_size))
+        )
+        (picture.convert("RGBA") if number % 4 == 3 else picture).save(folder / image.image_index)
+    if split_lists:
+        for split, name in (("train_val", "train_val_list.txt"), ("test", "test_list.txt")):
+            names = [im.image_index for im in images if im.split == split]
+            (root / name).write_text("".join(f"{n}\n" for n in names))
+    expert = [im for im in images if im.airspace_opacity]
+    expert_columns = [*columns, "Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass"]
+    if expert_files == "google_cloud":
+        for expert_set, name in (("test", "test_labels.csv"), ("validation", "validation_labels.csv")):
+            chosen = [im for im in expert if im.expert_set == expert_set]
+            _write_csv(
+                root / "four_findings_expert_labels" / name,
+                expert_columns,
+                [[*rows[images.index(im)], "NO", "NO", im.airspace_opacity, "NO"] for im in chosen],
+            )
+    elif expert_files == "torchxrayvision":
+        table = [
+            [
+                *rows[images.index(im)],
+                "NO",
+                "NO",
+                im.airspace_opacity,
+                "NO",
+                "val" if im.expert_set == "validation" else "test",
+            ]
+            for im in expert
+        ]
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([[*expert_columns, "Set Id"], *table])
+        with gzip.open(root / "google2019_nih-chest-xray-labels.csv.gz", "wt", newline="") as handle:
+            handle.write(buffer.getvalue())
+    return root
+
+
+CHEXPERT_FINDINGS = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+
+
+@dataclass(frozen=True)
+class CheXpertImage:
+    patient: int
+    study: int = 1
+    view_number: int = 1
+    frontal: bool = True
+    ap_pa: str = "AP"  # AP | PA | LL | RL for frontal images; blank for lateral ones
+    sex: str = "Female"  # Female | Male | Unknown
+    age: int = 60
+    pneumonia: float | None = None  # 1, 0, -1 or blank
+    no_finding: float | None = None  # 1 or blank
+    split: str = "train"  # train | valid
+
+    @property
+    def path(self) -> str:
+        kind = "frontal" if self.frontal else "lateral"
+        return f"{self.split}/patient{self.patient:05d}/study{self.study}/view{self.view_number}_{kind}.jpg"
+
+
+def write_chexpert_root(
+    root: str | os.PathLike,
+    images: Sequence[CheXpertImage],
+    folder: str = "CheXpert-v1.0-small",
+    image_size: int = 48,
+    seed: int = 0,
+) -> Path:
+    """CheXpert as unzipped: ``root/<folder>/{train,valid}.csv`` whose Path column starts with ``<folder>/``,
+    and one 8-bit JPEG per row under ``root/<folder>/{train,valid}/patientNNNNN/studyN/``."""
+    root = Path(root)
+    base = root / folder
+    header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_FINDINGS]
+    for split in ("train", "valid"):
+        chosen = [im for im in images if im.split == split]
+        if not chosen:
+            continue
+        rows = []
+        for im in chosen:
+            findings = {name: "" for name in CHEXPERT_FINDINGS}
+            findings["Pneumonia"] = "" if im.pneumonia is None else f"{float(im.pneumonia):.1f}"
+            findings["No Finding"] = "" if im.no_finding is None else f"{float(im.no_finding):.1f}"
+            if im.pneumonia == 1:
+                findings["Lung Opacity"] = "1.0"
+            view = "Frontal" if im.frontal else "Lateral"
+            rows.append(
+                [
+                    f"{folder}/{im.path}",
+                    im.sex,
+                    im.age,
+                    view,
+                    im.ap_pa if im.frontal else "",
+                    *findings.values(),
+                ]
+            )
+        _write_csv(base / f"{split}.csv", header, rows)
+    for number, im in enumerate(images):
+        path = base / im.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = chest_pixels(
+            image_size, int(im.pneumonia == 1), seed + number, render_size=max(32, image_size)
+        )
+        Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+    return root
+
+
+PADCHEST_COLUMNS = [
+    "Unnamed: 0",
+    "ImageID",
+    "ImageDir",
+    "StudyDate_DICOM",
+    "StudyID",
+    "PatientID",
+    "PatientBirth",
+    "PatientSex_DICOM",
+    "ViewPosition_DICOM",
+    "Projection",
+    "MethodProjection",
+    "Pediatric",
+    "Modality_DICOM",
+    "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM",
+    "PixelRepresentation_DICOM",
+    "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM",
+    "BitsStored_DICOM",
+    "WindowCenter_DICOM",
+    "WindowWidth_DICOM",
+    "Rows_DICOM",
+    "Columns_DICOM",
+    "XRayTubeCurrent_DICOM",
+    "Exposure_DICOM",
+    "ExposureInuAs_DICOM",
+    "ExposureTime",
+    "RelativeXRayExposure_DICOM",
+    "ReportID",
+    "Report",
+    "MethodLabel",
+    "Labels",
+    "Localizations",
+    "LabelsLocalizationsBySentence",
+    "labelCUIS",
+    "LocalizationsCUIS",
+]
+
+
+@dataclass(frozen=True)
+class PadChestImage:
+    image_id: str  # <StudyID>_<suffix>.png
+    labels: Sequence[str] | None  # None: the Labels cell is empty
+    projection: str = "PA"  # PA | AP | AP_horizontal | L | COSTAL | EXCLUDE | UNK
+    patient_id: str = "1234"
+    birth: str = "1950.0"
+    sex: str = "F"
+    study_date: str = "20140915"
+    image_dir: int = 0
+    method: str = "Physician"  # Physician | RNN_model
+    pediatric: str = "No"
+    manufacturer: str = "PhilipsMedicalSystems"
+    bits: int = 12
+
+
+def write_padchest_root(
+    root: str | os.PathLike,
+    images: Sequence[PadChestImage],
+    layout: str = "zips",
+    compressed: bool = True,
+    image_size: int = 48,
+    seed: int = 0,
+) -> Path:
+    """PadChest as downloaded: the 160K label table (``.csv.gz`` unless ``compressed`` is False) and 16-bit
+    grayscale PNGs holding ``bits``-bit values, in ``<ImageDir>/`` folders (``zips``) or all in ``root``
+    (``flat``)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for number, im in enumerate(images):
+        values = {column: "" for column in PADCHEST_COLUMNS}
+        values.update(
+            {
+                "Unnamed: 0": number,
+                "ImageID": im.image_id,
+                "ImageDir": im.image_dir,
+                "StudyDate_DICOM": im.study_date,
+                "StudyID": im.image_id.split("_")[0],
+                "PatientID": im.patient_id,
+                "PatientBirth": im.birth,
+                "PatientSex_DICOM": im.sex,
+                "Projection": im.projection,
+                "Pediatric": im.pediatric,
+                "Manufacturer_DICOM": im.manufacturer,
+                "PhotometricInterpretation_DICOM": "MONOCHROME2",
+                "BitsStored_DICOM": im.bits,
+                "MethodLabel": im.method,
+                "Labels": "" if im.labels is None else repr(list(im.labels)),
+                "Report": "sin hallazg patolog",
+            }
+        )
+        rows.append(list(values.values()))
+        folder = root / str(im.image_dir) if layout == "zips" else root
+        folder.mkdir(parents=True, exist_ok=True)
+        label = int(im.labels is not None and "pneumonia" in im.labels)
+        pixels = chest_pixels(image_size, label, seed + number, render_size=max(32, image_size))
+        write_png16(folder / im.image_id, pixels, im.bits)
+    name = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([PADCHEST_COLUMNS, *rows])
+    if compressed:
+        with gzip.open(root / f"{name}.gz", "wt", newline="") as handle:
+            handle.write(buffer.getvalue())
+    else:
+        (root / name).write_text(buffer.getvalue())
+    return root
+
+
+def write_png16(path: str | os.PathLike, pixels: np.ndarray, bits: int = 12) -> np.ndarray:
+    """A 16-bit grayscale PNG whose values use only the low ``bits`` bits, as PadChest's do (uint8 ``pixels``
+    mapped onto an offset part of that range); returns the stored values."""
+    top = (1 << bits) - 1
+    stored = np.rint(top * 0.05 + pixels.astype(np.float64) / 255.0 * top * 0.9).astype(np.uint16)
+    Image.fromarray(stored).save(path)
+    return stored

@@ -66,6 +66,7 @@ def test_papers_selection_is_normal_vs_lung_opacity(rsna_root, patients):
         p.n_boxes for p in patients[7:12]
     )
     assert result.skipped == []
+    assert "subset of NIH ChestX-ray14" in result.found["note"]  # never read rsna and nih as independent
 
 
 def test_target_selection_keeps_every_patient(rsna_root):
