@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cxrsyn-installed
-PYTEST_ARGS ?= -q
+# -n auto: one pytest worker per core (pytest-xdist); session fixtures are built once per worker
+PYTEST_ARGS ?= -q -n auto
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
@@ -34,16 +35,22 @@ demo: $(STAMP)
 	$(PY) -m cxrsyn.train +experiment=crop_ablation source=phantom hydra.sweep.dir=$(DEMO_DIR) $(DEMO_ARGS)
 	$(PY) -m cxrsyn.report $(DEMO_DIR)
 
-# Phantom results of every study, written to experiments/<study>/phantom/ (small settings: see the README there)
+# Phantom results of every study, written to experiments/<study>/phantom/ (report.json records the commits,
+# overrides and config hashes). crop_ablation runs at the demo's settings, so tests/training/test_demo_drift.py
+# can compare seed 0 with it; the other studies at smaller settings (PHANTOM_ARGS).
 STUDIES ?= crop_ablation generator_comparison crop_fraction_sweep backbones
 PHANTOM_ARGS ?= datamodule.image_size=64 trainer.max_epochs=6 seed=0,1
+DEMO_SETTINGS_STUDIES ?= crop_ablation
 experiments: $(STAMP)
 	@for study in $(STUDIES); do \
+	  args="$(PHANTOM_ARGS)"; \
+	  case " $(DEMO_SETTINGS_STUDIES) " in *" $$study "*) args="";; esac; \
 	  dir=outputs/experiments/$$study; rm -rf $$dir; \
-	  $(PY) -m cxrsyn.train +experiment=$$study source=phantom hydra.sweep.dir=$$dir $(PHANTOM_ARGS) || exit 1; \
+	  $(PY) -m cxrsyn.train +experiment=$$study source=phantom hydra.sweep.dir=$$dir $$args || exit 1; \
 	  rm -rf experiments/$$study/phantom; \
 	  $(PY) -m cxrsyn.report $$dir --out experiments/$$study/phantom || exit 1; \
-	  echo "make experiments STUDIES=$$study PHANTOM_ARGS='$(PHANTOM_ARGS)'" > experiments/$$study/phantom/COMMAND; \
+	  echo "python -m cxrsyn.train +experiment=$$study source=phantom $$args" > experiments/$$study/phantom/COMMAND; \
+	  echo "python -m cxrsyn.report <sweep dir> --out experiments/$$study/phantom" >> experiments/$$study/phantom/COMMAND; \
 	done
 
 # pytest exits 5 when it collects no tests: that is a failure here, never a pass.

@@ -62,3 +62,21 @@ def compose_or_exit(config_name: str, overrides: Sequence[str]):  # noqa: ANN201
             f"error: {line}; check the overrides against conf/{config_name}.yaml", file=sys.stderr, flush=True
         )
         sys.exit(2)
+
+
+def code_version() -> dict[str, object]:
+    """The git commit of this checkout and whether ``cxrsyn/`` or ``conf/`` hold uncommitted changes (both
+    None outside a git checkout): recorded with every run and report."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(
+                ["git", "-C", str(CONF_DIR.parent), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--", "cxrsyn", "conf")
+    return {"commit": git("rev-parse", "HEAD"), "local_changes": None if status is None else bool(status)}

@@ -1,5 +1,5 @@
 """File IO every step shares: atomic writes (a crash leaves the old file or the new one, never half), JSON,
-and file hashes."""
+file hashes, and a lock for a folder that several processes may build at once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -38,3 +40,11 @@ def sha256_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def building(folder: str | os.PathLike) -> FileLock:
+    """An exclusive lock beside ``folder`` (``<folder>.lock``) for the processes that may build it at once
+    (parallel study jobs sharing a phantom set or a cache): the first builds, the others wait, then reuse."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder.with_name(f".{folder.name}.lock")))

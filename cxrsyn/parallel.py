@@ -16,6 +16,13 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
+def restore_start_method() -> None:
+    """Inside a joblib (loky) worker, as a study's parallel jobs run, the global start method is ``loky``, which
+    the processes our pools spawn cannot resolve; put back the platform's standard (``spawn`` here too)."""
+    if multiprocessing.get_start_method(allow_none=True) == "loky":
+        multiprocessing.set_start_method("spawn", force=True)
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 

@@ -32,7 +32,7 @@ import pandas as pd
 from cxrsyn.data.decode import Preprocessing, decode_with_size
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles
 from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import write_json
+from cxrsyn.fileio import building, write_json
 from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.parallel import chunked, map_chunks
 
@@ -83,15 +83,16 @@ def build_cache(
         raise CxrsynError(f"{name}: nothing selected to cache under {root}")
     key = cache_key(table, prep)
     folder = Path(cache_dir) / f"{name}-{key[:16]}"
-    meta = _read_meta(folder)
-    if meta.get("key") != key:
-        _start(folder, table, prep, key, name)
+    with building(folder):
         meta = _read_meta(folder)
-    built = not meta.get("complete", False)
-    if built:
-        _fill(folder, table, prep, bad, root, workers, show_progress, name)
-        meta.update(complete=True, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_json(folder / META_NAME, meta)
+        if meta.get("key") != key:
+            _start(folder, table, prep, key, name)
+            meta = _read_meta(folder)
+        built = not meta.get("complete", False)
+        if built:
+            _fill(folder, table, prep, bad, root, workers, show_progress, name)
+            meta.update(complete=True, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            write_json(folder / META_NAME, meta)
     return _result(folder, table, bad, root, built)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrsyn.config import code_version
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME, patients_of
 from cxrsyn.evaluation.statistics import delong, holm, paired_bootstrap, study_bootstrap
@@ -491,6 +492,7 @@ def write_report(
     (out / RESULTS_MD).write_text(markdown)
     report = {
         "folder": str(folder),
+        "provenance": provenance(study),
         "runs": len(study.runs),
         "arms": study.arms,
         "unfinished": study.unfinished,
@@ -516,6 +518,43 @@ def write_report(
     ):
         print(f"  wrote {path}")
     return report
+
+
+def provenance(study: Study) -> dict[str, Any]:
+    """What produced these runs: the commits they were trained with (``run.code`` of their metrics.json) and
+    the one reporting, each run's command-line overrides, and a hash of each run's resolved config without its
+    machine-specific paths, so two folders can be checked for the same settings."""
+    runs = []
+    for run in study.runs:
+        runs.append(
+            {
+                "folder": str(run.folder),
+                "arm": run.arm,
+                "seed": run.seed,
+                "overrides": run.info.get("overrides", []),
+                "config_sha256": config_hash(run.folder / "config.yaml"),
+            }
+        )
+    commits = sorted({str((run.info.get("code") or {}).get("commit")) for run in study.runs})
+    return {"reported_with": code_version(), "trained_with_commits": commits, "runs": runs}
+
+
+def config_hash(path: Path) -> str | None:
+    """sha256 of a run's resolved config with ``paths`` (where this machine keeps data and outputs) written as
+    placeholders wherever they appear."""
+    import hashlib
+
+    import yaml
+
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text()) or {}
+    paths = config.pop("paths", None) or {}
+    text = json.dumps(config, sort_keys=True, default=str)
+    for key, value in sorted(paths.items(), key=lambda item: -len(str(item[1]))):
+        if value:  # the resolved config repeats the paths inside other values (data roots, checkpoint dirs)
+            text = text.replace(str(value), f"<paths.{key}>")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _study_table(verdicts: Sequence[dict[str, Any]]) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import sha256_of_file
+from cxrsyn.fileio import building, sha256_of_file
 from cxrsyn.manifest import (
     IMAGES_DIRNAME,
     LABEL_COLUMN,
@@ -402,6 +402,13 @@ def write_phantom_dataset(
     a half-written folder that looks finished.
     """
     out_dir = Path(out_dir)
+    with building(out_dir):  # parallel jobs sharing a folder: one writes it, the others wait and reuse it
+        return _write_phantom_dataset(out_dir, spec, show_progress, workers)
+
+
+def _write_phantom_dataset(
+    out_dir: Path, spec: PhantomSpec, show_progress: bool, workers: int | None
+) -> Path:
     if is_current(out_dir, spec):
         return out_dir
     cells = AttributeGrid(spec.attributes).sample(spec.n_per_class, spec.seed)

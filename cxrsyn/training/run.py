@@ -25,6 +25,7 @@ from cxrsyn.compose import (
     resolved_config,
     settings_at,
 )
+from cxrsyn.config import code_version
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
@@ -37,6 +38,7 @@ from cxrsyn.evaluation.outputs import (
 from cxrsyn.fileio import sha256_of_file, write_json
 from cxrsyn.logs import quiet_third_party_noise
 from cxrsyn.models.classifier import PneumoniaClassifier
+from cxrsyn.parallel import restore_start_method
 from cxrsyn.secrets import redact_overrides
 from cxrsyn.training.loggers import log_results_to_wandb
 
@@ -67,6 +69,7 @@ def build(
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None."""
     quiet_third_party_noise()
+    restore_start_method()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -200,6 +203,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
         "train_data": None,
         "overrides": [],
         "swept": [],
+        "code": code_version(),
     }
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()

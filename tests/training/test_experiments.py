@@ -187,7 +187,7 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
         "test_sets.rsna.phantom.bottom_mark_rate": 0.5,  # the same label on half the films, either class
         "datamodule.image_size": 64,
         "datamodule.batch_size": 16,
-        "trainer.max_epochs": 20,
+        "trainer.max_epochs": 10,
         "trainer.enable_progress_bar": False,
         "evaluation.bootstrap.n_resamples": 200,
         "gradcam.n_share": 50,
@@ -207,9 +207,8 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
     assert comparison["delong_p"] < 0.05 and comparison["boot_auroc_diff_lo"] > 0
     verdict = json.loads((sweep / "report.json").read_text())["study_comparisons"][0]
     assert verdict["n_seeds"] == 1 and verdict["delta_auroc_ci"][0] > 0 and verdict["p"] < 0.05
-    # and Grad-CAM shows where the raw model looks: more of its attention in the band the crop removes
-    shares = pd.read_csv(sweep / "results.csv").set_index("arm")["cam_bottom_share"]
-    assert shares["data=synthetic_raw"] > shares["data=synthetic_cropped"]
+    # Grad-CAM's band share is not asserted here: at 64 px a ResNet-18's last map is 2 x 2, too coarse to
+    # place a corner mark (tests/evaluation/test_gradcam.py checks that the share follows planted evidence)
 
 
 @pytest.mark.slow

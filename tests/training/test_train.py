@@ -96,21 +96,22 @@ def test_the_tested_checkpoint_validation_predictions_and_threshold_are_recorded
 
 
 def test_predictions_are_the_tested_checkpoints_outputs(finished_run):
-    """Reload the tested checkpoint and predict the test set by hand: same probabilities as the file."""
-    from cxrsyn.data.images import read_grayscale
-    from cxrsyn.data.transforms import build_transform
+    """Reload the tested checkpoint and predict the test set by hand from its files, decoded as the cache
+    stores them (8-bit at the input size): the same probabilities as the file."""
+    from cxrsyn.data.decode import Preprocessing, decode_resized
     from cxrsyn.models.classifier import PneumoniaClassifier
 
     run_dir, metrics = finished_run
     model = PneumoniaClassifier.load_from_checkpoint(run_dir / metrics["checkpoint"]["path"]).eval()
     table = pd.read_csv(run_dir / "predictions" / "phantom_real.csv")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["test_sets"]["phantom_real"]["cache"] is True
     root = config["test_sets"]["phantom_real"]["root"]
-    transform = build_transform(config["datamodule"]["image_size"], config["datamodule"]["resize"])
-    images = torch.stack([transform(image=read_grayscale(f"{root}/{p}"))["image"] for p in table["path"]])
+    prep = Preprocessing(config["datamodule"]["image_size"], config["datamodule"]["resize"])
+    pixels = np.stack([decode_resized(f"{root}/{p}", prep) for p in table["path"]]).astype(np.float32) / 255
     with torch.no_grad():
-        probs = torch.sigmoid(model(images)).numpy()
-    np.testing.assert_allclose(probs, table["prob"], atol=1e-5)
+        probs = torch.sigmoid(model(torch.from_numpy(pixels)[:, None])).numpy()
+    np.testing.assert_allclose(probs, table["prob"], atol=1e-6)
 
 
 def test_bad_inputs_raise_one_line_errors(compose_train, phantom_data_dir, tmp_path):
