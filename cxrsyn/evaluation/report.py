@@ -27,7 +27,7 @@ import pandas as pd
 from cxrsyn.config import code_version
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME, patients_of
-from cxrsyn.evaluation.statistics import delong, holm, paired_bootstrap, study_bootstrap
+from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
 from cxrsyn.fileio import write_json
 
 RESULTS_MD = "results.md"
@@ -371,6 +371,87 @@ def study_comparisons(
     return results
 
 
+# ------------------------------------------------------------------------------------------- numeric arms
+def numeric_arm_key(study: Study) -> str | None:
+    """The one varying override whose values are all numbers (a count, a fraction, k), if there is one:
+    such a study is read as a curve of the metric against that value."""
+    per_run = [_override_map(run) for run in study.runs]
+    keys = list(dict.fromkeys(key for overrides in per_run for key in overrides))
+    varying = [key for key in keys if len({overrides.get(key) for overrides in per_run}) > 1]
+    numeric = [key for key in varying if all(_is_number(overrides.get(key)) for overrides in per_run)]
+    return numeric[0] if len(numeric) == 1 else None
+
+
+def _is_number(value: str | None) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return value is not None
+
+
+def arm_curves(
+    study: Study, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> list[dict[str, Any]]:
+    """For a study with a numeric arm (``numeric_arm_key``): per test set, line (the other varying overrides)
+    and arm value, the mean AUROC and AUPR over seeds with the two-level bootstrap CI (``arm_bootstrap``)."""
+    key = numeric_arm_key(study)
+    if key is None:
+        return []
+    points = []
+    for arm in study.arms:
+        runs = study.of_arm(arm)
+        overrides = _override_map(runs[0])
+        line = ",".join(part for part in arm.split(",") if not part.startswith(f"{key}=")) or "all"
+        for name in study.test_sets:
+            tables = [
+                run.predictions(name).sort_values("path").reset_index(drop=True)
+                for run in runs
+                if name in run.metrics["test_sets"]
+            ]
+            if not tables or any(not t["path"].equals(tables[0]["path"]) for t in tables):
+                continue
+            boot = arm_bootstrap(
+                tables[0]["label"].to_numpy(),
+                np.stack([t["prob"].to_numpy() for t in tables]),
+                n_resamples,
+                seed,
+                alpha,
+                patients=patients_of(tables[0]),
+            )
+            points.append(
+                {"key": key, "value": float(overrides[key]), "line": line, "test_set": name, **boot}
+            )
+    return sorted(points, key=lambda point: (point["test_set"], point["line"], point["value"]))
+
+
+def plot_arm_curves(points: Sequence[dict[str, Any]], study: Study, out_dir: Path) -> list[Path]:
+    """``scaling_<set>.png``: AUROC and AUPR against the arm value, one line per group of the other
+    overrides, the study-level 95% CI as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name in dict.fromkeys(point["test_set"] for point in points):
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        for axis, metric in zip(axes, ("auroc", "aupr"), strict=True):
+            for line in dict.fromkeys(p["line"] for p in points if p["test_set"] == name):
+                mine = [p for p in points if p["test_set"] == name and p["line"] == line]
+                x = [p["value"] for p in mine]
+                axis.plot(x, [p[metric] for p in mine], marker="o", label=line)
+                axis.fill_between(
+                    x, [p[f"{metric}_ci"][0] for p in mine], [p[f"{metric}_ci"][1] for p in mine], alpha=0.2
+                )
+            axis.set(xlabel=mine[0]["key"], ylabel=f"{metric.upper()} (mean over seeds, 95% CI)")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7)
+        figure.suptitle(f"{name}: metric against {mine[0]['key']} ({_source_note(study)})", fontsize=11)
+        written.append(_save(figure, out_dir / f"scaling_{name}.png", dpi=110))
+    return written
+
+
 # ----------------------------------------------------------------------------------------------- figures
 def plot_curves(study: Study, out_dir: Path) -> list[Path]:
     """``roc_<set>.png`` and ``pr_<set>.png``: every run's curve, one colour per arm."""
@@ -487,8 +568,12 @@ def write_report(
     per_run.to_csv(out / RESULTS_CSV, index=False)
     comparisons.to_csv(out / COMPARISONS_CSV, index=False)
     _study_table(verdicts).to_csv(out / STUDY_COMPARISONS_CSV, index=False)
+    curves = arm_curves(study, n_resamples, seed, alpha)
     written = (plot_curves(study, out) + gradcam_figure(study, out)) if figures else []
+    if figures and curves:
+        written += plot_arm_curves(curves, study, out)
     markdown = render_markdown(study, experiment, per_run, summary, comparisons, verdicts, written, alpha)
+    markdown += _curve_markdown(curves, alpha)
     (out / RESULTS_MD).write_text(markdown)
     report = {
         "folder": str(folder),
@@ -498,6 +583,7 @@ def write_report(
         "unfinished": study.unfinished,
         "test_sets": study.test_sets,
         "study_comparisons": verdicts,
+        "curves": curves,
         "summary": summary.replace({np.nan: None}).to_dict("records"),
         "comparisons": comparisons.replace({np.nan: None}).to_dict("records"),
         "figures": [path.name for path in written],
@@ -555,6 +641,26 @@ def config_hash(path: Path) -> str | None:
         if value:  # the resolved config repeats the paths inside other values (data roots, checkpoint dirs)
             text = text.replace(str(value), f"<paths.{key}>")
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _curve_markdown(points: Sequence[dict[str, Any]], alpha: float) -> str:
+    if not points:
+        return ""
+    level = f"{100 * (1 - alpha):g}%"
+    lines = [
+        "",
+        f"## Against {points[0]['key']} (mean over seeds, {level} CI: seeds and test patients resampled)",
+        "",
+        f"| test set | line | {points[0]['key']} | seeds | AUROC | AUPR |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['test_set']} | {p['line']} | {p['value']:g} | {p['n_seeds']} | {p['auroc']:.3f} "
+            f"[{p['auroc_ci'][0]:.3f}, {p['auroc_ci'][1]:.3f}] | {p['aupr']:.3f} "
+            f"[{p['aupr_ci'][0]:.3f}, {p['aupr_ci'][1]:.3f}] |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _study_table(verdicts: Sequence[dict[str, Any]]) -> pd.DataFrame:

@@ -239,6 +239,31 @@ def study_bootstrap(
     return result
 
 
+def arm_bootstrap(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    patients: Sequence[Any] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One arm over seeds: ``scores`` (seeds, images). The mean over seeds of AUROC and AUPR on the whole test
+    set, with the CI of the same two-level bootstrap as ``study_bootstrap`` (seeds, then test patients)."""
+    labels = np.asarray(labels)
+    scores = np.atleast_2d(scores)
+    n_seeds = len(scores)
+    clusters = Clusters.of(labels, patients)
+    resampled = _resampled_metrics(labels, list(scores), clusters, n_resamples, seed)
+    seed_draws = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_seeds, n_resamples))
+    result: dict[str, Any] = {"n_seeds": n_seeds}
+    for name in METRIC_NAMES:
+        values = np.stack([resampled[s][name] for s in range(n_seeds)])
+        drawn = np.take_along_axis(values, seed_draws, axis=0).mean(axis=0)
+        result[name] = float(np.mean([point_metrics(labels, row)[name] for row in scores]))
+        result[f"{name}_ci"] = _percentiles(drawn, alpha)
+    return result
+
+
 def _two_sided_p(draws: np.ndarray) -> float:
     b = draws.size
     below, above = (np.sum(draws <= 0) + 1) / (b + 1), (np.sum(draws >= 0) + 1) / (b + 1)

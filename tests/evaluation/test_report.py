@@ -233,3 +233,27 @@ def test_patient_clusters_widen_the_per_seed_and_study_intervals(tmp_path):
         widths[clustered] = verdict["delta_auroc_ci"][1] - verdict["delta_auroc_ci"][0]
         assert verdict["n_patients"] == (60 if clustered else N)
     assert widths[True] / widths[False] == pytest.approx(np.sqrt(5), rel=0.3)
+
+
+def test_a_numeric_arm_is_drawn_as_a_curve_with_study_level_bands(tmp_path):
+    job = 0
+    for count, signal in ((25, 0.2), (50, 0.8), (100, 1.6)):
+        for seed in (0, 1):
+            make_run(
+                tmp_path / str(job),
+                "synthetic_cropped",
+                seed,
+                signal,
+                test_sets=("rsna",),
+                extra=[f"data.max_per_class={count}"],
+            )
+            job += 1
+    report = write_report(tmp_path, n_resamples=200)
+    curves = report["curves"]
+    assert [(c["value"], c["n_seeds"]) for c in curves] == [(25.0, 2), (50.0, 2), (100.0, 2)]
+    assert all(c["key"] == "data.max_per_class" and c["line"] == "all" for c in curves)
+    assert curves[0]["auroc"] < curves[1]["auroc"] < curves[2]["auroc"]  # the planted signal grows
+    for c in curves:
+        assert c["auroc_ci"][0] <= c["auroc"] <= c["auroc_ci"][1]
+    assert (tmp_path / "scaling_rsna.png").stat().st_size > 5000
+    assert "## Against data.max_per_class" in (tmp_path / "results.md").read_text()

@@ -368,3 +368,22 @@ def test_calibration_of_a_miscalibrated_case_by_hand():
     assert result["brier"] == pytest.approx((7 * 0.15**2 + 0.85**2) / 8)
     assert result["brier"] == pytest.approx(brier_score_loss(labels, probs))
     assert calibration(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))["ece"] == 0.0
+
+
+def test_arm_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
+    from cxrsyn.evaluation.statistics import arm_bootstrap
+
+    rng = np.random.default_rng(15)
+    n, seeds, resamples = 50, 3, 120
+    labels = (rng.random(n) < 0.5).astype(int)
+    patients = rng.integers(0, 20, n)
+    scores = labels[None] * 0.7 + rng.normal(size=(seeds, n))
+    ours = arm_bootstrap(labels, scores, n_resamples=resamples, seed=3, patients=patients)
+    weights = np.concatenate(list(resample_weights(Clusters.of(labels, patients), resamples, seed=3)))
+    seed_draws = np.random.default_rng([3, seeds]).integers(0, seeds, size=(seeds, resamples))
+    drawn = []
+    for r in range(resamples):
+        listed = np.repeat(np.arange(n), weights[r].astype(int))
+        drawn.append(np.mean([roc_auc_score(labels[listed], scores[s][listed]) for s in seed_draws[:, r]]))
+    assert ours["auroc"] == pytest.approx(np.mean([roc_auc_score(labels, row) for row in scores]), abs=1e-12)
+    assert ours["auroc_ci"] == pytest.approx(textbook_percentiles(drawn), abs=1e-12)
