@@ -1,0 +1,214 @@
+"""Part 1, contamination: is an audited image a near-copy of a reference (test) image?
+
+Two methods, each with its own calibrated threshold:
+
+- ``pixels``: normalized correlation of downsampled grayscale images. A coarse descriptor with crop/shift
+  variants finds each audited image's ``candidates`` most similar references (exact chunked search), then
+  each candidate pair is aligned precisely (the audited image's window moved edge by edge) and compared with
+  a finer, high-passed descriptor: the similarity is that correlation (see ``descriptors``).
+- ``embedding``: cosine similarity of model embeddings, centred on the reference set's mean embedding.
+
+Threshold rule, per reference set and method: the ``quantile`` of the nearest-neighbour similarities of
+``calibration_n`` sampled reference images to the other reference images of *different patients*, computed
+by the very procedure that scores audited images. An audited image above it is more similar to a reference
+image than (nearly) any two real patients are to each other: flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from cxrsyn.auditing.descriptors import CorrelationDescriptor, nearest, refine
+from cxrsyn.auditing.sets import Features, ImageSet
+
+METHODS = ("pixels", "embedding")
+
+
+@dataclass
+class Matches:
+    similarity: np.ndarray  # (Q,) best similarity
+    index: np.ndarray  # (Q,) reference row of the best match
+    second: np.ndarray | None = None  # (Q,) best similarity to another patient than the best match's
+
+    @property
+    def distinctiveness(self) -> np.ndarray:
+        """(1 - second) / (1 - best): how much closer the best match is than anyone else (a copy: far)."""
+        return (1.0 - self.second) / np.maximum(1.0 - self.similarity, 1e-6)
+
+
+def pixel_matches(
+    queries: torch.Tensor,
+    references: Features,
+    coarse: CorrelationDescriptor,
+    fine: CorrelationDescriptor,
+    candidates: int,
+    patients: np.ndarray,
+    exclude: np.ndarray | None = None,
+    batch: int = 32,
+    desc: str = "",
+) -> Matches:
+    """Best aligned fine correlation of each query image (Q, 1, S, S) among its coarse candidates, and the
+    best among candidates of other patients than the best match's."""
+    ref_coarse = torch.from_numpy(references.coarse)
+    ref_fine = torch.from_numpy(references.fine)
+    windows = torch.from_numpy(coarse.windows())
+    k = min(candidates, len(ref_coarse))
+    scores = np.full((len(queries), k), -np.inf)
+    rows_of = np.full((len(queries), k), -1)
+    starts = range(0, len(queries), batch)
+    for start in tqdm(starts, desc=desc or "pixel search", unit="batch", leave=False, disable=len(starts) < 4):
+        rows = slice(start, start + batch)
+        variants = coarse.compute(queries[rows])
+        _, index = nearest(variants, ref_coarse, k=k, exclude=None if exclude is None else exclude[rows])
+        query_rows = np.repeat(np.arange(len(variants)), k)
+        ref_rows = index.reshape(-1)
+        valid = ref_rows >= 0
+        query_rows, ref_rows = query_rows[valid], ref_rows[valid]
+        if not len(query_rows):
+            continue
+        first = torch.einsum("pvd,pd->pv", variants[query_rows], ref_coarse[ref_rows]).argmax(dim=1)
+        prepared = fine.prepare(queries[rows])
+        similarity, _ = refine(fine, prepared, query_rows, ref_fine[ref_rows], windows[first])
+        valid_rows = np.flatnonzero(valid)
+        scores[start + valid_rows // k, valid_rows % k] = similarity.numpy()
+        rows_of[start + valid_rows // k, valid_rows % k] = ref_rows
+    order = np.argsort(-scores, axis=1)
+    best = scores[np.arange(len(queries)), order[:, 0]]
+    best_index = rows_of[np.arange(len(queries)), order[:, 0]]
+    other = (patients[rows_of] != patients[best_index][:, None]) & (rows_of >= 0)
+    second = np.where(other, scores, -np.inf).max(axis=1)
+    return Matches(best, best_index, second)
+
+
+def centred_unit(embeddings: np.ndarray, centre: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(embeddings - centre).float()
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def embedding_matches(
+    queries: np.ndarray, references: np.ndarray, centre: np.ndarray, exclude: np.ndarray | None = None
+) -> Matches:
+    similarity, index = nearest(centred_unit(queries, centre), centred_unit(references, centre), k=1, exclude=exclude)
+    return Matches(similarity[:, 0], index[:, 0])
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return {}
+    quantiles = np.quantile(values, [0.0, 0.5, 0.9, 0.99, 1.0])
+    return {
+        "n": int(values.size),
+        "mean": float(values.mean()),
+        **{name: float(v) for name, v in zip(("min", "median", "q90", "q99", "max"), quantiles, strict=True)},
+    }
+
+
+def audit_reference(
+    audited: ImageSet,
+    audited_images: torch.Tensor,
+    audited_features: Features,
+    reference: ImageSet,
+    reference_features: Features,
+    calibration_images: torch.Tensor,
+    calibration_rows: np.ndarray,
+    settings: dict[str, Any],
+    coarse: CorrelationDescriptor,
+    fine: CorrelationDescriptor,
+) -> dict[str, Any]:
+    """Similarities of every audited image to one reference set, the calibrated thresholds and the flags."""
+    patients = reference.patients
+    exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
+    centre = reference_features.embeddings.mean(axis=0)
+    quantile = float(settings["quantile"])
+    candidates = int(settings["candidates"])
+    methods: dict[str, Any] = {}
+    matches = {
+        "pixels": (
+            pixel_matches(
+                audited_images, reference_features, coarse, fine, candidates, patients,
+                desc=f"{reference.name}: pixel search",
+            ),
+            pixel_matches(
+                calibration_images, reference_features, coarse, fine, candidates, patients, exclude,
+                desc=f"{reference.name}: calibration",
+            ),
+        ),
+        "embedding": (
+            embedding_matches(audited_features.embeddings, reference_features.embeddings, centre),
+            embedding_matches(reference_features.embeddings[calibration_rows], reference_features.embeddings, centre, exclude),
+        ),
+    }
+    flagged = []
+    for method, (audit_match, calibration_match) in matches.items():
+        if method not in settings["methods"]:
+            continue
+        statistic = STATISTICS[method]
+        audit_values, within = _statistic(audit_match, method), _statistic(calibration_match, method)
+        within = within[np.isfinite(within)]
+        threshold = float(np.quantile(within, quantile))
+        hits = np.flatnonzero(audit_values > threshold)
+        methods[method] = {
+            "statistic": statistic,
+            "threshold": threshold,
+            "rule": (
+                f"{statistic} above the {quantile:g} quantile of the same statistic for {len(within)} sampled "
+                f"{reference.name} images against the {reference.name} images of other patients"
+            ),
+            "within_reference": _summary(within),
+            "audited": _summary(audit_values),
+            "audited_similarity": _summary(audit_match.similarity),
+            "n_flagged": int(len(hits)),
+        }
+        for row in hits:
+            match = int(audit_match.index[row])
+            flagged.append(
+                {
+                    "path": str(audited.table["path"].iloc[row]),
+                    "test_set": reference.name,
+                    "match_path": str(reference.table["path"].iloc[match]),
+                    "similarity": float(audit_match.similarity[row]),
+                    "method": method,
+                    "statistic": statistic,
+                    "value": float(audit_values[row]),
+                    "threshold": threshold,
+                    "_row": int(row),
+                    "_match_row": match,
+                }
+            )
+    return {"methods": methods, "flagged": flagged}
+
+
+STATISTICS = {
+    "pixels": "distinctiveness (1 - second) / (1 - best) of the aligned correlation",
+    "embedding": "cosine similarity of centred embeddings",
+}
+
+
+def _statistic(matches: Matches, method: str) -> np.ndarray:
+    return matches.distinctiveness if method == "pixels" else matches.similarity
+
+
+def pairs_figure(pairs: list[tuple[np.ndarray, np.ndarray, str]], title: str) -> Figure:
+    """Audited image beside its reference match, one row per pair."""
+    rows = max(1, len(pairs))
+    figure = Figure(figsize=(4.2, 2.1 * rows + 0.4), layout="constrained")
+    axes = figure.subplots(rows, 2, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not pairs:
+        axes[0, 0].text(0.5, 0.5, "no flagged pairs", ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 1].set_visible(False)
+    for row, (audited, reference, caption) in enumerate(pairs):
+        axes[row, 0].imshow(audited, cmap="gray", vmin=0, vmax=1)
+        axes[row, 1].imshow(reference, cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].set_title(caption, fontsize=7, loc="left")
+    figure.suptitle(title, fontsize=9)
+    return figure
