@@ -16,6 +16,7 @@ image than (nearly) any two real patients are to each other: flagged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,40 +51,66 @@ def pixel_matches(
     candidates: int,
     patients: np.ndarray,
     exclude: np.ndarray | None = None,
-    batch: int = 32,
     desc: str = "",
 ) -> Matches:
     """Best aligned fine correlation of each query image (Q, 1, S, S) among its coarse candidates, and the
     best among candidates of other patients than the best match's."""
-    ref_coarse = torch.from_numpy(references.coarse)
-    ref_fine = torch.from_numpy(references.fine)
+    return pixel_matches_many(queries, [references], coarse, fine, candidates, [patients], [exclude], desc)[0]
+
+
+def pixel_matches_many(
+    queries: torch.Tensor,
+    references: Sequence[Features],
+    coarse: CorrelationDescriptor,
+    fine: CorrelationDescriptor,
+    candidates: int,
+    patients: Sequence[np.ndarray],
+    exclude: Sequence[np.ndarray | None],
+    desc: str = "",
+    batch: int = 32,
+) -> list[Matches]:
+    """``pixel_matches`` against several reference sets, computing each query's variants once."""
     windows = torch.from_numpy(coarse.windows())
-    k = min(candidates, len(ref_coarse))
-    scores = np.full((len(queries), k), -np.inf)
-    rows_of = np.full((len(queries), k), -1)
+    state = []
+    for features in references:
+        k = min(candidates, len(features.coarse))
+        state.append(
+            (
+                torch.from_numpy(features.coarse),
+                torch.from_numpy(features.fine),
+                k,
+                np.full((len(queries), k), -np.inf),
+                np.full((len(queries), k), -1),
+            )
+        )
     starts = range(0, len(queries), batch)
     for start in tqdm(starts, desc=desc or "pixel search", unit="batch", leave=False, disable=len(starts) < 4):
         rows = slice(start, start + batch)
         variants = coarse.compute(queries[rows])
-        _, index = nearest(variants, ref_coarse, k=k, exclude=None if exclude is None else exclude[rows])
-        query_rows = np.repeat(np.arange(len(variants)), k)
-        ref_rows = index.reshape(-1)
-        valid = ref_rows >= 0
-        query_rows, ref_rows = query_rows[valid], ref_rows[valid]
-        if not len(query_rows):
-            continue
-        first = torch.einsum("pvd,pd->pv", variants[query_rows], ref_coarse[ref_rows]).argmax(dim=1)
         prepared = fine.prepare(queries[rows])
-        similarity, _ = refine(fine, prepared, query_rows, ref_fine[ref_rows], windows[first])
-        valid_rows = np.flatnonzero(valid)
-        scores[start + valid_rows // k, valid_rows % k] = similarity.numpy()
-        rows_of[start + valid_rows // k, valid_rows % k] = ref_rows
-    order = np.argsort(-scores, axis=1)
-    best = scores[np.arange(len(queries)), order[:, 0]]
-    best_index = rows_of[np.arange(len(queries)), order[:, 0]]
-    other = (patients[rows_of] != patients[best_index][:, None]) & (rows_of >= 0)
-    second = np.where(other, scores, -np.inf).max(axis=1)
-    return Matches(best, best_index, second)
+        for (ref_coarse, ref_fine, k, scores, rows_of), skip in zip(state, exclude, strict=True):
+            _, index = nearest(variants, ref_coarse, k=k, exclude=None if skip is None else skip[rows])
+            safe = np.maximum(index, 0)
+            # each candidate pair starts from its best coarse variant
+            first = torch.einsum("qvd,qkd->qkv", variants, ref_coarse[safe]).argmax(dim=2).numpy()
+            query_rows, slots = np.nonzero(index >= 0)
+            if not len(query_rows):
+                continue
+            ref_rows = index[query_rows, slots]
+            similarity, _ = refine(
+                fine, prepared, query_rows, ref_fine[ref_rows], windows[first[query_rows, slots]]
+            )
+            scores[start + query_rows, slots] = similarity.numpy()
+            rows_of[start + query_rows, slots] = ref_rows
+    results = []
+    for (_, _, _, scores, rows_of), ref_patients in zip(state, patients, strict=True):
+        order = np.argsort(-scores, axis=1)
+        best = scores[np.arange(len(queries)), order[:, 0]]
+        best_index = rows_of[np.arange(len(queries)), order[:, 0]]
+        other = (ref_patients[rows_of] != ref_patients[best_index][:, None]) & (rows_of >= 0)
+        second = np.where(other, scores, -np.inf).max(axis=1)
+        results.append(Matches(best, best_index, second))
+    return results
 
 
 def centred_unit(embeddings: np.ndarray, centre: np.ndarray) -> torch.Tensor:
@@ -112,7 +139,7 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 def audit_reference(
     audited: ImageSet,
-    audited_images: torch.Tensor,
+    audited_pixels: Matches,
     audited_features: Features,
     reference: ImageSet,
     reference_features: Features,
@@ -122,7 +149,8 @@ def audit_reference(
     coarse: CorrelationDescriptor,
     fine: CorrelationDescriptor,
 ) -> dict[str, Any]:
-    """Similarities of every audited image to one reference set, the calibrated thresholds and the flags."""
+    """Calibrated thresholds and flags of every audited image against one reference set (``audited_pixels``:
+    the audited images' pixel matches in it, from ``pixel_matches_many``)."""
     patients = reference.patients
     exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
     centre = reference_features.embeddings.mean(axis=0)
@@ -131,10 +159,7 @@ def audit_reference(
     methods: dict[str, Any] = {}
     matches = {
         "pixels": (
-            pixel_matches(
-                audited_images, reference_features, coarse, fine, candidates, patients,
-                desc=f"{reference.name}: pixel search",
-            ),
+            audited_pixels,
             pixel_matches(
                 calibration_images, reference_features, coarse, fine, candidates, patients, exclude,
                 desc=f"{reference.name}: calibration",

@@ -55,7 +55,9 @@ def fid(audited: np.ndarray, reference: np.ndarray) -> float:
     return float(metric.compute())
 
 
-def distances(audited: np.ndarray, reference: np.ndarray, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+def distances(
+    audited: np.ndarray, reference: np.ndarray, settings: dict[str, Any], seed: int, with_fid: bool = True
+) -> dict[str, Any]:
     """KID (with its bootstrap CI) and FID of two feature arrays; None where a set has fewer than 2."""
     if len(audited) < 2 or len(reference) < 2:
         return {"n_audited": len(audited), "n_reference": len(reference), "kid": None, "fid": None}
@@ -67,7 +69,7 @@ def distances(audited: np.ndarray, reference: np.ndarray, settings: dict[str, An
         "n_reference": len(reference),
         "kid": value,
         "kid_subset_std": spread,
-        "fid": fid(audited, reference) if settings.get("fid", True) else None,
+        "fid": fid(audited, reference) if with_fid and settings.get("fid", True) else None,
     }
     n_resamples = int(settings.get("n_resamples") or 0)
     if n_resamples:

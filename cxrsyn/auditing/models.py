@@ -162,7 +162,7 @@ class PixelAuditor:
     def __init__(
         self,
         weights_path: str | None = None,
-        grid: int = 32,
+        grid: int = 16,
         pathologies: tuple[str, ...] = ("Pneumonia", "Consolidation", "Lung Opacity"),
         batch_size: int = 64,
         **_: Any,

@@ -14,7 +14,13 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.auditing.artifacts import artifacts_figure, class_artifacts
-from cxrsyn.auditing.contamination import audit_reference, embedding_matches, pairs_figure, pixel_matches
+from cxrsyn.auditing.contamination import (
+    audit_reference,
+    embedding_matches,
+    pairs_figure,
+    pixel_matches,
+    pixel_matches_many,
+)
 from cxrsyn.auditing.descriptors import CorrelationDescriptor
 from cxrsyn.auditing.distance import distances, mean_pairwise_cosine
 from cxrsyn.auditing.labels import auditor_scores, grid_figure, label_audit
@@ -149,13 +155,23 @@ def _contamination(
     result: dict[str, Any] = {"search": "exact: chunked matrix products (torch), no approximate index", "by_reference": {}}
     flagged: list[dict[str, Any]] = []
     thresholds: dict[str, dict[str, float]] = {}
-    for ref in references:
+    audited_pixels = pixel_matches_many(
+        images,
+        [reference_data[ref.name] for ref in references],
+        coarse,
+        fine,
+        int(settings["candidates"]),
+        [ref.patients for ref in references],
+        [None] * len(references),
+        desc="pixel search",
+    )
+    for ref, pixels in zip(references, audited_pixels, strict=True):
         rng = np.random.default_rng(seed)
         n_cal = min(int(settings["calibration_n"]), len(ref.table))
         rows = np.sort(rng.choice(len(ref.table), n_cal, replace=False))
         calibration = torch.cat([pixels for _, pixels in decode_rows(ref, rows, workers, f"{ref.name}: calibration sample")])
         outcome = audit_reference(
-            audited, images, audited_features, ref, reference_data[ref.name], calibration, rows, settings, coarse, fine
+            audited, pixels, audited_features, ref, reference_data[ref.name], calibration, rows, settings, coarse, fine
         )
         result["by_reference"][ref.name] = outcome["methods"]
         thresholds[ref.name] = {method: item["threshold"] for method, item in outcome["methods"].items()}
@@ -231,7 +247,9 @@ def _distance(
         r = reference_data[ref.name].embeddings
         entry = {"all": distances(a, r, settings, seed)}
         for label, name in ((1, "pneumonia"), (0, "normal")):
-            entry[name] = distances(a[audited.labels == label], r[ref.labels == label], settings, seed)
+            entry[name] = distances(
+                a[audited.labels == label], r[ref.labels == label], settings, seed, bool(settings.get("fid_per_class"))
+            )
         result["by_reference"][ref.name] = entry
     diversity: dict[str, Any] = {
         "mean_pairwise_cosine": mean_pairwise_cosine(a, seed=seed),
@@ -247,7 +265,10 @@ def _distance(
             coarse.canonical(images).numpy(), audited_features.fine, audited_features.embeddings
         )
         near: dict[str, Any] = {}
+        methods = ["embedding", *(["pixels"] if settings.get("pixel_near_duplicates") else [])]
         for method, threshold in thresholds[ref.name].items():
+            if method not in methods:
+                continue
             if method == "pixels":
                 match = pixel_matches(
                     images, audited_refs, coarse, fine, int(contamination["candidates"]), audited.patients, self_rows
