@@ -101,7 +101,12 @@ def class_artifacts(
         rows, cols = np.nonzero(inside)
         found.append(
             {
-                "box": [float(cols.min() / grid), float(rows.min() / grid), float((cols.max() + 1) / grid), float((rows.max() + 1) / grid)],
+                "box": [
+                    float(cols.min() / grid),
+                    float(rows.min() / grid),
+                    float((cols.max() + 1) / grid),
+                    float((rows.max() + 1) / grid),
+                ],
                 "n_pixels": int(inside.sum()),
                 "strength": float(np.abs(t_map[inside]).sum()),
                 "sign": "brighter in pneumonia" if t_map[inside].mean() > 0 else "brighter in normal",
@@ -111,7 +116,9 @@ def class_artifacts(
     found.sort(key=lambda item: -item["strength"])
     for name, item in regions.items():
         item["significant_regions_inside"] = sum(name in region["inside"] for region in found)
-        item["flagged"] = bool(item["permutation_p"] < alpha / tests or item["significant_regions_inside"] > 0)
+        item["flagged"] = bool(
+            item["permutation_p"] < alpha / tests or item["significant_regions_inside"] > 0
+        )
     region = None
     if found:
         region = {

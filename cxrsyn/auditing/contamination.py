@@ -84,7 +84,9 @@ def pixel_matches_many(
             )
         )
     starts = range(0, len(queries), batch)
-    for start in tqdm(starts, desc=desc or "pixel search", unit="batch", leave=False, disable=len(starts) < 4):
+    for start in tqdm(
+        starts, desc=desc or "pixel search", unit="batch", leave=False, disable=len(starts) < 4
+    ):
         rows = slice(start, start + batch)
         variants = coarse.compute(queries[rows])
         prepared = fine.prepare(queries[rows])
@@ -121,7 +123,9 @@ def centred_unit(embeddings: np.ndarray, centre: np.ndarray) -> torch.Tensor:
 def embedding_matches(
     queries: np.ndarray, references: np.ndarray, centre: np.ndarray, exclude: np.ndarray | None = None
 ) -> Matches:
-    similarity, index = nearest(centred_unit(queries, centre), centred_unit(references, centre), k=1, exclude=exclude)
+    similarity, index = nearest(
+        centred_unit(queries, centre), centred_unit(references, centre), k=1, exclude=exclude
+    )
     return Matches(similarity[:, 0], index[:, 0])
 
 
@@ -161,13 +165,24 @@ def audit_reference(
         "pixels": (
             audited_pixels,
             pixel_matches(
-                calibration_images, reference_features, coarse, fine, candidates, patients, exclude,
+                calibration_images,
+                reference_features,
+                coarse,
+                fine,
+                candidates,
+                patients,
+                exclude,
                 desc=f"{reference.name}: calibration",
             ),
         ),
         "embedding": (
             embedding_matches(audited_features.embeddings, reference_features.embeddings, centre),
-            embedding_matches(reference_features.embeddings[calibration_rows], reference_features.embeddings, centre, exclude),
+            embedding_matches(
+                reference_features.embeddings[calibration_rows],
+                reference_features.embeddings,
+                centre,
+                exclude,
+            ),
         ),
     }
     flagged = []
@@ -229,7 +244,9 @@ def pairs_figure(pairs: list[tuple[np.ndarray, np.ndarray, str]], title: str) ->
         ax.set_xticks([])
         ax.set_yticks([])
     if not pairs:
-        axes[0, 0].text(0.5, 0.5, "no flagged pairs", ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].text(
+            0.5, 0.5, "no flagged pairs", ha="center", va="center", transform=axes[0, 0].transAxes
+        )
         axes[0, 1].set_visible(False)
     for row, (audited, reference, caption) in enumerate(pairs):
         axes[row, 0].imshow(audited, cmap="gray", vmin=0, vmax=1)

@@ -47,7 +47,8 @@ class CorrelationDescriptor:
         low, high = (1 - self.window) / 2, (1 + self.window) / 2
         margins = sorted(set(self.margins), key=lambda m: (abs(m), m))
         spans = [
-            ((low - a) / (1 - a - b), (high - a) / (1 - a - b)) for a, b in itertools.product(margins, margins)
+            ((low - a) / (1 - a - b), (high - a) / (1 - a - b))
+            for a, b in itertools.product(margins, margins)
         ]
         return np.array([(x0, y0, x1, y1) for (y0, y1) in spans for (x0, x1) in spans], dtype=np.float32)
 
@@ -100,7 +101,9 @@ class CorrelationDescriptor:
 
 def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of (N, 1, H, W) images over H and W, borders reflected (scipy: separable, in C)."""
-    blurred = ndimage.gaussian_filter(images.numpy(), sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3.0)
+    blurred = ndimage.gaussian_filter(
+        images.numpy(), sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3.0
+    )
     return torch.from_numpy(blurred)
 
 
@@ -126,7 +129,9 @@ def nearest(
         block = references[start : start + chunk].float()
         sims = (flat @ block.T).reshape(q, v, -1).amax(dim=1)
         if exclude is not None:
-            sims = sims.masked_fill(torch.from_numpy(np.asarray(exclude[:, start : start + chunk])), -float("inf"))
+            sims = sims.masked_fill(
+                torch.from_numpy(np.asarray(exclude[:, start : start + chunk])), -float("inf")
+            )
         both = torch.cat([best_sim, sims], dim=1)
         index = torch.cat([best_idx, torch.arange(start, start + block.shape[0]).expand(q, -1)], dim=1)
         top = both.topk(min(k, both.shape[1]), dim=1)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
-from tqdm.auto import tqdm
 
 
 class PassThrough(torch.nn.Module):
@@ -100,8 +99,12 @@ def bootstrap_kid(
     k_xx, k_yy, k_xy = poly_kernel(x, x), poly_kernel(y, y), poly_kernel(x, y)
     m, n = len(x), len(y)
     # a resample is a vector of counts c: the sum of K over its pairs is c K c, the diagonal's c . diag(K)
-    c = torch.from_numpy(np.stack([np.bincount(rng.integers(m, size=m), minlength=m) for _ in range(n_resamples)]))
-    d = torch.from_numpy(np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(n_resamples)]))
+    c = torch.from_numpy(
+        np.stack([np.bincount(rng.integers(m, size=m), minlength=m) for _ in range(n_resamples)])
+    )
+    d = torch.from_numpy(
+        np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(n_resamples)])
+    )
     c, d = c.double(), d.double()
     within_x = (((c @ k_xx) * c).sum(1) - c @ k_xx.diagonal()) / (m * (m - 1))
     within_y = (((d @ k_yy) * d).sum(1) - d @ k_yy.diagonal()) / (n * (n - 1))

@@ -57,7 +57,9 @@ def label_audit(
                 column: {
                     "mean": float(scores[column][rows].mean()) if rows.any() else None,
                     "median": float(scores[column][rows].median()) if rows.any() else None,
-                    "share_above_operating_point": float((scores[column][rows] >= 0.5).mean()) if rows.any() else None,
+                    "share_above_operating_point": float((scores[column][rows] >= 0.5).mean())
+                    if rows.any()
+                    else None,
                 }
                 for column in scores.columns
             },
@@ -68,12 +70,16 @@ def label_audit(
         values = scores[column].to_numpy()
         result: dict[str, Any] = {"auroc": auroc(labels, values) if both else None}
         if both and settings.get("n_resamples"):
-            ci = bootstrap_ci(labels, values, int(settings["n_resamples"]), seed, float(settings.get("alpha", 0.05)))
+            ci = bootstrap_ci(
+                labels, values, int(settings["n_resamples"]), seed, float(settings.get("alpha", 0.05))
+            )
             result["auroc_ci"] = ci["auroc_ci"]
         aurocs[column] = result
     score = scores[score_class].to_numpy()
     contradiction = np.where(labels == 1, 1.0 - score, score)
-    per_image = pd.concat([table[["path", "label"]].reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
+    per_image = pd.concat(
+        [table[["path", "label"]].reset_index(drop=True), scores.reset_index(drop=True)], axis=1
+    )
     per_image[CONTRADICTION_COLUMN] = contradiction
     order = np.argsort(-contradiction, kind="stable")
     per_image["rank"] = np.empty(len(order), int)

@@ -178,8 +178,7 @@ class PixelAuditor:
             if not path.is_file():
                 raise CxrsynError(f"auditor.weights_path={path} does not exist; give a PixelAuditor file")
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved["weight"].shape[1] != grid * grid:
-                raise CxrsynError(f"{path} holds a {saved['weight'].shape[1]}-pixel model; set auditor.grid")
+            self.grid = grid = int(saved.get("grid", grid))  # the file knows the grid it was fitted on
             self.weight, self.bias = saved["weight"].float(), saved["bias"].float()
             self.pathologies = list(saved["pathologies"])
             self.identity = f"pixels:{grid}:{_file_digest(path)}"
@@ -192,7 +191,9 @@ class PixelAuditor:
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.embed(images) @ self.weight.T + self.bias)
 
-    def fit(self, images: torch.Tensor, labels: np.ndarray, l2: float = 1e-3, steps: int = 200) -> PixelAuditor:
+    def fit(
+        self, images: torch.Tensor, labels: np.ndarray, l2: float = 1e-3, steps: int = 200
+    ) -> PixelAuditor:
         """Logistic regression (L-BFGS, L2 penalty ``l2``) of ``labels`` (1 = pneumonia) on the embedding;
         every pathology gets the same weights (the pixels cannot tell them apart)."""
         x = self.embed(images)
@@ -213,25 +214,36 @@ class PixelAuditor:
         return self
 
     def save(self, path: str | os.PathLike) -> None:
-        torch.save({"weight": self.weight, "bias": self.bias, "pathologies": self.pathologies}, path)
+        torch.save(
+            {"weight": self.weight, "bias": self.bias, "pathologies": self.pathologies, "grid": self.grid},
+            path,
+        )
 
 
 class PhantomAuditor(PixelAuditor):
     """``source=phantom``'s auditor: a ``PixelAuditor`` fitted on a phantom set of its own (``root``,
     generated on first use with its own seed), so the audit runs end to end offline. A stand-in."""
 
-    def __init__(self, root: str, n_per_class: int = 100, seed: int = 21, image_size: int = 128, **kwargs: Any):
+    def __init__(
+        self, root: str, n_per_class: int = 100, seed: int = 21, image_size: int = 128, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         from cxrsyn.data.manifest import LABEL_COLUMN, PATH_COLUMN, read_manifest
         from cxrsyn.generate.phantom import PhantomSpec, write_phantom_dataset
 
         spec = PhantomSpec(
-            domain="generator_like", n_per_class=n_per_class, seed=seed, image_size=image_size, shortcut_strength=0.0
+            domain="generator_like",
+            n_per_class=n_per_class,
+            seed=seed,
+            image_size=image_size,
+            shortcut_strength=0.0,
         )
         write_phantom_dataset(root, spec, show_progress=False)
         table = read_manifest(root)
         from cxrsyn.data.images import read_grayscale
 
-        images = torch.stack([torch.from_numpy(read_grayscale(Path(root) / p))[None] for p in table[PATH_COLUMN]])
+        images = torch.stack(
+            [torch.from_numpy(read_grayscale(Path(root) / p))[None] for p in table[PATH_COLUMN]]
+        )
         self.fit(images, table[LABEL_COLUMN].to_numpy())
         self.identity = f"phantom-pixels:{self.grid}:{seed}:{n_per_class}:{image_size}"

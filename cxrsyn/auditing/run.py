@@ -50,10 +50,14 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.seed)
     size = int(cfg.image_size)
     workers = cfg.get("workers")
-    parts = {name: settings_at(cfg, name) for name in ("contamination", "label_audit", "distance", "artifacts")}
+    parts = {
+        name: settings_at(cfg, name) for name in ("contamination", "label_audit", "distance", "artifacts")
+    }
     enabled = {name: bool(settings.pop("enabled", True)) for name, settings in parts.items()}
 
-    audited = read_set(str(cfg.get("name") or _data_name(cfg)), instantiate_node(cfg, "data", _convert_="object"), size)
+    audited = read_set(
+        str(cfg.get("name") or _data_name(cfg)), instantiate_node(cfg, "data", _convert_="object"), size
+    )
     references = [
         read_set(str(name), instantiate_node(cfg, f"test_sets.{name}", _convert_="object"), size)
         for name in (cfg.get("test_sets") or {})
@@ -62,6 +66,7 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
         references.append(read_set(str(name), DatasetFolder(root=str(root)), size))
     _print_sets(audited, references)
     images = load_images(audited, workers)
+    timings = {"read": time.time() - started}
 
     needs_model = enabled["contamination"] or enabled["distance"] or enabled["label_audit"]
     auditor = instantiate_node(cfg, "auditor") if needs_model else None
@@ -75,6 +80,7 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
     }
     figures: dict[str, Path] = {}
 
+    timings["models"] = time.time() - started - sum(timings.values())
     coarse, fine = _descriptors(parts["contamination"])
     audited_features = compute_features(images, coarse, fine, extractor) if extractor is not None else None
     reference_data: dict[str, Any] = {}
@@ -87,24 +93,51 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
             reference_data[ref.name] = features
             results["references"][ref.name]["features_cache"] = cache
 
+    timings["features"] = time.time() - started - sum(timings.values())
     if enabled["contamination"]:
         results["contamination"], thresholds = _contamination(
-            audited, images, audited_features, references, reference_data, parts["contamination"],
-            coarse, fine, seed, workers, out_dir, figures,
+            audited,
+            images,
+            audited_features,
+            references,
+            reference_data,
+            parts["contamination"],
+            coarse,
+            fine,
+            seed,
+            workers,
+            out_dir,
+            figures,
         )
+        timings["contamination"] = time.time() - started - sum(timings.values())
     if enabled["label_audit"]:
-        results["label_audit"] = _labels(audited, images, auditor, parts["label_audit"], seed, out_dir, figures)
+        results["label_audit"] = _labels(
+            audited, images, auditor, parts["label_audit"], seed, out_dir, figures
+        )
+        timings["label_audit"] = time.time() - started - sum(timings.values())
     if enabled["distance"]:
         results["distance"] = _distance(
-            audited, images, audited_features, references, reference_data, parts["distance"], thresholds,
-            coarse, fine, parts["contamination"], seed,
+            audited,
+            images,
+            audited_features,
+            references,
+            reference_data,
+            parts["distance"],
+            thresholds,
+            coarse,
+            fine,
+            parts["contamination"],
+            seed,
         )
+        timings["distance"] = time.time() - started - sum(timings.values())
     if enabled["artifacts"]:
         result, maps = class_artifacts(images, audited.labels, parts["artifacts"], seed)
         results["artifacts"] = result
         if maps:
             figure = artifacts_figure(maps, result, f"{audited.name}: class means and their difference")
             figures["artifacts"] = _save(figure, out_dir, "artifacts.png")
+        timings["artifacts"] = time.time() - started - sum(timings.values())
+    results["seconds_by_step"] = {name: round(value, 1) for name, value in timings.items()}
     results["figures"] = {name: str(path.relative_to(out_dir)) for name, path in figures.items()}
     results["seconds"] = round(time.time() - started, 1)
     write_json(out_dir / AUDIT_JSON, results)
@@ -126,7 +159,9 @@ def _descriptors(settings: dict[str, Any]) -> tuple[CorrelationDescriptor, Corre
     coarse = dict(settings.get("coarse") or {})
     if "margins" in coarse:
         coarse["margins"] = tuple(coarse["margins"])
-    return CorrelationDescriptor(**coarse), CorrelationDescriptor(**(settings.get("fine") or {}), margins=(0.0,))
+    return CorrelationDescriptor(**coarse), CorrelationDescriptor(
+        **(settings.get("fine") or {}), margins=(0.0,)
+    )
 
 
 def _save(figure: Figure, out_dir: Path, name: str) -> Path:
@@ -152,7 +187,10 @@ def _contamination(
     unknown = set(settings["methods"]) - {"pixels", "embedding"}
     if unknown:
         raise CxrsynError(f"contamination.methods has unknown {sorted(unknown)}; use pixels and/or embedding")
-    result: dict[str, Any] = {"search": "exact: chunked matrix products (torch), no approximate index", "by_reference": {}}
+    result: dict[str, Any] = {
+        "search": "exact: chunked matrix products (torch), no approximate index",
+        "by_reference": {},
+    }
     flagged: list[dict[str, Any]] = []
     thresholds: dict[str, dict[str, float]] = {}
     audited_pixels = pixel_matches_many(
@@ -169,9 +207,20 @@ def _contamination(
         rng = np.random.default_rng(seed)
         n_cal = min(int(settings["calibration_n"]), len(ref.table))
         rows = np.sort(rng.choice(len(ref.table), n_cal, replace=False))
-        calibration = torch.cat([pixels for _, pixels in decode_rows(ref, rows, workers, f"{ref.name}: calibration sample")])
+        calibration = torch.cat(
+            [pixels for _, pixels in decode_rows(ref, rows, workers, f"{ref.name}: calibration sample")]
+        )
         outcome = audit_reference(
-            audited, pixels, audited_features, ref, reference_data[ref.name], calibration, rows, settings, coarse, fine
+            audited,
+            pixels,
+            audited_features,
+            ref,
+            reference_data[ref.name],
+            calibration,
+            rows,
+            settings,
+            coarse,
+            fine,
         )
         result["by_reference"][ref.name] = outcome["methods"]
         thresholds[ref.name] = {method: item["threshold"] for method, item in outcome["methods"].items()}
@@ -181,7 +230,9 @@ def _contamination(
             [reference_image] = [p for _, p in decode_rows(ref, np.array([item["_match_row"]]), 0, "")]
             caption = f"{item['path']} ~ {item['match_path']}\n{item['method']} {item['similarity']:.3f}"
             pairs.append((images[item["_row"], 0].numpy(), reference_image[0, 0].numpy(), caption))
-        figure = pairs_figure(pairs, f"contamination: flagged audited images (left) and their {ref.name} matches")
+        figure = pairs_figure(
+            pairs, f"contamination: flagged audited images (left) and their {ref.name} matches"
+        )
         figures[f"contamination_{ref.name}"] = _save(figure, out_dir, f"contamination_{ref.name}.png")
     for item in flagged:
         item.pop("_row")
@@ -248,13 +299,18 @@ def _distance(
         entry = {"all": distances(a, r, settings, seed)}
         for label, name in ((1, "pneumonia"), (0, "normal")):
             entry[name] = distances(
-                a[audited.labels == label], r[ref.labels == label], settings, seed, bool(settings.get("fid_per_class"))
+                a[audited.labels == label],
+                r[ref.labels == label],
+                settings,
+                seed,
+                bool(settings.get("fid_per_class")),
             )
         result["by_reference"][ref.name] = entry
     diversity: dict[str, Any] = {
         "mean_pairwise_cosine": mean_pairwise_cosine(a, seed=seed),
         "reference_mean_pairwise_cosine": {
-            ref.name: mean_pairwise_cosine(reference_data[ref.name].embeddings, seed=seed) for ref in references
+            ref.name: mean_pairwise_cosine(reference_data[ref.name].embeddings, seed=seed)
+            for ref in references
         },
     }
     n = len(images)
@@ -271,12 +327,20 @@ def _distance(
                 continue
             if method == "pixels":
                 match = pixel_matches(
-                    images, audited_refs, coarse, fine, int(contamination["candidates"]), audited.patients, self_rows
+                    images,
+                    audited_refs,
+                    coarse,
+                    fine,
+                    int(contamination["candidates"]),
+                    audited.patients,
+                    self_rows,
                 )
                 values = match.distinctiveness
             else:
                 centre = reference_data[ref.name].embeddings.mean(axis=0)
-                match = embedding_matches(audited_features.embeddings, audited_features.embeddings, centre, self_rows)
+                match = embedding_matches(
+                    audited_features.embeddings, audited_features.embeddings, centre, self_rows
+                )
                 values = match.similarity
             above = values > threshold
             pairs = {tuple(sorted((int(i), int(match.index[i])))) for i in np.flatnonzero(above)}
@@ -287,7 +351,8 @@ def _distance(
                 "share_of_pairs": len(pairs) / (n * (n - 1) / 2),
                 "share_of_images_with_a_near_duplicate": float(above.mean()),
                 "pairs": [
-                    [str(audited.table["path"].iloc[i]), str(audited.table["path"].iloc[j])] for i, j in sorted(pairs)[:50]
+                    [str(audited.table["path"].iloc[i]), str(audited.table["path"].iloc[j])]
+                    for i, j in sorted(pairs)[:50]
                 ],
             }
         diversity["near_duplicates"] = near
@@ -329,8 +394,16 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if "contamination" in results:
         c = results["contamination"]
-        lines += ["## Contamination", "", f"Search: {c['search']}. {c['n_flagged_images']} audited image(s) flagged.", ""]
-        lines += ["| reference | method | threshold | rule | audited max | flagged |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Contamination",
+            "",
+            f"Search: {c['search']}. {c['n_flagged_images']} audited image(s) flagged.",
+            "",
+        ]
+        lines += [
+            "| reference | method | threshold | rule | audited max | flagged |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, methods in c["by_reference"].items():
             for method, m in methods.items():
                 lines.append(
@@ -349,12 +422,18 @@ def markdown(results: dict[str, Any]) -> str:
                 for f in c["flagged"]
             ]
         if c.get("exclude_file"):
-            lines += ["", f"Leave the flagged images out of training: `data.exclude_file={c['exclude_file']}` (its path)."]
+            lines += [
+                "",
+                f"Leave the flagged images out of training: `data.exclude_file={c['exclude_file']}` (its path).",
+            ]
         lines.append("")
     if "label_audit" in results:
         la = results["label_audit"]
         lines += ["## Label fidelity", "", la["rule"] + ".", ""]
-        lines += ["| auditor class | AUROC vs prompt labels | 95% CI | mean (pneumonia prompts) | mean (normal prompts) |", "|---|---|---|---|---|"]
+        lines += [
+            "| auditor class | AUROC vs prompt labels | 95% CI | mean (pneumonia prompts) | mean (normal prompts) |",
+            "|---|---|---|---|---|",
+        ]
         for cls, item in la["auroc_vs_prompt_labels"].items():
             ci = item.get("auroc_ci")
             lines.append(
@@ -363,12 +442,18 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(la['scores_by_prompt_class']['normal'][cls]['mean'])} |"
             )
         lines += ["", f"{la['n_contradicting']} image(s) contradict their label; the first:", ""]
-        lines += [f"- {item['path']} (label {item['label']}, score {item['score']:.3f})" for item in la["contradicting"][:20]]
+        lines += [
+            f"- {item['path']} (label {item['label']}, score {item['score']:.3f})"
+            for item in la["contradicting"][:20]
+        ]
         lines.append("")
     if "distance" in results:
         d = results["distance"]
         lines += ["## Distance to real data and diversity", "", f"Features: {d['features']}.", ""]
-        lines += ["| reference | subset | n audited | n reference | KID | KID 95% CI | FID (biased) |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| reference | subset | n audited | n reference | KID | KID 95% CI | FID (biased) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, entry in d["by_reference"].items():
             for subset, item in entry.items():
                 ci = item.get("kid_ci")
@@ -377,8 +462,12 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{'n/a' if not ci else f'{ci[0]:.4g} to {ci[1]:.4g}'} | {_fmt(item['fid'], 4)} |"
                 )
         div = d["diversity"]
-        lines += ["", f"Mean pairwise cosine similarity of embeddings: audited {_fmt(div['mean_pairwise_cosine'])}; "
-                  + ", ".join(f"{k} {_fmt(v)}" for k, v in div["reference_mean_pairwise_cosine"].items()) + "."]
+        lines += [
+            "",
+            f"Mean pairwise cosine similarity of embeddings: audited {_fmt(div['mean_pairwise_cosine'])}; "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in div["reference_mean_pairwise_cosine"].items())
+            + ".",
+        ]
         for method, item in (div.get("near_duplicates") or {}).items():
             lines.append(
                 f"Near-duplicate pairs inside the audited set ({method}, threshold of {item['threshold_from']}): "
@@ -392,7 +481,10 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [art["skipped"], ""]
         else:
             lines += [art["rule"] + ".", ""]
-            lines += ["| region | share of class-difference energy | share of area | permutation p | flagged |", "|---|---|---|---|---|"]
+            lines += [
+                "| region | share of class-difference energy | share of area | permutation p | flagged |",
+                "|---|---|---|---|---|",
+            ]
             for name, item in [("bottom_band", art["bottom_band"]), *art["corners"].items()]:
                 lines.append(
                     f"| {name} | {item['share']:.3f} | {item['area_share']:.3f} | {item['permutation_p']:.4f} | "
@@ -401,11 +493,16 @@ def markdown(results: dict[str, Any]) -> str:
             region = art["strongest_region"]
             if region:
                 box = ", ".join(f"{v:.2f}" for v in region["box"])
-                lines += ["", f"Strongest class-linked region: box ({box}) ({region['box_format']}), {region['sign']}, "
-                          f"{'inside' if region['inside_bottom_band'] else 'not inside'} the bottom band."]
+                lines += [
+                    "",
+                    f"Strongest class-linked region: box ({box}) ({region['box_format']}), {region['sign']}, "
+                    f"{'inside' if region['inside_bottom_band'] else 'not inside'} the bottom band.",
+                ]
             lines.append("")
     if results["figures"]:
-        lines += ["## Figures", ""] + [f"![{name}]({path})" for name, path in results["figures"].items()] + [""]
+        lines += (
+            ["## Figures", ""] + [f"![{name}]({path})" for name, path in results["figures"].items()] + [""]
+        )
     return "\n".join(lines)
 
 
@@ -413,7 +510,9 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
     print("")
     if "contamination" in results:
         c = results["contamination"]
-        print(f"contamination: {c['n_flagged_images']} audited image(s) flagged as near-copies of reference images")
+        print(
+            f"contamination: {c['n_flagged_images']} audited image(s) flagged as near-copies of reference images"
+        )
         for name, methods in c["by_reference"].items():
             for method, m in methods.items():
                 print(
@@ -423,19 +522,27 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
     if "label_audit" in results:
         la = results["label_audit"]
         aurocs = ", ".join(f"{k} {_fmt(v['auroc'])}" for k, v in la["auroc_vs_prompt_labels"].items())
-        print(f"label fidelity: auditor AUROC vs prompt labels: {aurocs}; {la['n_contradicting']} image(s) contradict their label")
+        print(
+            f"label fidelity: auditor AUROC vs prompt labels: {aurocs}; {la['n_contradicting']} image(s) contradict their label"
+        )
     if "distance" in results:
         for name, entry in results["distance"]["by_reference"].items():
             item = entry["all"]
             ci = item.get("kid_ci")
-            print(f"distance to {name}: KID {_fmt(item['kid'], 4)}" + (f" ({ci[0]:.4g} to {ci[1]:.4g})" if ci else "") + f", FID (biased) {_fmt(item['fid'], 4)}")
+            print(
+                f"distance to {name}: KID {_fmt(item['kid'], 4)}"
+                + (f" ({ci[0]:.4g} to {ci[1]:.4g})" if ci else "")
+                + f", FID (biased) {_fmt(item['fid'], 4)}"
+            )
     if "artifacts" in results and "bottom_band" in results["artifacts"]:
         art = results["artifacts"]
         print(
             f"artifacts: bottom-band share of class-difference energy {art['bottom_band_share']:.3f} "
             f"(p {art['bottom_band']['permutation_p']:.4f}); flagged: {', '.join(art['flagged']) or 'nothing'}"
         )
-    print(f"audit: {out_dir / AUDIT_JSON}, {out_dir / AUDIT_MD}, figures in {out_dir / FIGURES} ({results['seconds']} s)")
+    print(
+        f"audit: {out_dir / AUDIT_JSON}, {out_dir / AUDIT_MD}, figures in {out_dir / FIGURES} ({results['seconds']} s)"
+    )
 
 
 def _log_to_wandb(cfg: DictConfig, results: dict[str, Any], figures: dict[str, Path]) -> None:
@@ -453,7 +560,9 @@ def _log_to_wandb(cfg: DictConfig, results: dict[str, Any], figures: dict[str, P
         if "contamination" in results and results["contamination"]["flagged"]:
             import pandas as pd
 
-            run.log({"audit/flagged": wandb.Table(dataframe=pd.DataFrame(results["contamination"]["flagged"]))})
+            run.log(
+                {"audit/flagged": wandb.Table(dataframe=pd.DataFrame(results["contamination"]["flagged"]))}
+            )
         run.finish()
 
 

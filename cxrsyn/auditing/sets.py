@@ -138,14 +138,19 @@ def reference_features(
     file = Path(cache_dir) / f"audit-{image_set.name}-{key}.npz" if cache_dir else None
     if file is not None and file.is_file():
         with np.load(file) as saved:
-            return Features(saved["coarse"], saved["fine"], saved["embeddings"]), {"cache": str(file), "built": False}
+            return Features(saved["coarse"], saved["fine"], saved["embeddings"]), {
+                "cache": str(file),
+                "built": False,
+            }
     parts: list[Features] = []
     bar = tqdm(total=len(image_set.table), desc=f"{image_set.name}: descriptors and embeddings", unit="img")
     with bar:
         for _, pixels in decode_rows(image_set, workers=workers, desc=f"{image_set.name}: decode"):
             parts.append(compute_features(pixels, coarse, fine, model))
             bar.update(len(pixels))
-    features = Features(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("coarse", "fine", "embeddings")))
+    features = Features(
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("coarse", "fine", "embeddings"))
+    )
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         partial = file.with_name(file.name + ".partial.npz")

@@ -44,7 +44,9 @@ def audit_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference_set(audit_data: Path) -> Path:
     """Real-like phantom films, as the config's phantom_real test set with ``reference_overrides``."""
     root = audit_data / "real_like"
-    _write(PhantomFolder(root=str(root), domain="real_like", n_per_class=N_PER_CLASS, seed=1, image_size=SIZE))
+    _write(
+        PhantomFolder(root=str(root), domain="real_like", n_per_class=N_PER_CLASS, seed=1, image_size=SIZE)
+    )
     return root
 
 
@@ -73,12 +75,12 @@ def _generator_like(root: Path, shortcut: float) -> pd.DataFrame:
     _write(
         PhantomFolder(
             root=str(root),
-        domain="generator_like",
-        n_per_class=N_PER_CLASS,
-        seed=3,
-        image_size=SIZE,
-        shortcut_strength=shortcut,
-        framing_shortcut=False,
+            domain="generator_like",
+            n_per_class=N_PER_CLASS,
+            seed=3,
+            image_size=SIZE,
+            shortcut_strength=shortcut,
+            framing_shortcut=False,
             watermark_shape="label",
         )
     )
@@ -128,8 +130,10 @@ def fit_auditor(root: Path, labels: np.ndarray, out: Path) -> Path:
 
     table = pd.read_csv(root / "manifest.csv")
     prep = Preprocessing(AUDIT_SIZE, "stretch", 0.0, True)
-    images = torch.stack([torch.from_numpy(decode_resized(root / p, prep))[None] for p in table["path"]]) / 255.0
-    PixelAuditor().fit(images, labels).save(out)
+    images = (
+        torch.stack([torch.from_numpy(decode_resized(root / p, prep))[None] for p in table["path"]]) / 255.0
+    )
+    PixelAuditor(grid=32).fit(images, labels).save(out)
     return out
 
 

@@ -66,7 +66,9 @@ def reference(reference_set):
     images = torch.stack(
         [torch.from_numpy(decode_resized(reference_set / p, prep))[None] for p in table["path"]]
     ).float()
-    features = Features(COARSE.canonical(images).numpy(), FINE.canonical(images).numpy(), np.zeros((len(images), 1)))
+    features = Features(
+        COARSE.canonical(images).numpy(), FINE.canonical(images).numpy(), np.zeros((len(images), 1))
+    )
     patients = table["path"].to_numpy()
     calibration = pixel_matches(images, features, COARSE, FINE, 3, patients, np.eye(len(images), dtype=bool))
     return {
@@ -89,7 +91,9 @@ def test_each_perturbation_is_found(reference, name, tmp_path):
         perturbed.convert("L").save(tmp_path / f"{i}.png")
         prep = Preprocessing(AUDIT_SIZE, "stretch", 0.0, True)
         copies.append(torch.from_numpy(decode_resized(tmp_path / f"{i}.png", prep))[None])
-    matches = pixel_matches(torch.stack(copies).float(), reference["features"], COARSE, FINE, K, reference["patients"])
+    matches = pixel_matches(
+        torch.stack(copies).float(), reference["features"], COARSE, FINE, K, reference["patients"]
+    )
     assert list(matches.index) == list(rows)
     assert matches.distinctiveness.min() > reference["threshold"], (name, matches.distinctiveness)
     assert matches.similarity.min() > 0.95

@@ -34,7 +34,9 @@ def test_torchxrayvision_auditor_from_a_local_file(xrv_weights):
     assert scores.shape == (2, 18) and bool(((scores >= 0) & (scores <= 1))[:, [1, 8, 16]].all())
     assert auditor.embed(images).shape == (2, 1024)
     # torchxrayvision's own forward on its input scale gives the same scores
-    inputs = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", antialias=True) * 2048 - 1024
+    inputs = (
+        torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", antialias=True) * 2048 - 1024
+    )
     with torch.no_grad():
         assert torch.allclose(auditor.model(inputs), scores, atol=1e-6)
 

@@ -49,7 +49,7 @@ def test_bootstrap_kid_equals_explicit_resamples():
 
 def test_mean_pairwise_cosine_by_hand():
     embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    expected = (0.0 + 2 ** -0.5 + 2 ** -0.5) / 3
+    expected = (0.0 + 2**-0.5 + 2**-0.5) / 3
     assert mean_pairwise_cosine(embeddings) == pytest.approx(expected)
 
 
@@ -57,7 +57,13 @@ def test_artifacts_find_a_planted_corner_mark_and_nothing_in_noise():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 60)
     images = torch.from_numpy(rng.normal(0.5, 0.1, (120, 1, 32, 32)).astype(np.float32))
-    settings = {"grid": 32, "band_fraction": 0.3, "corner_fraction": 0.15, "n_permutations": 200, "alpha": 0.01}
+    settings = {
+        "grid": 32,
+        "band_fraction": 0.3,
+        "corner_fraction": 0.15,
+        "n_permutations": 200,
+        "alpha": 0.01,
+    }
     clean, _ = class_artifacts(images, labels, settings, seed=0)
     assert clean["flagged"] == []
     marked = images.clone()
