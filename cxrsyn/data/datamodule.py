@@ -19,7 +19,7 @@ from cxrsyn.data.dataset import ImageTableDataset
 from cxrsyn.data.decode import Preprocessing
 from cxrsyn.data.overlap import check_overlap
 from cxrsyn.data.samplers import EpochSampler
-from cxrsyn.data.sources import BadFiles, DatasetFolder, label_counts
+from cxrsyn.data.sources import BadFiles, DatasetFolder, apply_exclude_file, label_counts
 from cxrsyn.data.transforms import Augmentation, build_transform
 from cxrsyn.errors import CxrsynError
 from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
@@ -215,7 +215,7 @@ class CXRDataModule(pl.LightningDataModule):
 
     def index_source(self, source: DatasetFolder) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The source's samples (from its cache when it has one) and what was read, selected and skipped."""
-        index = source.index()
+        index = apply_exclude_file(source, source.index())
         table, skipped = index.table, list(index.skipped)
         summary: dict[str, Any] = {"dataset": source.kind, "root": str(source.root), "found": index.found}
         if source.cache:
@@ -246,11 +246,18 @@ class CXRDataModule(pl.LightningDataModule):
             return f"{counts['n']} images ({counts['n_pos']} pneumonia / {counts['n_neg']} normal)"
 
         def skipped(counts: Mapping[str, Any]) -> str:
-            return (
+            text = (
                 f", {len(counts['skipped'])} file(s) skipped (listed in the summary)"
                 if counts["skipped"]
                 else ""
             )
+            found = counts.get("found", {})
+            if "excluded" in found:
+                text += (
+                    f", {found['excluded']} excluded by {found['exclude_file']}"
+                    f" ({found['exclude_unmatched']} listed path(s) not in the set)"
+                )
+            return text
 
         for root, counts in self.summary["train_sources"].items():
             rank_zero_info(f"data: read training source {root}: {line(counts)}{skipped(counts)}")

@@ -55,13 +55,16 @@ class BadFiles:
 
 @dataclass
 class DatasetFolder:
-    """A dataset folder (``images/`` + ``manifest.csv``). ``crop_bottom_fraction`` crops on the fly."""
+    """A dataset folder (``images/`` + ``manifest.csv``). ``crop_bottom_fraction`` crops on the fly.
+    ``exclude_file`` lists paths (one per line, as in the ``path`` column) to leave out, e.g. the images
+    ``python -m cxrsyn.audit`` flagged (see ``apply_exclude_file``)."""
 
     root: str
     crop_bottom_fraction: float = 0.0
     on_bad_file: str = "error"
     cache: bool = False
     cache_dir: str | None = None
+    exclude_file: str | None = None
 
     kind = "folder"
 
@@ -128,6 +131,30 @@ def with_patients(table: pd.DataFrame) -> pd.DataFrame:
     else:
         table[PATIENT_COLUMN] = table[PATIENT_COLUMN].fillna(table[PATH_COLUMN]).astype(str)
     return table
+
+
+def apply_exclude_file(source: DatasetFolder, index: SourceIndex) -> SourceIndex:
+    """Leave out the samples whose ``path`` the source's ``exclude_file`` lists (blank lines and ``#``
+    comments ignored); ``found`` counts them (``excluded``) and the listed paths no sample has
+    (``exclude_unmatched``)."""
+    if not source.exclude_file:
+        return index
+    file = Path(source.exclude_file)
+    if not file.is_file():
+        raise CxrsynError(
+            f"exclude_file={file} does not exist; give a file of image paths (one per line), "
+            "e.g. the exclude.txt python -m cxrsyn.audit wrote, or null"
+        )
+    lines = (line.strip() for line in file.read_text().splitlines())
+    listed = {line for line in lines if line and not line.startswith("#")}
+    drop = index.table[PATH_COLUMN].astype(str).isin(listed)
+    found = {
+        **index.found,
+        "exclude_file": str(file),
+        "excluded": int(drop.sum()),
+        "exclude_unmatched": len(listed - set(index.table[PATH_COLUMN].astype(str))),
+    }
+    return SourceIndex(index.table[~drop].reset_index(drop=True), index.skipped, found)
 
 
 def label_counts(table: pd.DataFrame) -> dict[str, int]:

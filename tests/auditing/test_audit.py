@@ -1,0 +1,106 @@
+"""The audit end to end on phantom data with planted problems, and on a clean phantom set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from tests.auditing.conftest import AUDIT_SIZE, reference_overrides
+from tests.conftest import compose_config, run_cli
+
+
+def audit_overrides(data_root: Path, reference: Path, auditor: Path, out_dir: Path, cache: Path) -> list[str]:
+    return [
+        "data=folder",
+        f"data.root={data_root}",
+        *reference_overrides(reference),
+        "auditor._target_=cxrsyn.auditing.models.PixelAuditor",
+        f"auditor.weights_path={auditor}",
+        f"out_dir={out_dir}",
+        f"paths.cache_dir={cache}",
+        f"image_size={AUDIT_SIZE}",
+        "contamination.calibration_n=80",
+        "label_audit.n_resamples=200",
+        "distance.n_resamples=50",
+        "artifacts.n_permutations=400",
+        "workers=1",
+        "num_threads=2",
+    ]
+
+
+@pytest.mark.slow
+def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, planted_auditor, tmp_path):
+    out = tmp_path / "audit"
+    args = audit_overrides(planted_set["root"], reference_set, planted_auditor, out, tmp_path / "cache")
+    result = run_cli("cxrsyn.audit", *args, "logger=wandb", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    audit = json.loads((out / "audit.json").read_text())
+
+    # contamination: exactly the four copies, each matched to the film it was made from
+    flagged = audit["contamination"]["flagged"]
+    assert {item["path"] for item in flagged} == set(planted_set["copies"])
+    for item in flagged:
+        assert item["match_path"] == planted_set["copies"][item["path"]]
+        assert item["test_set"] == "phantom_real"
+        assert item["value"] > item["threshold"]
+    pixels = audit["contamination"]["by_reference"]["phantom_real"]["pixels"]
+    assert pixels["n_flagged"] == 4
+    assert "0.999 quantile" in pixels["rule"] and "other patients" in pixels["rule"]
+    excluded = [line for line in (out / "exclude.txt").read_text().splitlines() if not line.startswith("#")]
+    assert sorted(excluded) == sorted(planted_set["copies"])
+
+    # label fidelity: the flipped images come first; AUROC equals scikit-learn's on the written scores
+    ranked = pd.read_csv(out / "label_audit.csv")
+    assert set(ranked["path"].iloc[:4]) == set(planted_set["flipped"])
+    labels = audit["label_audit"]
+    assert {item["path"] for item in labels["contradicting"][:4]} == set(planted_set["flipped"])
+    expected = roc_auc_score(ranked["label"], ranked["Pneumonia"])
+    assert labels["auroc_vs_prompt_labels"]["Pneumonia"]["auroc"] == pytest.approx(expected, abs=1e-12)
+    low, high = labels["auroc_vs_prompt_labels"]["Pneumonia"]["auroc_ci"]
+    assert low <= expected <= high
+
+    # artifacts: the class-linked label bar is found, inside the bottom band (and its corner)
+    artifacts = audit["artifacts"]
+    assert "bottom_band" in artifacts["flagged"]
+    assert "bottom_right" in artifacts["flagged"]
+    assert artifacts["strongest_region"]["inside_bottom_band"]
+    x0, y0, x1, y1 = artifacts["strongest_region"]["box"]
+    assert y0 >= 0.7 and x0 >= 0.5  # the bar sits at the bottom right (rows 0.89-0.95, columns 0.73-0.95)
+
+    # distance: KID for the whole set and each class with a bootstrap CI; FID of the whole set
+    kid = audit["distance"]["by_reference"]["phantom_real"]
+    assert kid["all"]["fid"] > 0
+    for subset in ("all", "pneumonia", "normal"):
+        assert kid[subset]["kid"] is not None
+        assert kid[subset]["kid_ci"][0] <= kid[subset]["kid_ci"][1]
+    assert audit["distance"]["diversity"]["mean_pairwise_cosine"] is not None
+
+    # outputs, summary and W&B (offline)
+    for name in (
+        "audit.md",
+        "figures/artifacts.png",
+        "figures/label_audit.png",
+        "figures/contamination_phantom_real.png",
+    ):
+        assert (out / name).is_file(), name
+    assert "contamination: 4 audited image(s) flagged" in result.stdout
+    assert "Auditing" not in result.stderr
+    assert list(out.glob("wandb/offline-run-*")), "no offline W&B run was written"
+
+
+def test_clean_set_flags_nothing(clean_set, reference_set, clean_auditor, tmp_path):
+    from cxrsyn.auditing.run import audit
+
+    out = tmp_path / "audit"
+    cfg = compose_config(
+        "audit", audit_overrides(clean_set, reference_set, clean_auditor, out, tmp_path / "cache")
+    )
+    result = audit(cfg)
+    assert result["contamination"]["flagged"] == []
+    assert result["artifacts"]["flagged"] == []
+    assert result["label_audit"]["n_contradicting"] == 0
+    assert (out / "exclude.txt").read_text().count("\n") == 2  # the two comment lines, no path
