@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import netrc
 import os
 from collections.abc import Sequence
@@ -13,16 +14,35 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from cxrsyn.fileio import atomic_write
+
 WANDB_MODES = ("auto", "online", "offline")
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's writer deletes an existing metrics.csv; this one keeps its rows and appends."""
+    """Lightning's writer deletes an existing metrics.csv; this one keeps its rows and appends. It also
+    rewrites the file atomically when new columns appear: Lightning truncates it first, so a kill at that
+    moment (right after an epoch's checkpoint, when epoch-level keys first arrive) emptied it."""
 
     def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-                self.metrics_keys = sorted(next(csv.reader(handle), []))
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a row torn by the kill: drop it, the resumed run logs it again
+            atomic_write(path, data[: data.rfind(b"\n") + 1])
+        with open(path, newline="") as handle:
+            self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        path = Path(self.metrics_file_path)
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(path, buffer.getvalue().encode())
 
 
 class ResumableCSVLogger(CSVLogger):
