@@ -23,6 +23,10 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 SOURCES = ("real", "phantom")
 STAND_IN_KEY = "phantom"
+# what a dataset config selects from its images rather than where they live: set on a dataset, it applies to
+# its phantom stand-in too (data.max_per_class=25 subsamples the stand-in under source=phantom)
+SELECTION_KEYS = ("max_per_class", "max_total", "subsample_seed", "stratify_by", "repeat", "repeat_to")
+MIX_KEY = "parts"
 
 
 def source_node(cfg: DictConfig, key: str) -> Any:
@@ -35,7 +39,9 @@ def source_node(cfg: DictConfig, key: str) -> Any:
     if not isinstance(node, DictConfig) or STAND_IN_KEY not in node or "_target_" not in node:
         return node
     if source == "phantom":
-        return node[STAND_IN_KEY]
+        stand_in = node[STAND_IN_KEY]
+        chosen = {key: node[key] for key in SELECTION_KEYS if node.get(key) is not None}
+        return OmegaConf.merge(stand_in, chosen) if chosen else stand_in
     resolved = OmegaConf.to_container(node, resolve=True)
     del resolved[STAND_IN_KEY]
     return OmegaConf.create(resolved)
@@ -44,6 +50,12 @@ def source_node(cfg: DictConfig, key: str) -> Any:
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(cfg[key])`` (for datasets, see ``source_node``), with known failures as
     one line naming the config key."""
+    node = OmegaConf.select(cfg, key)
+    if isinstance(node, DictConfig) and MIX_KEY in node and "_target_" not in node:
+        raise CxrsynError(
+            f"config '{key}' is a mix of training sources ({', '.join(map(str, node[MIX_KEY] or {}))}); this "
+            f"command reads one source: give {key}=<a dataset config> or {key}={key}.{MIX_KEY}.<name>'s config"
+        )
     try:
         return instantiate(source_node(cfg, key), **kwargs)
     except InstantiationException as error:
@@ -62,7 +74,7 @@ def build_datamodule(
 ) -> Any:
     """The DataModule from ``datamodule``, with ``data`` as its training source (unless ``train_source`` is
     False) and every ``test_sets`` entry (unless ``test_sets`` gives them)."""
-    train = instantiate_node(cfg, "data", _convert_="object") if train_source else None
+    train = training_sources(cfg) if train_source else None
     if test_sets is None:
         test_sets = {
             str(name): instantiate_node(cfg, f"test_sets.{name}", _convert_="object")
@@ -76,6 +88,26 @@ def build_datamodule(
         raise CxrsynError(
             f"config 'datamodule': {error}; fix the key in conf/ or in your overrides"
         ) from None
+
+
+def training_sources(cfg: DictConfig) -> Any:
+    """``data`` instantiated: one source, or a mix (``data.parts``: name -> dataset config, each with its own
+    selection; a part set to null is left out) as a list of sources named by their part."""
+    node = OmegaConf.select(cfg, "data")
+    if not (isinstance(node, DictConfig) and MIX_KEY in node and "_target_" not in node):
+        return instantiate_node(cfg, "data", _convert_="object")
+    sources = []
+    for name, part in (node[MIX_KEY] or {}).items():
+        if part is None:
+            continue
+        source = instantiate_node(cfg, f"data.{MIX_KEY}.{name}", _convert_="object")
+        source.part = str(name)
+        sources.append(source)
+    if not sources:
+        raise CxrsynError(
+            "data.parts has no part left (every part is null); keep at least one training source"
+        )
+    return sources
 
 
 def settings_at(cfg: DictConfig, key: str) -> dict[str, Any]:

@@ -11,7 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# ${cxrsyn.sum:a,b}: a count made of two others (the duplicate-real control's 300 + k images)
+OmegaConf.register_new_resolver("cxrsyn.sum", lambda *values: sum(values), replace=True)
 _CHOICE = re.compile(r"^(?:\+{1,2})?(?P<group>[A-Za-z_][\w/]*)=(?P<value>\[[^()\[\]{}*?]*\]|[^()\[\]{}*?]*)$")
 
 

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
 from cxrsyn.data.decode import Preprocessing
-from cxrsyn.data.overlap import check_overlap
+from cxrsyn.data.overlap import KIND_COLUMN, check_overlap
 from cxrsyn.data.samplers import EpochSampler
+from cxrsyn.data.selection import repeat_rows, subsample
 from cxrsyn.data.sources import BadFiles, DatasetFolder, apply_exclude_file, label_counts
 from cxrsyn.data.transforms import Augmentation, build_transform
 from cxrsyn.errors import CxrsynError
@@ -26,6 +27,7 @@ from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.seeding import derive_seed
 
 SOURCE_COLUMN = "source"
+TRAIN_FILES_NAME = "train_files.csv"
 
 
 # images that must stay on one side of the train/validation split: one prompt's (generated sets), else one
@@ -126,6 +128,7 @@ class CXRDataModule(pl.LightningDataModule):
         build_transform(image_size, resize)  # reject a bad resize policy before any work
         self.summary: dict[str, Any] = {}
         self.tables: dict[str, pd.DataFrame] = {}
+        self.held_out: dict[str, list[str]] = {}  # per source label or test set name: patients split away
         self._datasets: dict[str, ImageTableDataset] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -147,7 +150,14 @@ class CXRDataModule(pl.LightningDataModule):
         if self.train_sources:
             self._setup_training()
         for name, source in self.test_sources.items():
+            chosen = [key for key in source.SELECTION_FIELDS if getattr(source, key) is not None]
+            if chosen:
+                raise CxrsynError(
+                    f"test set {name} sets {', '.join(chosen)}: a test set is never subsampled or repeated; "
+                    "remove it (it selects training data only)"
+                )
             table, summary = self.index_source(source)
+            table = table.assign(**{KIND_COLUMN: source.kind})
             self.tables[name] = table
             self.summary["test_sets"][name] = summary
             self._datasets[f"test/{name}"] = ImageTableDataset(
@@ -164,9 +174,29 @@ class CXRDataModule(pl.LightningDataModule):
         tables = []
         for i, source in enumerate(self.train_sources):
             table, summary = self.index_source(source)
-            self.summary["train_sources"][source.root] = summary
-            tables.append(table.assign(**{SOURCE_COLUMN: i}))
+            seed = self.seed if source.subsample_seed is None else source.subsample_seed
+            table, selection = subsample(
+                table, source.max_per_class, source.max_total, seed, source.stratify_by, source.label
+            )
+            table = repeat_rows(table, source.repeat, source.repeat_to, source.label)
+            if selection is not None or source.repeat is not None or source.repeat_to is not None:
+                summary["selection"] = {
+                    **(selection or {}),
+                    "repeat": source.repeat,
+                    "repeat_to": source.repeat_to,
+                }
+                summary["used"] = label_counts(table)
+            self.summary["train_sources"][source.label] = summary
+            tables.append(table.assign(**{SOURCE_COLUMN: i, KIND_COLUMN: source.kind}))
         train_table = pd.concat(tables, ignore_index=True)
+        used = {
+            source.label: label_counts(table)
+            for source, table in zip(self.train_sources, tables, strict=True)
+        }
+        self.summary["mix"] = {
+            label: {**counts, "share": counts["n"] / max(1, len(train_table))}
+            for label, counts in used.items()
+        }
         counts = train_table[LABEL_COLUMN].value_counts()
         for label, name in ((1, "pneumonia"), (0, "normal")):
             if counts.get(label, 0) < 2:
@@ -217,6 +247,8 @@ class CXRDataModule(pl.LightningDataModule):
         """The source's samples (from its cache when it has one) and what was read, selected and skipped."""
         index = apply_exclude_file(source, source.index())
         table, skipped = index.table, list(index.skipped)
+        if index.held_out:
+            self.held_out[source.part or source.name] = list(index.held_out)
         summary: dict[str, Any] = {"dataset": source.kind, "root": str(source.root), "found": index.found}
         if source.cache:
             cache_dir = source.cache_dir or self.cache_dir
@@ -280,6 +312,29 @@ class CXRDataModule(pl.LightningDataModule):
 
     def save_summary(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    def save_lists(self, folder: str | Path) -> dict[str, str]:
+        """``train_files.csv`` (every training and validation image used, one row per use: a repeated image
+        appears once per copy, with its source) and ``held_out/<source>.txt`` (patients a source's patient
+        split kept out of it, e.g. the RSNA training patients outside a test selection). Returns what it
+        wrote, relative to ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written: dict[str, str] = {}
+        if "train" in self.tables:
+            labels = {i: source.label for i, source in enumerate(self.train_sources)}
+            parts = [self.tables[key].assign(split=key) for key in ("train", "val")]
+            table = pd.concat(parts, ignore_index=True)
+            table = table.assign(source=table[SOURCE_COLUMN].map(labels))
+            columns = [PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "source", KIND_COLUMN, "split", "file"]
+            table[[c for c in columns if c in table.columns]].to_csv(folder / TRAIN_FILES_NAME, index=False)
+            written["train_files"] = TRAIN_FILES_NAME
+        for name, patients in self.held_out.items():
+            path = folder / "held_out" / f"{name}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{patient}\n" for patient in sorted(patients)))
+            written[f"held_out/{name}"] = str(path.relative_to(folder))
+        return written
 
     # -------------------------------------------------------------------------------------------- loaders
     @property

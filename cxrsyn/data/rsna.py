@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.data.dicom import DicomDecodeError, read_dataset
+from cxrsyn.data.selection import patient_split
 from cxrsyn.data.sources import (
     FILE_COLUMN,
     BadFiles,
@@ -69,6 +70,12 @@ class RSNA(DatasetFolder):
     header_table: str | None = None
     workers: int | None = None
     show_progress: bool = True
+    # patients split into train (a seeded hash of patientId below split_fraction) and test: train on
+    # split=train, test on split=test, never sharing a patient; the other side's patients are listed in the
+    # run folder (held_out/rsna.txt)
+    split: str = "all"
+    split_fraction: float = 0.2
+    split_seed: int = 0
 
     kind = "rsna"
 
@@ -115,11 +122,24 @@ class RSNA(DatasetFolder):
             table = table[table["view"].isin(views)]
         table = table.sort_values("patient_id", kind="stable").reset_index(drop=True)
         table = table.rename(columns={"patient_id": PATIENT_COLUMN})  # the one patient column of every source
+        in_split = patient_split(
+            table[PATIENT_COLUMN], self.split, self.split_fraction, self.split_seed, "RSNA"
+        )
+        held_out = sorted(table.loc[~in_split, PATIENT_COLUMN])
+        if self.split != "all":
+            found["split"] = {
+                "split": self.split,
+                "fraction_train": self.split_fraction,
+                "seed": self.split_seed,
+                "method": "patient in train when sha256(seed, patientId) / 2**64 < fraction_train",
+                "held_out_patients": len(held_out),
+            }
+        table = table[in_split].reset_index(drop=True)
         found["selection"] = self.selection
         found["note"] = NIH_OVERLAP_NOTE
         columns = [FILE_COLUMN, PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "detailed_class", "n_boxes"]
         columns += ["age", "age_flag", "age_band", "sex", "view"]
-        return SourceIndex(table[columns], bad.skipped, found)
+        return SourceIndex(table[columns], bad.skipped, found, held_out)
 
     def _views(self) -> set[str] | None:
         if self.view is None:

@@ -32,6 +32,7 @@ class SourceIndex:
     table: pd.DataFrame
     skipped: list[dict[str, str]] = field(default_factory=list)
     found: dict[str, Any] = field(default_factory=dict)
+    held_out: list[str] = field(default_factory=list)  # patients a patient split left out of this selection
 
 
 class BadFiles:
@@ -65,8 +66,26 @@ class DatasetFolder:
     cache: bool = False
     cache_dir: str | None = None
     exclude_file: str | None = None
+    # as a training source only (cxrsyn.data.selection): a seeded subsample stratified by label and
+    # attributes, then duplication; the run folder's train_files.csv lists the images used
+    max_per_class: int | None = None
+    max_total: int | None = None
+    subsample_seed: int | None = None  # null: the run's seed
+    stratify_by: list[str] | None = (
+        None  # null: the attributes the source has of cxrsyn.data.selection.STRATIFY_BY
+    )
+    repeat: int | None = None  # whole copies of the selection (the count-matched duplicate control)
+    repeat_to: int | None = None  # or copies up to exactly this many images
+    part: str | None = None  # its name in a mix of training sources (data.parts.<name>), set by composition
 
     kind = "folder"
+
+    SELECTION_FIELDS = ("max_per_class", "max_total", "repeat", "repeat_to")
+
+    @property
+    def label(self) -> str:
+        """How summaries name the source: its part in a mix, else its root."""
+        return self.part or str(self.root)
 
     @property
     def name(self) -> str:
@@ -154,7 +173,7 @@ def apply_exclude_file(source: DatasetFolder, index: SourceIndex) -> SourceIndex
         "excluded": int(drop.sum()),
         "exclude_unmatched": len(listed - set(index.table[PATH_COLUMN].astype(str))),
     }
-    return SourceIndex(index.table[~drop].reset_index(drop=True), index.skipped, found)
+    return SourceIndex(index.table[~drop].reset_index(drop=True), index.skipped, found, index.held_out)
 
 
 def label_counts(table: pd.DataFrame) -> dict[str, int]:

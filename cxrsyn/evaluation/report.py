@@ -189,16 +189,18 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) -> list[tuple[str, str]]:
-    """The arm pairs of ``experiment.compare`` (each side matched to the arm containing that override), or
-    every pair of arms when the experiment names none."""
+    """The arm pairs of ``experiment.compare``, or every pair of arms when the experiment names none. A side
+    is one or more overrides (``data=a`` or ``data=a,mixing.k=25``); when a side matches several arms (a
+    study crossing two keys), each arm of side a is paired with the arm of side b that has the same other
+    overrides: ``[data=a, data=b]`` compares a with b at every k."""
     arms = study.arms
     if not requested:
         return list(itertools.combinations(arms, 2))
     pairs = []
     for a, b in requested:
-        found = [_arm_matching(arms, a), _arm_matching(arms, b)]
-        if all(found):
-            pairs.append((found[0], found[1]))
+        found = _matched_pairs(arms, str(a), str(b))
+        if found:
+            pairs.extend(pair for pair in found if pair not in pairs)
         else:
             print(f"report: experiment.compare [{a}, {b}] matches no two arms of {arms}; not compared")
     if not pairs:
@@ -206,9 +208,19 @@ def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) ->
     return pairs or list(itertools.combinations(arms, 2))
 
 
-def _arm_matching(arms: Sequence[str], wanted: str) -> str | None:
-    matches = [arm for arm in arms if wanted in arm.split(",") or arm == wanted]
-    return matches[0] if len(matches) == 1 else None
+def _matched_pairs(arms: Sequence[str], a: str, b: str) -> list[tuple[str, str]]:
+    wanted_a, wanted_b = set(a.split(",")), set(b.split(","))
+    side_a = [arm for arm in arms if wanted_a <= set(arm.split(",")) or arm == a]
+    side_b = [arm for arm in arms if wanted_b <= set(arm.split(",")) or arm == b]
+    if len(side_a) == 1 and len(side_b) == 1:
+        return [(side_a[0], side_b[0])] if side_a != side_b else []
+    by_rest = {frozenset(set(arm.split(",")) - wanted_b): arm for arm in side_b}
+    pairs = []
+    for arm in side_a:
+        match = by_rest.get(frozenset(set(arm.split(",")) - wanted_a))
+        if match is not None and match != arm:
+            pairs.append((arm, match))
+    return pairs
 
 
 def paired_predictions(run_a: Run, run_b: Run, test_set: str) -> pd.DataFrame:

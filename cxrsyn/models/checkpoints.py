@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from cxrsyn.errors import CxrsynError
+from cxrsyn.fileio import sha256_of_file
 from cxrsyn.models.classifier import PneumoniaClassifier
 
 # Classes our checkpoints hold beyond torch's weights-only defaults. Today none: Lightning's checkpoint of a
@@ -60,3 +61,50 @@ def load_model(ckpt_path: str | os.PathLike) -> PneumoniaClassifier:
             return PneumoniaClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise refused(ckpt_path, error) from None
+
+
+INIT_PARTS = ("backbone", "all")
+
+
+def initialize_from(
+    model: PneumoniaClassifier, path: str | os.PathLike, part: str = "backbone"
+) -> dict[str, Any]:
+    """Copy a ``cxrsyn.train`` checkpoint's weights into ``model`` before training (``init_from``):
+    ``backbone`` every tensor but the classifier head's (the head keeps its seeded initialisation), ``all``
+    every tensor. Returns what was loaded, for the run identity."""
+    if part not in INIT_PARTS:
+        raise CxrsynError(f"init_part={part!r}; use one of {', '.join(INIT_PARTS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise CxrsynError(
+            f"init_from={path} does not exist; give a checkpoint written by python -m cxrsyn.train "
+            "(<run folder>/checkpoints/last.ckpt)"
+        )
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CxrsynError(
+            f"init_from={path} has no state_dict; give a checkpoint written by python -m cxrsyn.train"
+        )
+    theirs = (checkpoint.get("hyper_parameters") or {}).get("backbone")
+    ours = model.hparams.get("backbone")
+    if theirs is not None and theirs != ours:
+        raise CxrsynError(
+            f"init_from={path} holds a {theirs} but model.backbone={ours}; set model.backbone={theirs}"
+        )
+    head = model.head_parameter_names()
+    own = model.net.state_dict()
+    wanted = [key for key in own if part == "all" or key not in head]
+    missing = [key for key in wanted if f"net.{key}" not in state]
+    wrong = [key for key in wanted if key not in missing and state[f"net.{key}"].shape != own[key].shape]
+    if missing or wrong:
+        what = f"lacks net.{missing[0]}" if missing else f"has net.{wrong[0]} of another shape"
+        raise CxrsynError(f"init_from={path} {what}; give a checkpoint of the same model configuration")
+    model.net.load_state_dict({**own, **{key: state[f"net.{key}"] for key in wanted}})
+    return {
+        "path": str(path),
+        "sha256": sha256_of_file(path),
+        "part": part,
+        "tensors": len(wanted),
+        "epoch": checkpoint.get("epoch"),
+    }

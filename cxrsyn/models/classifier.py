@@ -37,7 +37,8 @@ class PneumoniaClassifier(pl.LightningModule):
 
     ``pos_weight``: None (plain BCE), a number, or ``"balanced"`` (n_normal / n_pneumonia of the training
     split). The learning rate warms up linearly for ``warmup_epochs`` then follows a cosine to
-    ``lr * min_lr_ratio``; both are stepped per optimiser step.
+    ``lr * min_lr_ratio``; both are stepped per optimiser step. ``freeze_backbone``: only the classifier head
+    trains (a linear probe; the backbone's batch-norm statistics stay as loaded).
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class PneumoniaClassifier(pl.LightningModule):
         min_lr_ratio: float = 0.01,
         pos_weight: float | str | None = None,
         seed: int = 0,
+        freeze_backbone: bool = False,
     ):
         super().__init__()
         if isinstance(pos_weight, str) and pos_weight != "balanced":
@@ -95,6 +97,11 @@ class PneumoniaClassifier(pl.LightningModule):
         # is also drawn by DataLoader iterators, differently for a fresh iterator (after a resume) than for a
         # reused one, so seeding once per run or per epoch would not reproduce an uninterrupted run.
         torch.manual_seed(derive_seed(self.hparams.seed, self.global_step, self.global_rank))
+        if self.hparams.get(
+            "freeze_backbone"
+        ):  # per step: Lightning restores modules' train modes after validation
+            self.net.eval()
+            self.net.get_classifier().train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
@@ -173,9 +180,19 @@ class PneumoniaClassifier(pl.LightningModule):
         return Predictions(unique, labels[first].astype(np.int64), probs)
 
     # ----------------------------------------------------------------------------------------- optimiser
+    def head_parameter_names(self) -> set[str]:
+        """Names (in ``self.net``) of the classifier head's parameters: what is not the backbone."""
+        head = self.net.get_classifier()
+        ids = {id(parameter) for parameter in head.parameters()}
+        return {name for name, parameter in self.net.named_parameters() if id(parameter) in ids}
+
     def configure_optimizers(self) -> dict:
         decay, no_decay = [], []
+        head = self.head_parameter_names() if self.hparams.get("freeze_backbone") else None
         for name, parameter in self.net.named_parameters():
+            if head is not None and name not in head:
+                parameter.requires_grad_(False)
+                continue
             (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
         optimizer = torch.optim.AdamW(
             [

@@ -29,7 +29,9 @@ class _AppendingWriter(ExperimentWriter):
         if not path.is_file():
             return
         data = path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a row torn by the kill: drop it, the resumed run logs it again
+        if data and not data.endswith(
+            b"\n"
+        ):  # a row torn by the kill: drop it, the resumed run logs it again
             atomic_write(path, data[: data.rfind(b"\n") + 1])
         with open(path, newline="") as handle:
             self.metrics_keys = sorted(next(csv.reader(handle), []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -79,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     if position:
         print(f"study:       {position}: {' '.join(identity['swept']) or 'no swept overrides'}", flush=True)
     datamodule, model, trainer = build(cfg, identity)
+    identity["init"] = initial_weights(cfg, model, output_dir)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(config), output_dir / RESOLVED_CONFIG_NAME)
@@ -102,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     if not trainer.is_global_zero:
         return None
     datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
+    lists = datamodule.save_lists(output_dir)
     checkpoint_info = tested_checkpoint(trainer, output_dir, test_ckpt, tested_path)
     validation = validation_results(output_dir, datamodule, model, checkpoint_info.get("sha256"))
     extra = {
@@ -110,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         "validation": validation,
         "validation_saturated": validation.get("saturated"),
         "validation_threshold": validation.get("threshold"),
+        "lists": lists,
     }
     metrics = write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
     gradcam = settings_at(cfg, "gradcam")
@@ -118,6 +122,69 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         write_json(output_dir / METRICS_NAME, metrics)
     log_results_to_wandb(trainer.loggers, output_dir, metrics)
     return metrics
+
+
+def initial_weights(cfg: DictConfig, model: PneumoniaClassifier, output_dir: Path) -> dict[str, Any] | None:
+    """Start ``model`` from other weights: ``init_from`` (a checkpoint of an earlier run) or ``pretrain`` (a
+    first stage in this job, ``pretraining``); ``init_part`` says which tensors. What was loaded goes into
+    the run identity."""
+    init_from, stage = cfg.get("init_from"), cfg.get("pretrain")
+    if stage is not None and not stage.get("enabled", True):  # the study's from-the-usual-start arm
+        stage = None
+    if init_from and stage:
+        raise CxrsynError("init_from and pretrain are both set; give one (pretrain makes its own init_from)")
+    if not init_from and not stage:
+        return None
+    from cxrsyn.models.checkpoints import initialize_from
+
+    path, done = pretraining(cfg, output_dir) if stage else (Path(str(init_from)), None)
+    loaded = initialize_from(model, path, str(cfg.get("init_part") or "backbone"))
+    loaded["path"] = _relative(Path(loaded["path"]), output_dir)
+    if done is not None:
+        loaded["pretrain"] = done
+    print(
+        f"init:        {loaded['part']} weights from {loaded['path']} (epoch {loaded['epoch']})", flush=True
+    )
+    return loaded
+
+
+PRETRAIN_DIRNAME = "pretrain"
+
+
+def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The ``pretrain`` stage of a two-stage job: fit a fresh model on ``pretrain.data`` for
+    ``pretrain.max_epochs`` (same model, datamodule and seed; no test sets) under ``<run>/pretrain/``, and
+    return its last checkpoint and what it trained on. A finished stage is reused; a crashed one resumes from
+    its last.ckpt."""
+    folder = output_dir / PRETRAIN_DIRNAME
+    last = folder / "checkpoints" / "last.ckpt"
+    done = folder / "done.json"
+    if done.is_file() and last.is_file():
+        return last, json.loads(done.read_text())
+    stage = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # paths follow output_dir below
+    stage.data = stage.pretrain.data
+    stage.test_sets = {}
+    stage.paths.output_dir = str(folder)
+    stage.trainer.max_epochs = int(cfg.pretrain.max_epochs)
+    stage.pretrain = None
+    stage.init_from = None
+    stage.gradcam.enabled = False
+    datamodule = build_datamodule(stage)
+    model = instantiate_node(stage, "model")
+    checkpoint = instantiate_node(stage, "callbacks.last_checkpoint")
+    trainer = instantiate_node(stage, "trainer", callbacks=[checkpoint], logger=False)
+    print(f"pretrain:    {stage.trainer.max_epochs} epoch(s) under {folder}", flush=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    record = {
+        "max_epochs": int(stage.trainer.max_epochs),
+        "epochs_trained": int(trainer.current_epoch),
+        "train": datamodule.summary.get("train"),
+        "sources": datamodule.summary.get("mix"),
+    }
+    if trainer.is_global_zero:
+        datamodule.save_lists(folder)
+        write_json(done, record)
+    return last, record
 
 
 def gradcam_for_run(

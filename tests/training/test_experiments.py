@@ -3,6 +3,7 @@ the notebooks, and the planted-shortcut check that the crop ablation detects wha
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,38 +11,84 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from cxrsyn.compose import instantiate_node
+from cxrsyn.compose import instantiate_node, training_sources
 from cxrsyn.config import CONF_DIR
+from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import DatasetFolder, PhantomFolder
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 
 EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
-def test_the_four_studies_exist():
-    assert EXPERIMENTS == ["backbones", "crop_ablation", "crop_fraction_sweep", "generator_comparison"]
+def test_every_study_exists_with_its_readme_and_sweep_file():
+    assert EXPERIMENTS == [
+        "backbones",
+        "crop_ablation",
+        "crop_fraction_sweep",
+        "generator_comparison",
+        "mixing",
+        "nano_banana_models",
+        "pretrain_finetune",
+        "real_baseline",
+        "rsna_selection",
+        "synthetic_scaling",
+    ]
+    for name in EXPERIMENTS:
+        assert (REPO_ROOT / "experiments" / name / "README.md").is_file(), name
+        sweep = OmegaConf.load(REPO_ROOT / "experiments" / name / "wandb_sweep.yaml")
+        params = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").hydra.sweeper.params
+        assert set(sweep.parameters) == set(params), name  # the W&B grid is the Hydra sweep
+
+
+def arms_of(experiment: str) -> list[list[str]]:
+    """Every combination of the experiment's swept values (seed aside), as override lists."""
+    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    keys = [key for key in params if key != "seed"]
+    values = [str(params[key]).split(",") for key in keys]
+    return [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)] for combo in itertools.product(*values)]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("source", ["real", "phantom"])
 def test_every_arm_composes_and_phantom_swaps_every_dataset(experiment, source):
-    raw = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
-    assert "seed" in raw and len(raw) == 2, "an arm key and the seeds"
-    arm_key = next(key for key in raw if key != "seed")
-    for value in str(raw[arm_key]).split(","):
-        cfg = compose_config("train", [f"+experiment={experiment}", f"source={source}", f"{arm_key}={value}"])
-        assert list(cfg.test_sets) == ["rsna", "kermany"]
-        sources = [instantiate_node(cfg, "data", _convert_="object")]
-        sources += [instantiate_node(cfg, f"test_sets.{name}", _convert_="object") for name in cfg.test_sets]
+    for arm in arms_of(experiment):
+        cfg = compose_config("train", [f"+experiment={experiment}", f"source={source}", *arm])
+        assert set(cfg.test_sets) <= {"rsna", "kermany", "rsna_target"} and "rsna" in cfg.test_sets
+        training = training_sources(cfg)
+        training = training if isinstance(training, list) else [training]
+        if cfg.get("pretrain"):
+            training.append(instantiate_node(cfg, "pretrain.data", _convert_="object"))
+        tests = [instantiate_node(cfg, f"test_sets.{name}", _convert_="object") for name in cfg.test_sets]
         if source == "phantom":
-            assert all(isinstance(item, PhantomFolder) for item in sources)
+            assert all(isinstance(item, PhantomFolder) for item in training + tests), arm
             assert cfg.model.pretrained is False  # no hub weights offline
-            assert [item.domain for item in sources] == ["generator_like", "real_like", "real_like"]
-            assert len({item.root for item in sources[1:]}) == 2  # RSNA-like and Kermany-like differ
+            assert {item.domain for item in tests} == {"real_like"}
+            test_roots = {item.root for item in tests}
+            assert not test_roots & {item.root for item in training}, arm  # never trained on a test stand-in
         else:
-            assert not any(isinstance(item, PhantomFolder) for item in sources)
-            assert isinstance(sources[0], DatasetFolder) and cfg.model.pretrained is True
-            assert cfg.model.backbone == (value if arm_key == "model.backbone" else "resnet50")
+            assert not any(isinstance(item, PhantomFolder) for item in training + tests), arm
+            assert all(isinstance(item, DatasetFolder) for item in training) and cfg.model.pretrained is True
+            if experiment == "backbones":
+                assert cfg.model.backbone == arm[0].split("=", 1)[1]
+            else:
+                assert cfg.model.backbone == "resnet50"
+        real_training = [item for item in training if isinstance(item, RSNA)]
+        assert all(item.split == "train" for item in real_training), arm  # RSNA training patients only
+        if real_training:
+            assert cfg.test_sets.rsna.split == "test"
+
+
+def test_selection_overrides_reach_the_phantom_stand_ins():
+    cfg = compose_config(
+        "train", ["+experiment=mixing", "source=phantom", "data=mix_real_repeated", "mixing.k=50"]
+    )
+    (real,) = training_sources(cfg)
+    assert real.part == "real" and real.max_total == 50 and real.repeat_to == 350
+    assert real.root.endswith("phantom/rsna_like_train")
+    cfg = compose_config(
+        "train", ["+experiment=synthetic_scaling", "source=phantom", "data.max_per_class=25"]
+    )
+    assert training_sources(cfg).max_per_class == 25
 
 
 def test_crop_sweep_reaches_the_phantom_stand_in():

@@ -25,5 +25,9 @@ def test_rows_of_a_killed_run_survive_new_columns_and_a_torn_row(tmp_path):
     second.log_metrics({"train/loss_epoch": 0.4, "epoch": 1}, step=2)
     rows = read_rows(path)
     assert [row["step"] for row in rows] == ["0", "1", "2"]
-    assert rows[0]["train/loss"] == "0.7" and rows[1]["val/auroc"] == "0.6" and rows[2]["train/loss_epoch"] == "0.4"
+    assert (
+        rows[0]["train/loss"] == "0.7"
+        and rows[1]["val/auroc"] == "0.6"
+        and rows[2]["train/loss_epoch"] == "0.4"
+    )
     assert not list(path.parent.glob(".*.tmp"))

@@ -126,3 +126,36 @@ def test_bad_inputs_raise_one_line_errors(compose_train, phantom_data_dir, tmp_p
         with pytest.raises(CxrsynError, match=message) as error:
             train(cfg)
         assert "\n" not in str(error.value)
+
+
+def test_two_stage_job_pretrains_then_starts_from_those_weights(phantom_data_dir, tmp_path):
+    """``pretrain``: a first fit on another source inside the job, whose last weights the second fit starts
+    from; the run identity names the checkpoint by path and sha256, and both stages list their images."""
+    from hydra import compose, initialize_config_dir
+
+    from cxrsyn.fileio import sha256_of_file
+    from tests.conftest import CONF_DIR
+
+    run_dir = tmp_path / "run"
+    overrides = [
+        *tiny_overrides(phantom_data_dir, **{"data.crop_bottom_fraction": 0.0, "gradcam.enabled": False}),
+        "+data@pretrain.data=phantom",
+        "+pretrain.max_epochs=1",
+        "pretrain.data.n_per_class=16",  # the tiny phantom set of the session, cropped
+        "pretrain.data.image_size=64",
+        "data.max_per_class=12",
+        f"paths.output_dir={run_dir}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    metrics = train(cfg)
+    init = metrics["run"]["init"]
+    assert init["path"] == "pretrain/checkpoints/last.ckpt" and init["part"] == "backbone"
+    assert init["sha256"] == sha256_of_file(run_dir / init["path"])
+    assert init["pretrain"]["epochs_trained"] == 1 and init["pretrain"]["max_epochs"] == 1
+    assert init["pretrain"]["train"]["n"] == 26  # 32 phantom images less the validation split
+    assert metrics["epochs_trained"] == 2
+    listed = pd.read_csv(run_dir / "train_files.csv")
+    assert len(listed) == 24 and (listed["label"] == 1).sum() == 12  # data.max_per_class=12
+    assert metrics["data"]["train_sources"][str(cfg.data.root)]["selection"]["selected"] == 24
+    assert len(pd.read_csv(run_dir / "pretrain" / "train_files.csv")) == 32

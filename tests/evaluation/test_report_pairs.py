@@ -1,0 +1,36 @@
+"""Which arms ``experiment.compare`` pairs, in one-key and crossed studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxrsyn.evaluation.report import Run, Study, pairs_to_compare
+
+
+def study(*arms: str) -> Study:
+    return Study([Run(Path(arm), {"run": {"seed": 0}, "test_sets": {}}, arm=arm) for arm in arms])
+
+
+def test_one_key_sides_pair_their_arms():
+    s = study("data=synthetic_raw", "data=synthetic_cropped")
+    assert pairs_to_compare(s, [["data=synthetic_cropped", "data=synthetic_raw"]]) == [
+        ("data=synthetic_cropped", "data=synthetic_raw")
+    ]
+
+
+def test_a_crossed_study_pairs_arms_with_equal_other_overrides():
+    arms = [
+        f"data={d},mixing.k={k}"
+        for d in ("mix_synthetic_real", "mix_real", "mix_real_repeated")
+        for k in (25, 100)
+    ]
+    pairs = pairs_to_compare(study(*arms), [["data=mix_synthetic_real", "data=mix_real"]])
+    assert pairs == [
+        ("data=mix_synthetic_real,mixing.k=25", "data=mix_real,mixing.k=25"),
+        ("data=mix_synthetic_real,mixing.k=100", "data=mix_real,mixing.k=100"),
+    ]
+    # a side may name several overrides; a side matching nothing is reported and every pair compared instead
+    assert pairs_to_compare(study(*arms), [["data=mix_real,mixing.k=100", "data=mix_real,mixing.k=25"]]) == [
+        ("data=mix_real,mixing.k=100", "data=mix_real,mixing.k=25")
+    ]
+    assert len(pairs_to_compare(study(*arms), [["data=nope", "data=mix_real"]])) == 15
