@@ -38,7 +38,7 @@ demo: $(STAMP)
 # Phantom results of every study, written to experiments/<study>/phantom/ (report.json records the commits,
 # overrides and config hashes). crop_ablation runs at the demo's settings, so tests/training/test_demo_drift.py
 # can compare seed 0 with it; the other studies at smaller settings (PHANTOM_ARGS).
-STUDIES ?= crop_ablation generator_comparison crop_fraction_sweep backbones
+STUDIES ?= crop_ablation generator_comparison crop_fraction_sweep backbones real_baseline synthetic_scaling mixing pretrain_finetune nano_banana_models rsna_selection
 PHANTOM_ARGS ?= datamodule.image_size=64 trainer.max_epochs=6 seed=0,1
 DEMO_SETTINGS_STUDIES ?= crop_ablation
 experiments: $(STAMP)

@@ -54,7 +54,7 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     if isinstance(node, DictConfig) and MIX_KEY in node and "_target_" not in node:
         raise CxrsynError(
             f"config '{key}' is a mix of training sources ({', '.join(map(str, node[MIX_KEY] or {}))}); this "
-            f"command reads one source: give {key}=<a dataset config> or {key}={key}.{MIX_KEY}.<name>'s config"
+            f"command reads one source: choose one with {key}=<name of a file in conf/data/>"
         )
     try:
         return instantiate(source_node(cfg, key), **kwargs)

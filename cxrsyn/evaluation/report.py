@@ -208,16 +208,26 @@ def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) ->
     return pairs or list(itertools.combinations(arms, 2))
 
 
+def _parts(overrides: str) -> frozenset[str]:
+    """An arm's (or a compare side's) overrides as a set; booleans spelt either way (Hydra's sweeper writes
+    ``True`` for a swept ``true``)."""
+    parts = set()
+    for part in overrides.split(","):
+        key, _, value = part.partition("=")
+        parts.add(f"{key}={value.lower()}" if value.lower() in ("true", "false") else part)
+    return frozenset(parts)
+
+
 def _matched_pairs(arms: Sequence[str], a: str, b: str) -> list[tuple[str, str]]:
-    wanted_a, wanted_b = set(a.split(",")), set(b.split(","))
-    side_a = [arm for arm in arms if wanted_a <= set(arm.split(",")) or arm == a]
-    side_b = [arm for arm in arms if wanted_b <= set(arm.split(",")) or arm == b]
+    wanted_a, wanted_b = _parts(a), _parts(b)
+    side_a = [arm for arm in arms if wanted_a <= _parts(arm)]
+    side_b = [arm for arm in arms if wanted_b <= _parts(arm)]
     if len(side_a) == 1 and len(side_b) == 1:
         return [(side_a[0], side_b[0])] if side_a != side_b else []
-    by_rest = {frozenset(set(arm.split(",")) - wanted_b): arm for arm in side_b}
+    by_rest = {_parts(arm) - wanted_b: arm for arm in side_b}
     pairs = []
     for arm in side_a:
-        match = by_rest.get(frozenset(set(arm.split(",")) - wanted_a))
+        match = by_rest.get(_parts(arm) - wanted_a)
         if match is not None and match != arm:
             pairs.append((arm, match))
     return pairs

@@ -4,8 +4,11 @@ ships (PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz)."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,30 +25,19 @@ from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import PadChestImage, write_padchest_root, write_png16
 from tests.data.shipped_tables import link_images, torchxrayvision_file
 
-# torchxrayvision's PC_Dataset list of files missing from or broken in the download, written out here
-TORCHXRAYVISION_KNOWN_BROKEN = {
-    "216840111366964012819207061112010307142602253_04-014-084.png",
-    "216840111366964012989926673512011074122523403_00-163-058.png",
-    "216840111366964012959786098432011033083840143_00-176-115.png",
-    "216840111366964012558082906712009327122220177_00-102-064.png",
-    "216840111366964012339356563862009072111404053_00-043-192.png",
-    "216840111366964013076187734852011291090445391_00-196-188.png",
-    "216840111366964012373310883942009117084022290_00-064-025.png",
-    "216840111366964012283393834152009033102258826_00-059-087.png",
-    "216840111366964012373310883942009170084120009_00-097-074.png",
-    "216840111366964012819207061112010315104455352_04-024-184.png",
-    "216840111366964012819207061112010306085429121_04-020-102.png",
-    "216840111366964012989926673512011083134050913_00-168-009.png",
-    "216840111366964012373310883942009152114636712_00-102-045.png",
-    "216840111366964012819207061112010281134410801_00-129-131.png",
-    "216840111366964012487858717522009280135853083_00-075-001.png",
-    "216840111366964012989926673512011151082430686_00-157-045.png",
-    "216840111366964013686042548532013208193054515_02-026-007.png",
-    "216840111366964013590140476722013058110301622_02-056-111.png",
-    "216840111366964013590140476722013043111952381_02-065-198.png",
-    "216840111366964013829543166512013353113303615_02-092-190.png",
-    "216840111366964013962490064942014134093945580_01-178-104.png",
-}
+
+def torchxrayvision_known_broken() -> set[str]:
+    """The list of files missing from or broken in the download, read from the installed torchxrayvision's
+    PC_Dataset source (its ``missing = [...]``): an independent copy of what the reader leaves out."""
+    import torchxrayvision
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(torchxrayvision.datasets.PC_Dataset.__init__)))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "missing":
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("torchxrayvision's PC_Dataset no longer lists its missing files")
+
+
 BROKEN = "216840111366964012819207061112010307142602253_04-014-084.png"
 
 
@@ -323,7 +315,7 @@ def reference_counts(rows: pd.DataFrame, physician_only: bool = False) -> tuple[
     pneumonia = labels.map(lambda names: "pneumonia" in names or "atypical pneumonia" in names)
     positive = pneumonia & labels.map(lambda names: "normal" not in names and "exclude" not in names)
     normal = labels.map(lambda names: names == {"normal"})
-    known_broken = rows["ImageID"].isin(TORCHXRAYVISION_KNOWN_BROKEN)
+    known_broken = rows["ImageID"].isin(torchxrayvision_known_broken())
     return int((positive & ~known_broken).sum()), int((normal & ~known_broken).sum())
 
 

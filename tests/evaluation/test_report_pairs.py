@@ -34,3 +34,11 @@ def test_a_crossed_study_pairs_arms_with_equal_other_overrides():
         ("data=mix_real,mixing.k=100", "data=mix_real,mixing.k=25")
     ]
     assert len(pairs_to_compare(study(*arms), [["data=nope", "data=mix_real"]])) == 15
+
+
+def test_booleans_match_however_hydra_spells_them():
+    arms = [f"pretrain.enabled={b},data.max_total={k}" for b in ("True", "False") for k in (25, 300)]
+    assert pairs_to_compare(study(*arms), [["pretrain.enabled=true", "pretrain.enabled=false"]]) == [
+        ("pretrain.enabled=True,data.max_total=25", "pretrain.enabled=False,data.max_total=25"),
+        ("pretrain.enabled=True,data.max_total=300", "pretrain.enabled=False,data.max_total=300"),
+    ]
