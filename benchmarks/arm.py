@@ -96,12 +96,20 @@ def main() -> None:
         "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
     )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers (default: 4 with cuda; 0 on a CPU, where workers take cores from the model "
+        "and the cached images need no decoding)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="phantom sets and caches (kept for reuse)"
     )
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = 4 if args.device == "cuda" else 0
     sizes = QUICK if args.quick else FULL
     data_dir = (
         args.data_dir or Path(tempfile.gettempdir()) / f"cxrsyn-arm-{'quick' if args.quick else 'full'}"
