@@ -128,7 +128,7 @@ class CXRDataModule(pl.LightningDataModule):
         build_transform(image_size, resize)  # reject a bad resize policy before any work
         self.summary: dict[str, Any] = {}
         self.tables: dict[str, pd.DataFrame] = {}
-        self.held_out: dict[str, list[str]] = {}  # per source label or test set name: patients split away
+        self.held_out: dict[str, list[str]] = {}  # per source (part in a mix, else name): patients split away
         self._datasets: dict[str, ImageTableDataset] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -171,7 +171,7 @@ class CXRDataModule(pl.LightningDataModule):
         self._print_summary()
 
     def _setup_training(self) -> None:
-        tables = []
+        tables, used = [], {}
         for i, source in enumerate(self.train_sources):
             table, summary = self.index_source(source)
             seed = self.seed if source.subsample_seed is None else source.subsample_seed
@@ -185,15 +185,11 @@ class CXRDataModule(pl.LightningDataModule):
                     "repeat": source.repeat,
                     "repeat_to": source.repeat_to,
                 }
-                summary["used"] = label_counts(table)
             self.summary["train_sources"][source.label] = summary
+            used[source.label] = label_counts(table)
             tables.append(table.assign(**{SOURCE_COLUMN: i, KIND_COLUMN: source.kind}))
         train_table = pd.concat(tables, ignore_index=True)
-        used = {
-            source.label: label_counts(table)
-            for source, table in zip(self.train_sources, tables, strict=True)
-        }
-        self.summary["mix"] = {
+        self.summary["mix"] = {  # what each source gave after selection, and its share of the training data
             label: {**counts, "share": counts["n"] / max(1, len(train_table))}
             for label, counts in used.items()
         }

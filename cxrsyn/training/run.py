@@ -168,7 +168,6 @@ def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]
     stage.trainer.max_epochs = int(cfg.pretrain.max_epochs)
     stage.pretrain = None
     stage.init_from = None
-    stage.gradcam.enabled = False
     datamodule = build_datamodule(stage)
     model = instantiate_node(stage, "model")
     checkpoint = instantiate_node(stage, "callbacks.last_checkpoint")
