@@ -53,6 +53,9 @@ def subsample(
     Asking for more than a class holds stops with one line: a silently smaller arm would mislabel a curve."""
     if max_per_class is None and max_total is None:
         return table, None
+    for key, value in (("max_per_class", max_per_class), ("max_total", max_total)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise CxrsynError(f"{key}={value!r} for {source} must be a whole number of images (0 or more)")
     columns = [c for c in (STRATIFY_BY if stratify_by is None else stratify_by) if c in table.columns]
     missing = [c for c in (stratify_by or []) if c not in table.columns]
     if missing:

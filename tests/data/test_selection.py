@@ -76,6 +76,8 @@ def test_asking_for_more_than_a_class_holds_is_one_line():
         CxrsynError, match=rf"^max_per_class=1000 for grid, which holds {n_pos} pneumonia image\(s\)"
     ):
         subsample(table, 1000, None, 0, None, "grid")
+    with pytest.raises(CxrsynError, match=r"^max_total=-3 for grid must be a whole number of images"):
+        subsample(table, None, -3, 0, None, "grid")
     with pytest.raises(CxrsynError, match=r"^stratify_by=\['habitus'\] for grid: column\(s\) \['habitus'\]"):
         subsample(table, 5, None, 0, ["habitus"], "grid")
 
