@@ -110,6 +110,28 @@ def training_sources(cfg: DictConfig) -> Any:
     return sources
 
 
+def override_set(overrides: str | list[str]) -> frozenset[str]:
+    """Overrides (``a=1,b=x`` or a list) as a set of ``key=value``, keys without Hydra's ``+``/``~`` and
+    booleans in lower case (Hydra's sweeper writes ``True`` for a swept ``true``): how a study names an arm,
+    a compared side or an excluded cell of its grid."""
+    items = overrides.split(",") if isinstance(overrides, str) else list(overrides)
+    parts = set()
+    for item in items:
+        key, _, value = str(item).partition("=")
+        parts.add(f"{key.lstrip('+~')}={value.lower() if value.lower() in ('true', 'false') else value}")
+    return frozenset(parts)
+
+
+def excluded_cell(cfg: DictConfig, overrides: list[str]) -> list[str] | None:
+    """The ``experiment.exclude`` cell (a list of overrides) this job's overrides contain, if any: grid
+    points a study's sweep makes but that do not exist (the mixing study's real-only arms at k = 0)."""
+    job = override_set(overrides)
+    for cell in OmegaConf.select(cfg, "experiment.exclude", default=None) or []:
+        if override_set([str(item) for item in cell]) <= job:
+            return [str(item) for item in cell]
+    return None
+
+
 def settings_at(cfg: DictConfig, key: str) -> dict[str, Any]:
     """The config section at ``key`` as plain, resolved values ({} when absent or null)."""
     settings = OmegaConf.select(cfg, key)

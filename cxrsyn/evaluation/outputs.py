@@ -26,6 +26,7 @@ from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 
 PREDICTIONS_DIRNAME = "predictions"
 METRICS_NAME = "metrics.json"
+EXCLUDED_NAME = "excluded.json"  # a study job whose grid cell experiment.exclude names: not run
 PROB_COLUMN = "prob"
 # where a sample was read from on this machine: not an attribute of the sample
 INTERNAL_COLUMNS = ("file", "cache_file", "cache_row", "source", "source_height", "source_width")

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrsyn.compose import override_set
 from cxrsyn.config import code_version
 from cxrsyn.errors import CxrsynError
-from cxrsyn.evaluation.outputs import METRICS_NAME, patients_of
+from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME, patients_of
 from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
 from cxrsyn.fileio import write_json
 
@@ -77,6 +78,7 @@ class Run:
 class Study:
     runs: list[Run]
     unfinished: list[str] = field(default_factory=list)
+    excluded: dict[str, list[str]] = field(default_factory=dict)  # job folder -> experiment.exclude cell
 
     @property
     def arms(self) -> list[str]:
@@ -107,13 +109,19 @@ def find_runs(folder: str | Path) -> Study:
             "`python -m cxrsyn.train` (hydra.run.dir) or a multirun (hydra.sweep.dir) wrote"
         )
     finished = {run.folder for run in runs}
+    jobs = [job.parent for job in folder.rglob(".hydra")]
+    excluded = {
+        str(job.relative_to(folder)) or ".": json.loads((job / EXCLUDED_NAME).read_text())["cell"]
+        for job in jobs
+        if (job / EXCLUDED_NAME).is_file()
+    }
     unfinished = [
-        str(job.parent.relative_to(folder)) or "."
-        for job in folder.rglob(".hydra")
-        if job.parent not in finished and not (job.parent / METRICS_NAME).exists()
+        str(job.relative_to(folder)) or "."
+        for job in jobs
+        if job not in finished and not (job / METRICS_NAME).exists() and not (job / EXCLUDED_NAME).exists()
     ]
     name_arms(runs)
-    return Study(runs, sorted(unfinished))
+    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())))
 
 
 def _natural_key(path: Path, root: Path) -> list[Any]:
@@ -208,26 +216,16 @@ def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) ->
     return pairs or list(itertools.combinations(arms, 2))
 
 
-def _parts(overrides: str) -> frozenset[str]:
-    """An arm's (or a compare side's) overrides as a set; booleans spelt either way (Hydra's sweeper writes
-    ``True`` for a swept ``true``)."""
-    parts = set()
-    for part in overrides.split(","):
-        key, _, value = part.partition("=")
-        parts.add(f"{key}={value.lower()}" if value.lower() in ("true", "false") else part)
-    return frozenset(parts)
-
-
 def _matched_pairs(arms: Sequence[str], a: str, b: str) -> list[tuple[str, str]]:
-    wanted_a, wanted_b = _parts(a), _parts(b)
-    side_a = [arm for arm in arms if wanted_a <= _parts(arm)]
-    side_b = [arm for arm in arms if wanted_b <= _parts(arm)]
+    wanted_a, wanted_b = override_set(a), override_set(b)
+    side_a = [arm for arm in arms if wanted_a <= override_set(arm)]
+    side_b = [arm for arm in arms if wanted_b <= override_set(arm)]
     if len(side_a) == 1 and len(side_b) == 1:
         return [(side_a[0], side_b[0])] if side_a != side_b else []
-    by_rest = {_parts(arm) - wanted_b: arm for arm in side_b}
+    by_rest = {override_set(arm) - wanted_b: arm for arm in side_b}
     pairs = []
     for arm in side_a:
-        match = by_rest.get(_parts(arm) - wanted_a)
+        match = by_rest.get(override_set(arm) - wanted_a)
         if match is not None and match != arm:
             pairs.append((arm, match))
     return pairs
@@ -603,6 +601,7 @@ def write_report(
         "runs": len(study.runs),
         "arms": study.arms,
         "unfinished": study.unfinished,
+        "excluded": study.excluded,
         "test_sets": study.test_sets,
         "study_comparisons": verdicts,
         "curves": curves,
@@ -614,6 +613,7 @@ def write_report(
     print(
         f"report: {len(study.runs)} run(s) in {len(study.arms)} arm(s), {len(study.test_sets)} test set(s), "
         f"{len(study.unfinished)} unfinished job folder(s){': ' + ', '.join(study.unfinished) if study.unfinished else ''}"
+        f"{f', {len(study.excluded)} excluded by the experiment' if study.excluded else ''}"
     )
     for line in _verdict_lines(verdicts, alpha):
         print(f"  {line}")
@@ -852,6 +852,13 @@ def render_markdown(
         lines += ["", "## Figures", ""] + [f"![{path.stem}]({path.name})" for path in figures]
     if study.unfinished:
         lines += ["", f"Unfinished job folders (no metrics.json, left out): {', '.join(study.unfinished)}"]
+    if study.excluded:
+        cells = sorted({",".join(cell) for cell in study.excluded.values()})
+        lines += [
+            "",
+            f"Grid cells the experiment excludes (experiment.exclude; {len(study.excluded)} job(s) not run): "
+            + "; ".join(cells),
+        ]
     return "\n".join(lines) + "\n"
 
 

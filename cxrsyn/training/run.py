@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxrsyn.compose import (
     RESOLVED_CONFIG_NAME,
     build_datamodule,
+    excluded_cell,
     instantiate_node,
     resolved_config,
     settings_at,
@@ -31,6 +32,7 @@ from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
+    EXCLUDED_NAME,
     METRICS_NAME,
     predictions_table,
     write_predictions,
@@ -79,6 +81,14 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     position = study_position()
     if position:
         print(f"study:       {position}: {' '.join(identity['swept']) or 'no swept overrides'}", flush=True)
+    cell = excluded_cell(cfg, identity["overrides"])
+    if cell is not None:
+        print(
+            f"study:       not run: experiment.exclude names {','.join(cell)} (a grid point that does not exist)"
+        )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / EXCLUDED_NAME, {"cell": cell, "run": identity})
+        return None
     datamodule, model, trainer = build(cfg, identity)
     identity["init"] = initial_weights(cfg, model, output_dir)
     if trainer.is_global_zero:

@@ -42,3 +42,19 @@ def test_booleans_match_however_hydra_spells_them():
         ("pretrain.enabled=True,data.max_total=25", "pretrain.enabled=False,data.max_total=25"),
         ("pretrain.enabled=True,data.max_total=300", "pretrain.enabled=False,data.max_total=300"),
     ]
+
+
+def test_excluded_and_unfinished_jobs_are_told_apart(tmp_path):
+    import json
+
+    from cxrsyn.evaluation.report import find_runs
+
+    for job in ("0", "1", "2"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+    run = {"run": {"seed": 0, "overrides": ["data=mix_synthetic_real", "mixing.k=0"]}, "test_sets": {}}
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps(run))
+    cell = ["data=mix_real", "mixing.k=0"]
+    (tmp_path / "1" / "excluded.json").write_text(json.dumps({"cell": cell}))
+    found = find_runs(tmp_path)
+    assert [r.folder.name for r in found.runs] == ["0"]
+    assert found.unfinished == ["2"] and found.excluded == {"1": cell}

@@ -98,6 +98,33 @@ def test_crop_sweep_reaches_the_phantom_stand_in():
     assert instantiate_node(cfg, "data", _convert_="object").crop_bottom_fraction == 0.4
 
 
+def test_the_mixing_grid_excludes_its_empty_cells(tmp_path):
+    """k = 0 exists only with the synthetic images: the real-only cells are named by experiment.exclude, and
+    such a job writes excluded.json (no training, no metrics.json) and exits 0."""
+    from cxrsyn.compose import excluded_cell
+
+    cfg = compose_config("train", ["+experiment=mixing", "source=phantom"])
+    assert excluded_cell(cfg, ["data=mix_real", "mixing.k=0", "seed=1"]) == ["data=mix_real", "mixing.k=0"]
+    assert excluded_cell(cfg, ["data=mix_real_repeated", "+mixing.k=0"]) is not None
+    assert excluded_cell(cfg, ["data=mix_synthetic_real", "mixing.k=0"]) is None
+    assert excluded_cell(cfg, ["data=mix_real", "mixing.k=25"]) is None
+    run_dir = tmp_path / "job"
+    result = run_cli(
+        "cxrsyn.train",
+        "+experiment=mixing",
+        "source=phantom",
+        "hydra.mode=RUN",
+        "data=mix_real",
+        "mixing.k=0",
+        f"hydra.run.dir={run_dir}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "not run: experiment.exclude names data=mix_real,mixing.k=0" in result.stdout
+    assert json.loads((run_dir / "excluded.json").read_text())["cell"] == ["data=mix_real", "mixing.k=0"]
+    assert not (run_dir / "metrics.json").exists() and not (tmp_path / "data").exists()  # nothing was built
+
+
 def tiny_study_overrides(data_dir: Path, test_sets=("rsna", "kermany")) -> list[str]:
     values = {
         "source": "phantom",
