@@ -325,6 +325,7 @@ class CXRDataModule(pl.LightningDataModule):
             columns = [PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "source", KIND_COLUMN, "split", "file"]
             table[[c for c in columns if c in table.columns]].to_csv(folder / TRAIN_FILES_NAME, index=False)
             written["train_files"] = TRAIN_FILES_NAME
+            self.summary["train"]["files"] = TRAIN_FILES_NAME  # metrics.json data.train: counts and the list
         for name, patients in self.held_out.items():
             path = folder / "held_out" / f"{name}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)

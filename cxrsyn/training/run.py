@@ -113,8 +113,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     trainer.validate(model, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return None
-    datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
     lists = datamodule.save_lists(output_dir)
+    datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
     checkpoint_info = tested_checkpoint(trainer, output_dir, test_ckpt, tested_path)
     validation = validation_results(output_dir, datamodule, model, checkpoint_info.get("sha256"))
     extra = {

@@ -158,4 +158,8 @@ def test_two_stage_job_pretrains_then_starts_from_those_weights(phantom_data_dir
     listed = pd.read_csv(run_dir / "train_files.csv")
     assert len(listed) == 24 and (listed["label"] == 1).sum() == 12  # data.max_per_class=12
     assert metrics["data"]["train_sources"][str(cfg.data.root)]["selection"]["selected"] == 24
+    assert (
+        metrics["data"]["train"]["files"] == "train_files.csv"
+        and metrics["lists"]["train_files"] == "train_files.csv"
+    )
     assert len(pd.read_csv(run_dir / "pretrain" / "train_files.csv")) == 32
