@@ -20,10 +20,15 @@ help:
 	@echo "make format      ruff format and autofix"
 	@echo "make install     create $(VENV) and install cxrsyn with its dev extra"
 
+# torch's CUDA libraries come from PyPI (several GB): a download cut off mid-way is retried by pip
+# (--resume-retries) and then the whole step up to three times; wheels already fetched stay in pip's cache.
+RETRY = for try in 1 2 3; do echo '$(1)'; $(1) && break; test $$try -lt 3 || exit 1; \
+	echo "make install: the pip step above failed (try $$try of 3; usually a cut download), retrying in 30 s" >&2; sleep 30; done
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip setuptools wheel
-	$(PIP_INSTALL) -e ".[dev]"
+	@$(call RETRY,$(PIP_INSTALL) --upgrade pip setuptools wheel)
+	@$(call RETRY,$(PIP_INSTALL) --resume-retries 20 -e ".[dev]")
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.compose import RESOLVED_CONFIG_NAME, build_datamodule, instantiate_node, resolved_config
 from cxrsyn.data.datamodule import CXRDataModule
+from cxrsyn.environment import environment
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME, write_results
 from cxrsyn.fileio import sha256_of_file
@@ -76,7 +77,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint_info["sha256"] = sha256_of_file(ckpt_path)
     threshold, note = run_threshold(ckpt_path, checkpoint_info["sha256"])
     print(f"threshold:   {note}")
-    extra = {"validation_threshold": threshold, "validation_threshold_note": note}
+    extra = {
+        "validation_threshold": threshold,
+        "validation_threshold_note": note,
+        "environment": environment(),
+    }
     return write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
 
 

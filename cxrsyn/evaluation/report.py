@@ -641,10 +641,27 @@ def provenance(study: Study) -> dict[str, Any]:
                 "seed": run.seed,
                 "overrides": run.info.get("overrides", []),
                 "config_sha256": config_hash(run.folder / "config.yaml"),
+                "numerics": (run.info.get("environment") or {}).get("numerics"),
             }
         )
     commits = sorted({str((run.info.get("code") or {}).get("commit")) for run in study.runs})
-    return {"reported_with": code_version(), "trained_with_commits": commits, "runs": runs}
+    return {
+        "reported_with": code_version(),
+        "trained_with_commits": commits,
+        "environments": environments(study),
+        "runs": runs,
+    }
+
+
+def environments(study: Study) -> list[dict[str, Any]]:
+    """The distinct environments the runs were trained in (``run.environment``: versions, CPU, GPU), each
+    with its run count; runs from before environments were recorded count under ``numerics`` null."""
+    found: dict[str | None, dict[str, Any]] = {}
+    for run in study.runs:
+        info = run.info.get("environment") or {}
+        entry = found.setdefault(info.get("numerics"), {**info, "numerics": info.get("numerics"), "runs": 0})
+        entry["runs"] += 1
+    return list(found.values())
 
 
 def config_hash(path: Path) -> str | None:
@@ -663,6 +680,32 @@ def config_hash(path: Path) -> str | None:
         if value:  # the resolved config repeats the paths inside other values (data roots, checkpoint dirs)
             text = text.replace(str(value), f"<paths.{key}>")
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _environment_lines(found: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per training environment; a warning when the runs come from more than one, since their
+    numbers then differ by the machines' rounding as well as by seed."""
+    lines = []
+    for env in found:
+        if env.get("numerics") is None:
+            lines.append(
+                f"- Environment not recorded ({env['runs']} run(s) trained before cxrsyn recorded it)."
+            )
+            continue
+        packages = env.get("packages") or {}
+        device = (
+            env.get("gpu") or f"{env.get('cpu')} ({env.get('cpu_capability')}, {env.get('threads')} threads)"
+        )
+        lines.append(
+            f"- Environment `{env['numerics']}` ({env['runs']} run(s)): {device}; torch {packages.get('torch')}, "
+            f"timm {packages.get('timm')}, lightning {packages.get('lightning')}, python {env.get('python')}."
+        )
+    if len(found) > 1:
+        lines.append(
+            "- **Runs from more than one environment.** The same seed gives slightly different weights on "
+            "different hardware or library versions, so seeds are not bit-reproducible across these runs."
+        )
+    return ["Trained in:", "", *lines, ""]
 
 
 def _curve_markdown(points: Sequence[dict[str, Any]], alpha: float) -> str:
@@ -754,6 +797,7 @@ def render_markdown(
             "",
         ]
     seeds = sorted({run.seed for run in study.runs})
+    lines += _environment_lines(environments(study))
     lines += ["## Study-level comparisons (a - b)", ""]
     if verdicts:
         lines += [f"- {line}" for line in _verdict_lines(verdicts, alpha)]

@@ -29,6 +29,7 @@ from cxrsyn.compose import (
 )
 from cxrsyn.config import code_version
 from cxrsyn.data.datamodule import CXRDataModule
+from cxrsyn.environment import environment
 from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
@@ -280,6 +281,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
         "overrides": [],
         "swept": [],
         "code": code_version(),
+        "environment": environment(),
     }
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()

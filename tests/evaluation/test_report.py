@@ -257,3 +257,27 @@ def test_a_numeric_arm_is_drawn_as_a_curve_with_study_level_bands(tmp_path):
         assert c["auroc_ci"][0] <= c["auroc"] <= c["auroc_ci"][1]
     assert (tmp_path / "scaling_rsna.png").stat().st_size > 5000
     assert "## Against data.max_per_class" in (tmp_path / "results.md").read_text()
+
+
+def test_report_names_each_training_environment_and_warns_when_they_differ(sweep):
+    from cxrsyn.environment import environment
+
+    here = environment()
+    elsewhere = {**here, "cpu_capability": "AVX512_TEST", "numerics": "0123456789ab"}
+    for job in ("0", "1", "2", "3"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        metrics["run"]["environment"] = elsewhere if job == "3" else here
+        write_json(sweep / job / "metrics.json", metrics)
+    report = write_report(sweep, n_resamples=50, figures=False)
+    found = {env["numerics"]: env["runs"] for env in report["provenance"]["environments"]}
+    assert found == {here["numerics"]: 3, "0123456789ab": 1}
+    assert [run["numerics"] for run in report["provenance"]["runs"]].count("0123456789ab") == 1
+    markdown = (sweep / "results.md").read_text()
+    assert f"Environment `{here['numerics']}` (3 run(s))" in markdown
+    assert "Runs from more than one environment" in markdown
+    # one environment: no warning
+    metrics = json.loads((sweep / "3" / "metrics.json").read_text())
+    metrics["run"]["environment"] = here
+    write_json(sweep / "3" / "metrics.json", metrics)
+    write_report(sweep, n_resamples=50, figures=False)
+    assert "Runs from more than one environment" not in (sweep / "results.md").read_text()
