@@ -85,13 +85,15 @@ class CheXpert(DatasetFolder):
     def name(self) -> str:
         return "chexpert"
 
+    def missing_root(self) -> CxrsynError:
+        return CxrsynError(
+            f"CheXpert root {self.root} does not exist: {WHERE}, then point data.root (or the test set's root, "
+            "or $CXRSYN_CHEXPERT_ROOT) at the folder"
+        )
+
     def index(self) -> SourceIndex:
+        self.check()
         root = Path(self.root)
-        if not root.is_dir():
-            raise CxrsynError(
-                f"CheXpert root {root} does not exist: {WHERE}, then point data.root (or the test set's root, "
-                "or $CXRSYN_CHEXPERT_ROOT) at the folder"
-            )
         if self.split not in SPLITS:
             raise CxrsynError(f"data.split={self.split!r} for CheXpert; use one of {', '.join(SPLITS)}")
         if self.uncertain not in UNCERTAIN:

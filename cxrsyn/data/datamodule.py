@@ -133,8 +133,12 @@ class CXRDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def prepare_data(self) -> None:
-        """Runs once, on one process: generate what generates itself, decode cached sources once."""
-        for source in [*self.train_sources, *self.test_sources.values()]:
+        """Runs once, on one process: generate what generates itself, decode cached sources once. Every
+        source's cheap checks (a missing root) run first."""
+        sources = [*self.train_sources, *self.test_sources.values()]
+        for source in sources:
+            source.check()
+        for source in sources:
             source.prepare()
             if source.cache:
                 self.index_source(source)

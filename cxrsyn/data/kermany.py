@@ -65,10 +65,12 @@ class Kermany(DatasetFolder):
             )
         return chosen
 
+    def missing_root(self) -> CxrsynError:
+        return missing_root_error(self.root, "Kermany", DOWNLOAD_COMMAND, "CXRSYN_KERMANY_ROOT")
+
     def index(self) -> SourceIndex:
+        self.check()
         root = Path(self.root)
-        if not root.is_dir():
-            raise missing_root_error(root, "Kermany", DOWNLOAD_COMMAND, "CXRSYN_KERMANY_ROOT")
         splits = self.splits()
         trees, ignored = find_trees(root)
         if not trees:

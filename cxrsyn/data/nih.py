@@ -102,13 +102,15 @@ class NIH(DatasetFolder):
     def name(self) -> str:
         return "nih"
 
+    def missing_root(self) -> CxrsynError:
+        return CxrsynError(
+            f"NIH ChestX-ray14 root {self.root} does not exist: {WHERE}, then point data.root (or the test "
+            "set's root, or $CXRSYN_NIH_ROOT) at the folder"
+        )
+
     def index(self) -> SourceIndex:
+        self.check()
         root = Path(self.root)
-        if not root.is_dir():
-            raise CxrsynError(
-                f"NIH ChestX-ray14 root {root} does not exist: {WHERE}, then point data.root (or the test "
-                "set's root, or $CXRSYN_NIH_ROOT) at the folder"
-            )
         if self.selection not in SELECTIONS:
             raise CxrsynError(
                 f"data.selection={self.selection!r} for NIH; use one of {', '.join(SELECTIONS)}"

@@ -132,13 +132,15 @@ class PadChest(DatasetFolder):
     def deep_window(self) -> DeepWindow:
         return DeepWindow(self.window, tuple(self.window_percentiles))
 
+    def missing_root(self) -> CxrsynError:
+        return CxrsynError(
+            f"PadChest root {self.root} does not exist: {WHERE}, then point data.root (or the test set's root, "
+            "or $CXRSYN_PADCHEST_ROOT) at the folder"
+        )
+
     def index(self) -> SourceIndex:
+        self.check()
         root = Path(self.root)
-        if not root.is_dir():
-            raise CxrsynError(
-                f"PadChest root {root} does not exist: {WHERE}, then point data.root (or the test set's root, "
-                "or $CXRSYN_PADCHEST_ROOT) at the folder"
-            )
         projections = choices(self.projection, PROJECTIONS, "projection", "PadChest")
         if self.labels_by not in LABELS_BY:
             raise CxrsynError(

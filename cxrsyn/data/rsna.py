@@ -83,10 +83,12 @@ class RSNA(DatasetFolder):
     def name(self) -> str:
         return "rsna"
 
+    def missing_root(self) -> CxrsynError:
+        return missing_root_error(self.root, "RSNA", DOWNLOAD_COMMAND, "CXRSYN_RSNA_ROOT")
+
     def index(self) -> SourceIndex:
+        self.check()
         root = Path(self.root)
-        if not root.is_dir():
-            raise missing_root_error(root, "RSNA", DOWNLOAD_COMMAND, "CXRSYN_RSNA_ROOT")
         if self.selection not in SELECTIONS:
             raise CxrsynError(
                 f"data.selection={self.selection!r} for RSNA; use one of {', '.join(SELECTIONS)}"

@@ -19,7 +19,7 @@ import pandas as pd
 
 from cxrsyn.data.images import DeepWindow, check_image_header
 from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, read_manifest
+from cxrsyn.manifest import LABEL_COLUMN, MANIFEST_NAME, PATH_COLUMN, PATIENT_COLUMN, read_manifest
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 
@@ -91,8 +91,22 @@ class DatasetFolder:
     def name(self) -> str:
         return Path(self.root).name
 
+    def check(self) -> None:
+        """Cheap checks before any source does work: a missing root stops the run at once, not after the
+        other sources have been generated and decoded."""
+        if not Path(self.root).is_dir():
+            raise self.missing_root()
+
+    def missing_root(self) -> CxrsynError:
+        """The one-line error for a root that does not exist; readers of downloaded datasets say where to
+        get them."""
+        return CxrsynError(
+            f"dataset folder {self.root} does not exist: create it (images/ + {MANIFEST_NAME}) "
+            "or point the data config at an existing folder"
+        )
+
     def prepare(self) -> None:
-        """Nothing to make: ``index`` reports a missing folder with the fix."""
+        """Nothing to make."""
 
     def deep_window(self) -> DeepWindow:
         """How this source's 16-bit images become [0, 1] (``DeepWindow``); readers of deep data override it."""
@@ -137,6 +151,9 @@ class PhantomFolder(DatasetFolder):
         values = {f.name: getattr(self, f.name) for f in fields(PhantomSpec) if f.name != "version"}
         values["attributes"] = {name: list(options) for name, options in self.attributes.items()}
         return PhantomSpec(**values)
+
+    def check(self) -> None:
+        """Nothing to check: the folder is generated when missing."""
 
     def prepare(self) -> None:
         write_phantom_dataset(self.root, self.spec())

@@ -694,7 +694,8 @@ def _environment_lines(found: Sequence[dict[str, Any]]) -> list[str]:
             continue
         packages = env.get("packages") or {}
         device = (
-            env.get("gpu") or f"{env.get('cpu')} ({env.get('cpu_capability')}, {env.get('threads')} threads)"
+            env.get("gpu")
+            or f"{env.get('cpu')} ({env.get('cpu_capability')}, {env.get('threads')} torch thread(s))"
         )
         lines.append(
             f"- Environment `{env['numerics']}` ({env['runs']} run(s)): {device}; torch {packages.get('torch')}, "

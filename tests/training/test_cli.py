@@ -48,10 +48,16 @@ def test_unknown_config_choice_lists_the_options():
 
 
 def test_missing_dataset_folder(tmp_path):
+    """Reported before any other source does work: the phantom test set is not generated first."""
     result = run_cli(
-        "cxrsyn.train", "data=folder", f"data.root={tmp_path}/absent", f"hydra.run.dir={tmp_path}/run"
+        "cxrsyn.train",
+        "data=folder",
+        f"data.root={tmp_path}/absent",
+        f"paths.data_dir={tmp_path}/data",
+        f"hydra.run.dir={tmp_path}/run",
     )
     assert_one_line_error(result, f"dataset folder {tmp_path}/absent does not exist")
+    assert not (tmp_path / "data").exists()
 
 
 def test_unknown_backbone(tmp_path, phantom_data_dir):
