@@ -266,6 +266,7 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
         "evaluation.bootstrap.n_resamples": 200,
         "gradcam.enabled": False,  # not asserted here (see the end of the test)
         "seed": 0,
+        "hydra.launcher.n_jobs": 1,  # one job at a time: the suite's other worker has the other core
     }
     result = run_cli(
         "cxrsyn.train",
