@@ -35,6 +35,13 @@ def manifest_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / MANIFEST_NAME
 
 
+def missing_folder_error(folder: str | os.PathLike) -> CxrsynError:
+    return CxrsynError(
+        f"dataset folder {folder} does not exist: create it (images/ + {MANIFEST_NAME}) "
+        "or point the data config at an existing folder"
+    )
+
+
 def read_manifest(folder: str | os.PathLike) -> pd.DataFrame:
     """Read and validate ``folder/manifest.csv``; labels come back as int 0/1, paths as given.
 
@@ -42,10 +49,7 @@ def read_manifest(folder: str | os.PathLike) -> pd.DataFrame:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise CxrsynError(
-            f"dataset folder {folder} does not exist: create it (images/ + {MANIFEST_NAME}) "
-            "or point the data config at an existing folder"
-        )
+        raise missing_folder_error(folder)
     path = manifest_path(folder)
     if not path.is_file():
         raise CxrsynError(

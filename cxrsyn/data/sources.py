@@ -19,7 +19,7 @@ import pandas as pd
 
 from cxrsyn.data.images import DeepWindow, check_image_header
 from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, MANIFEST_NAME, PATH_COLUMN, PATIENT_COLUMN, read_manifest
+from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, missing_folder_error, read_manifest
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 
@@ -100,10 +100,7 @@ class DatasetFolder:
     def missing_root(self) -> CxrsynError:
         """The one-line error for a root that does not exist; readers of downloaded datasets say where to
         get them."""
-        return CxrsynError(
-            f"dataset folder {self.root} does not exist: create it (images/ + {MANIFEST_NAME}) "
-            "or point the data config at an existing folder"
-        )
+        return missing_folder_error(self.root)
 
     def prepare(self) -> None:
         """Nothing to make."""
