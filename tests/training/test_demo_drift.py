@@ -5,7 +5,7 @@ when the recorded run has this machine's `numerics` fingerprint (cxrsyn/environm
 instruction set, threads, GPU, library versions) the numbers must match bit for bit, and any difference means
 a change to training, data or the phantom moved them. On other hardware the float kernels round differently
 and training amplifies that, so the run must land within 3 sd of the arm's recorded seed-to-seed spread, and
-the test images must be the same. When results move, regenerate them (`make experiments
+the test sets' sizes and labels must be the same. When results move, regenerate them (`make experiments
 STUDIES=crop_ablation`, then the README's example) instead of loosening this test."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_the_demos_cropped_arm_seed_0_reproduces_the_recorded_results(tmp_path):
         "data=synthetic_cropped", 0
     )
     for row in seed_0.itertuples(index=False):
-        # the test images never depend on the machine
+        # the test sets' sizes and labels never depend on the machine (pixels may differ by rounding)
         assert (now[row.test_set]["n"], now[row.test_set]["n_pos"]) == (row.n, row.n_pos)
         for metric in ("auroc", "aupr"):
             if same_numerics:  # same kernels: bit for bit
