@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from cxrsyn.compose import build_datamodule, instantiate_node
-from cxrsyn.config import compose_or_exit
+from cxrsyn.core.compose import build_datamodule, instantiate_node
+from cxrsyn.core.config import compose_or_exit
 
 FULL = {"train_per_class": 150, "rsna_per_class": 7432, "kermany_per_class": 2928, "epochs": 10}
 QUICK = {"train_per_class": 150, "rsna_per_class": 250, "kermany_per_class": 150, "epochs": 2}

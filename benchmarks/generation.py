@@ -17,9 +17,9 @@ import time
 
 from hydra import compose, initialize_config_dir
 
-from cxrsyn.config import CONF_DIR
+from cxrsyn.core.config import CONF_DIR
+from cxrsyn.core.manifest import read_manifest
 from cxrsyn.generate.run import generate
-from cxrsyn.manifest import read_manifest
 from cxrsyn.testing.fake_gemini import FakeGemini
 
 TARGET = 0.8

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cxrsyn.config import CONF_DIR, exit_on_unknown_choice
-from cxrsyn.errors import report_known_errors
+from cxrsyn.core.config import CONF_DIR, exit_on_unknown_choice
+from cxrsyn.core.errors import report_known_errors
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="audit")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from cxrsyn.config import compose_or_exit
-from cxrsyn.errors import report_known_errors
+from cxrsyn.core.config import compose_or_exit
+from cxrsyn.core.errors import report_known_errors
 
 
 @report_known_errors

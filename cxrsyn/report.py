@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cxrsyn.errors import report_known_errors
+from cxrsyn.core.errors import report_known_errors
 
 
 @report_known_errors

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrsyn.config import CONF_DIR
+from cxrsyn.core.config import CONF_DIR
 
 REPO_ROOT = CONF_DIR.parent
 
@@ -52,7 +52,7 @@ def tiny_phantom(phantom_data_dir: Path) -> Path:
     """The tiny phantom sets of ``tiny_overrides``, generated in-process; returns the data folder."""
     from hydra import compose, initialize_config_dir
 
-    from cxrsyn.compose import build_datamodule
+    from cxrsyn.core.compose import build_datamodule
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=tiny_overrides(phantom_data_dir))

@@ -7,7 +7,7 @@ from importlib import metadata
 
 import torch
 
-from cxrsyn.environment import environment, numerics_fingerprint
+from cxrsyn.core.environment import environment, numerics_fingerprint
 
 
 def test_environment_reads_torch_and_the_installed_packages():

@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.evaluation.metrics import auroc
 from cxrsyn.evaluation.statistics import bootstrap_ci
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 
 DEFAULT_XRV_WEIGHTS = "densenet121-res224-chex"  # CheXpert only: has seen neither RSNA/NIH nor Kermany
 
@@ -228,7 +228,7 @@ class PhantomAuditor(PixelAuditor):
         self, root: str, n_per_class: int = 100, seed: int = 21, image_size: int = 128, **kwargs: Any
     ):
         super().__init__(**kwargs)
-        from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, read_manifest
+        from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, read_manifest
         from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 
         spec = PhantomSpec(

@@ -32,10 +32,10 @@ from cxrsyn.auditing.sets import (
     read_set,
     reference_features,
 )
-from cxrsyn.compose import instantiate_node, resolved_config, settings_at
+from cxrsyn.core.compose import instantiate_node, resolved_config, settings_at
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_json
 from cxrsyn.data.sources import DatasetFolder
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import write_json
 
 AUDIT_JSON, AUDIT_MD, EXCLUDE_NAME = "audit.json", "audit.md", "exclude.txt"
 FIGURES = "figures"

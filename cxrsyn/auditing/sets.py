@@ -24,11 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrsyn.auditing.descriptors import CorrelationDescriptor
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.core.parallel import chunked, map_chunks
 from cxrsyn.data.cache import cache_key, decode_chunk
 from cxrsyn.data.decode import Preprocessing
 from cxrsyn.data.sources import FILE_COLUMN, DatasetFolder, apply_exclude_file
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
-from cxrsyn.parallel import chunked, map_chunks
 
 PATIENT_COLUMN = "patient"
 CHUNK = 64
@@ -83,7 +83,7 @@ def decode_rows(
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield (row numbers, (n, 1, S, S) float images in [0, 1]) chunk by chunk; a file that fails to decode
     stops with its reason (the source listed it as readable)."""
-    from cxrsyn.errors import CxrsynError
+    from cxrsyn.core.errors import CxrsynError
 
     rows = np.arange(len(image_set.table)) if rows is None else np.asarray(rows)
     if workers is None:  # starting worker processes costs seconds: only worth it for large sets

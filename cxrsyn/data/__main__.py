@@ -14,8 +14,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from cxrsyn.config import compose_or_exit, exit_on_unknown_choice
-from cxrsyn.errors import EXIT_USER_ERROR, report_known_errors
+from cxrsyn.core.config import compose_or_exit, exit_on_unknown_choice
+from cxrsyn.core.errors import EXIT_USER_ERROR, report_known_errors
 
 COMMANDS = ("summarize", "prepare", "download")
 
@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         download(args.dataset, args.root, keep_zip=args.keep_zip)
         return 0
 
+    from cxrsyn.core.secrets import register_typed_secrets
     from cxrsyn.data.tools import prepare, summarize_command
-    from cxrsyn.secrets import register_typed_secrets
 
     register_typed_secrets(rest)
     exit_on_unknown_choice(rest)

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import building, write_json
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.core.parallel import chunked, map_chunks
 from cxrsyn.data.decode import Preprocessing, decode_with_size
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import building, write_json
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
-from cxrsyn.parallel import chunked, map_chunks
 
 CACHE_FORMAT = 2  # 2: sizes.npy
 CACHE_FILE_COLUMN = "cache_file"

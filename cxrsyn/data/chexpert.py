@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.data.label_tables import (
     ATTRIBUTE_COLUMNS,
     PATIENT_COLUMN,
@@ -46,8 +48,6 @@ from cxrsyn.data.label_tables import (
     with_age,
 )
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
 
 LABEL_FILES = {"train": "train.csv", "valid": "valid.csv"}
 SPLITS = ("all", "train", "valid")

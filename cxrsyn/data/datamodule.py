@@ -14,6 +14,9 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.core.seeding import derive_seed
 from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
 from cxrsyn.data.decode import Preprocessing
@@ -22,9 +25,6 @@ from cxrsyn.data.samplers import EpochSampler
 from cxrsyn.data.selection import repeat_rows, subsample
 from cxrsyn.data.sources import BadFiles, DatasetFolder, apply_exclude_file, label_counts
 from cxrsyn.data.transforms import Augmentation, build_transform
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
-from cxrsyn.seeding import derive_seed
 
 SOURCE_COLUMN = "source"
 TRAIN_FILES_NAME = "train_files.csv"

@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from cxrsyn.core.manifest import LABEL_COLUMN
+from cxrsyn.core.seeding import derive_seed
 from cxrsyn.data.cache import (
     CACHE_FILE_COLUMN,
     CACHE_ROW_COLUMN,
@@ -20,8 +22,6 @@ from cxrsyn.data.cache import (
 )
 from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.sources import FILE_COLUMN
-from cxrsyn.manifest import LABEL_COLUMN
-from cxrsyn.seeding import derive_seed
 
 
 class ImageTableDataset(Dataset):

@@ -18,6 +18,7 @@ import albumentations as A
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.dicom import (
     DicomDecodeError,
     is_dicom,
@@ -29,7 +30,6 @@ from cxrsyn.data.dicom import (
 )
 from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.transforms import crop_bottom, resize_ops, rows_kept
-from cxrsyn.errors import CxrsynError
 
 # Bump when decoding changes what lands in a cache: every cache built before is rebuilt.
 DECODER_VERSION = 2  # 2: the crop removes ceil(f x H) rows of the stored image, before any reduction

@@ -16,8 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.secrets import redact
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.secrets import redact
 
 
 @dataclass(frozen=True)

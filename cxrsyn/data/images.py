@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.dicom import is_dicom, read_dicom
-from cxrsyn.errors import CxrsynError
 
 _FIX = "replace the file or remove its row from the manifest"
 DEEP_WINDOWS = ("full_range", "min_max", "percentile")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.images import check_image_header
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex, missing_root_error
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 
 SPLITS = ("train", "val", "test")
 CLASS_FOLDERS = {"NORMAL": 0, "PNEUMONIA": 1}

@@ -17,11 +17,11 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.images import check_image_header
 from cxrsyn.data.rsna import age_band, parse_age
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import PATH_COLUMN, PATIENT_COLUMN
 
 ATTRIBUTE_COLUMNS = (PATIENT_COLUMN, "age", "age_flag", "age_band", "sex", "view")
 IGNORED_DIRS = ("__MACOSX",)

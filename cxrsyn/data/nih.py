@@ -38,6 +38,8 @@ from typing import Any
 
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.data.label_tables import (
     ATTRIBUTE_COLUMNS,
     PATIENT_COLUMN,
@@ -53,8 +55,6 @@ from cxrsyn.data.label_tables import (
 )
 from cxrsyn.data.rsna import NIH_OVERLAP_NOTE
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # the first present is read
 SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file
+from cxrsyn.core.manifest import PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.sources import FILE_COLUMN
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import sha256_of_file
-from cxrsyn.manifest import PATH_COLUMN, PATIENT_COLUMN
 
 KIND_COLUMN = "dataset"  # the source kind of each row (set by the DataModule)
 SYNTHETIC_KINDS = ("folder", "phantom")  # their patient ids are prompts or paths, not people

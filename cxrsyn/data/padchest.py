@@ -40,6 +40,8 @@ from typing import Any
 
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.data.images import DeepWindow
 from cxrsyn.data.label_tables import (
     ATTRIBUTE_COLUMNS,
@@ -54,8 +56,6 @@ from cxrsyn.data.label_tables import (
     with_age,
 )
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN
 
 LABEL_FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 LABEL_FILES = (f"{LABEL_FILE}.gz", LABEL_FILE)

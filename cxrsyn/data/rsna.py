@@ -29,6 +29,9 @@ from typing import Any
 
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.core.parallel import chunked, map_chunks
 from cxrsyn.data.dicom import DicomDecodeError, read_dataset
 from cxrsyn.data.selection import patient_split
 from cxrsyn.data.sources import (
@@ -39,9 +42,6 @@ from cxrsyn.data.sources import (
     label_counts,
     missing_root_error,
 )
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
-from cxrsyn.parallel import chunked, map_chunks
 
 LABELS_NAME = "stage_2_train_labels.csv"
 CLASSES_NAME = "stage_2_detailed_class_info.csv"

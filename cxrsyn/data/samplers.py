@@ -19,7 +19,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from cxrsyn.seeding import derive_seed
+from cxrsyn.core.seeding import derive_seed
 
 
 def distributed_rank_and_size() -> tuple[int, int]:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN
-from cxrsyn.seeding import derive_seed
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN
+from cxrsyn.core.seeding import derive_seed
 
 # the attributes of the prompt grid and of the real readers that a subsample keeps in proportion
 STRATIFY_BY = ("sex", "age_band", "habitus", "projection", "view")

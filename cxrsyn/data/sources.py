@@ -17,9 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import (
+    LABEL_COLUMN,
+    PATH_COLUMN,
+    PATIENT_COLUMN,
+    missing_folder_error,
+    read_manifest,
+)
 from cxrsyn.data.images import DeepWindow, check_image_header
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN, missing_folder_error, read_manifest
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 

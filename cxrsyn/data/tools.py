@@ -7,11 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cxrsyn.compose import build_datamodule, instantiate_node
+from cxrsyn.core.compose import build_datamodule, instantiate_node
+from cxrsyn.core.fileio import write_json
+from cxrsyn.core.secrets import redact
 from cxrsyn.data.sources import SourceIndex
 from cxrsyn.data.summary import describe, summarize, verify
-from cxrsyn.fileio import write_json
-from cxrsyn.secrets import redact
 
 
 def summarize_command(cfg: DictConfig) -> dict[str, Any]:

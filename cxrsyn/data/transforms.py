@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 
 RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
 

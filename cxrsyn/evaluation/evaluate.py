@@ -13,13 +13,13 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cxrsyn.compose import RESOLVED_CONFIG_NAME, build_datamodule, instantiate_node, resolved_config
+from cxrsyn.core.compose import RESOLVED_CONFIG_NAME, build_datamodule, instantiate_node, resolved_config
+from cxrsyn.core.environment import environment
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file
+from cxrsyn.core.logs import quiet_third_party_noise
 from cxrsyn.data.datamodule import CXRDataModule
-from cxrsyn.environment import environment
-from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import METRICS_NAME, write_results
-from cxrsyn.fileio import sha256_of_file
-from cxrsyn.logs import quiet_third_party_noise
 from cxrsyn.models.checkpoints import load_checkpoint, load_model
 
 

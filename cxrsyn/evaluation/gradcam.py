@@ -22,10 +22,10 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from tqdm.auto import tqdm
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import LABEL_COLUMN
 from cxrsyn.data.transforms import rows_kept, source_band_weights
-from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.outputs import PROB_COLUMN
-from cxrsyn.manifest import LABEL_COLUMN
 
 Target = Literal["predicted", "pneumonia", "normal"]
 TARGETS: tuple[str, ...] = ("predicted", "pneumonia", "normal")

@@ -12,7 +12,9 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from cxrsyn.compose import bootstrap_settings, settings_at
+from cxrsyn.core.compose import bootstrap_settings, settings_at
+from cxrsyn.core.fileio import write_json
+from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.evaluation.metrics import (
     binary_metrics,
     calibration,
@@ -21,8 +23,6 @@ from cxrsyn.evaluation.metrics import (
     youden_threshold,
 )
 from cxrsyn.evaluation.statistics import bootstrap_ci
-from cxrsyn.fileio import write_json
-from cxrsyn.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 
 PREDICTIONS_DIRNAME = "predictions"
 METRICS_NAME = "metrics.json"

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrsyn.compose import override_set
-from cxrsyn.config import code_version
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.compose import override_set
+from cxrsyn.core.config import code_version
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_json
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME, patients_of
 from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
-from cxrsyn.fileio import write_json
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"

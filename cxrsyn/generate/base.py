@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 
 UNKNOWN = "unknown"
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cxrsyn.fileio import atomic_write
+from cxrsyn.core.fileio import atomic_write
 from cxrsyn.generate.base import Counts, image_of, is_transport_error, reply_dict, short_error
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore, as_png

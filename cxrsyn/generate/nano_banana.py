@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.generate.base import (
     Counts,
     FatalRequestError,

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import atomic_write, sha256_of_file
+from cxrsyn.core.manifest import IMAGES_DIRNAME, PATH_COLUMN, manifest_path, read_manifest, write_manifest
 from cxrsyn.data.transforms import crop_bottom
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import atomic_write, sha256_of_file
-from cxrsyn.manifest import IMAGES_DIRNAME, PATH_COLUMN, manifest_path, read_manifest, write_manifest
 
 PROVENANCE_COLUMNS = ("source_dir", "source_path", "source_sha256", "operation")
 

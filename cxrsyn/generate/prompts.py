@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import NEGATIVE_LABEL, POSITIVE_LABEL
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import NEGATIVE_LABEL, POSITIVE_LABEL
+from cxrsyn.core.seeding import derive_seed
 from cxrsyn.phantom.grid import CLASS_NAMES, DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
-from cxrsyn.seeding import derive_seed
 
 DEFAULT_FINDINGS: dict[str, tuple[str, ...]] = {
     "pneumonia": (

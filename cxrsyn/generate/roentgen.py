@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.generate.base import Counts
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore

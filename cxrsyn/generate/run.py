@@ -12,9 +12,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cxrsyn.compose import instantiate_node
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import write_json
+from cxrsyn.core.compose import instantiate_node
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_json
+from cxrsyn.core.secrets import redact
 from cxrsyn.generate.cost import estimate_cost, missing_price_note
 from cxrsyn.generate.prompts import PromptGrid
 from cxrsyn.generate.store import (
@@ -25,7 +26,6 @@ from cxrsyn.generate.store import (
     exclusive,
     settings_fingerprint,
 )
-from cxrsyn.secrets import redact
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:

@@ -37,10 +37,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import atomic_write
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import atomic_write
+from cxrsyn.core.manifest import IMAGES_DIRNAME, write_manifest
 from cxrsyn.generate.prompts import ImageRequest
-from cxrsyn.manifest import IMAGES_DIRNAME, write_manifest
 
 RECORDS_DIRNAME = "records"
 ATTEMPTS_NAME = "attempts.jsonl"

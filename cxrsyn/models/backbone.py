@@ -15,7 +15,7 @@ from pathlib import Path
 import timm
 import torch
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 
 
 def check_backbone_name(name: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import sha256_of_file
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file
 from cxrsyn.models.classifier import PneumoniaClassifier
 
 # Classes our checkpoints hold beyond torch's weights-only defaults. Today none: Lightning's checkpoint of a

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.seeding import derive_seed
 from cxrsyn.models.backbone import create_backbone, input_normalisation
-from cxrsyn.seeding import derive_seed
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cxrsyn.manifest import NEGATIVE_LABEL, POSITIVE_LABEL
+from cxrsyn.core.manifest import NEGATIVE_LABEL, POSITIVE_LABEL
 
 # One home for the attribute names and their default values (configs may narrow or extend them).
 DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {

@@ -38,9 +38,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import building, sha256_of_file
-from cxrsyn.manifest import (
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import building, sha256_of_file
+from cxrsyn.core.manifest import (
     IMAGES_DIRNAME,
     LABEL_COLUMN,
     PATH_COLUMN,

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from cxrsyn.fileio import atomic_write
+from cxrsyn.core.fileio import atomic_write
 
 WANDB_MODES = ("auto", "online", "offline")
 
@@ -82,7 +82,7 @@ def wandb_logger(
     """A WandbLogger; ``mode=auto`` goes online only when credentials exist (WANDB_API_KEY or a netrc
     login), else offline (sync later with ``wandb sync``). ``WANDB_MODE`` in the environment wins."""
     if mode not in WANDB_MODES:
-        from cxrsyn.errors import CxrsynError
+        from cxrsyn.core.errors import CxrsynError
 
         raise CxrsynError(f"logger.mode={mode!r} is unknown; use one of {', '.join(WANDB_MODES)}")
     env_mode = os.environ.get("WANDB_MODE")

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from cxrsyn.compose import (
+from cxrsyn.core.compose import (
     RESOLVED_CONFIG_NAME,
     build_datamodule,
     excluded_cell,
@@ -27,10 +27,14 @@ from cxrsyn.compose import (
     resolved_config,
     settings_at,
 )
-from cxrsyn.config import code_version
+from cxrsyn.core.config import code_version
+from cxrsyn.core.environment import environment
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file, write_json
+from cxrsyn.core.logs import quiet_third_party_noise
+from cxrsyn.core.parallel import restore_start_method
+from cxrsyn.core.secrets import redact_overrides
 from cxrsyn.data.datamodule import CXRDataModule
-from cxrsyn.environment import environment
-from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
     EXCLUDED_NAME,
@@ -39,11 +43,7 @@ from cxrsyn.evaluation.outputs import (
     write_predictions,
     write_results,
 )
-from cxrsyn.fileio import sha256_of_file, write_json
-from cxrsyn.logs import quiet_third_party_noise
 from cxrsyn.models.classifier import PneumoniaClassifier
-from cxrsyn.parallel import restore_start_method
-from cxrsyn.secrets import redact_overrides
 from cxrsyn.training.loggers import log_results_to_wandb
 
 DATA_SUMMARY_NAME = "data_summary.json"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cxrsyn.auditing.models import PixelAuditor, TimmExtractor, TorchXRayVisionAuditor
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 
 CHEX_LABELS = [
     "Atelectasis", "Consolidation", "", "Pneumothorax", "Edema", "", "", "Effusion", "Pneumonia", "",

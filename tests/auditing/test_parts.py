@@ -10,8 +10,8 @@ from PIL import Image
 
 from cxrsyn.auditing.artifacts import class_artifacts
 from cxrsyn.auditing.distance import bootstrap_kid, kid, mean_pairwise_cosine
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.sources import DatasetFolder
-from cxrsyn.errors import CxrsynError
 
 
 def unbiased_mmd(x: np.ndarray, y: np.ndarray) -> float:

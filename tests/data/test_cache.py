@@ -8,13 +8,13 @@ import os
 import numpy as np
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.cache import FAILED, META_NAME, STATE_NAME, TODO, build_cache
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import BadFiles
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
 from tests.conftest import run_cli
 

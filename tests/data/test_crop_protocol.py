@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrsyn.core.manifest import write_manifest
 from cxrsyn.data.decode import Preprocessing, decode_resized, draft_scale
 from cxrsyn.data.images import read_grayscale
 from cxrsyn.data.transforms import build_transform, crop_bottom, rows_kept
 from cxrsyn.generate.postprocess import crop_folder
-from cxrsyn.manifest import write_manifest
 from tests.conftest import compose_config
 
 # height -> rows kept at f = 0.3, by hand: removed = ceil(0.3 x H)

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import write_manifest
 from cxrsyn.data.datamodule import CXRDataModule, stratified_split
 from cxrsyn.data.sources import DatasetFolder, PhantomFolder
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import write_manifest
 
 
 @pytest.fixture(scope="module")

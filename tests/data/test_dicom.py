@@ -9,10 +9,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.dicom import read_dicom
 from cxrsyn.data.images import read_grayscale
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import chest_pixels, write_dicom
 
 # One adult PA chest radiograph, MONOCHROME1, 15 bits stored: uncompressed (two byte orders) and JPEG 2000.

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.download import download, unpack
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import (
     chest_pixels,
     rsna_patients,

@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.chexpert import CheXpert
 from cxrsyn.data.nih import NIH
 from cxrsyn.data.padchest import PadChest
 from cxrsyn.data.sources import PhantomFolder
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import (
     CheXpertImage,
     NihImage,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.images import check_image_header, read_grayscale
-from cxrsyn.errors import CxrsynError
 
 
 def test_8_bit_grayscale_scales_to_unit_range(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import write_kermany_root
 from tests.conftest import run_cli
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.manifest import read_manifest, write_manifest
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import read_manifest, write_manifest
 
 
 def make_folder(root: Path, rows: list[dict]) -> Path:

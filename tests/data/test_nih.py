@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.download import unpack
 from cxrsyn.data.nih import NIH
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import NihImage, write_nih_root
 from tests.conftest import run_cli
 from tests.data.shipped_tables import link_images, torchxrayvision_file

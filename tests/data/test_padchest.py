@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.padchest import PadChest
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import PadChestImage, write_padchest_root, write_png16
 from tests.data.shipped_tables import link_images, torchxrayvision_file
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.rsna import RSNA, parse_age
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import (
     RSNA_CLASSES_CSV,
     RSNA_IMAGES,

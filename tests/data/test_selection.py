@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.selection import class_quotas, patient_split, repeat_rows, subsample
 from cxrsyn.data.sources import PhantomFolder
-from cxrsyn.errors import CxrsynError
 from cxrsyn.testing.datasets import rsna_patients, write_rsna_root
 
 

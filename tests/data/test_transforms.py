@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.transforms import Augmentation, CropBottom, build_transform, crop_bottom
-from cxrsyn.errors import CxrsynError
 
 
 def gradient(height: int, width: int) -> np.ndarray:

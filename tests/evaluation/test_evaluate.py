@@ -194,7 +194,7 @@ class WritesAFile:
 def test_a_checkpoint_that_would_run_code_is_never_unpickled(tmp_path):
     import torch
 
-    from cxrsyn.errors import CxrsynError
+    from cxrsyn.core.errors import CxrsynError
     from cxrsyn.models.checkpoints import load_model
     from cxrsyn.training.checkpoint_io import AtomicCheckpointIO
 

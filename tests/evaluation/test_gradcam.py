@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.transforms import build_transform, source_band_weights
-from cxrsyn.errors import CxrsynError
 from cxrsyn.evaluation.gradcam import (
     CELLS,
     bottom_band_share,

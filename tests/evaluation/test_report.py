@@ -10,12 +10,12 @@ import pytest
 import yaml
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
+from cxrsyn.core.fileio import write_json
 from cxrsyn.evaluation.metrics import pr_curve
 from cxrsyn.evaluation.metrics import roc_curve as our_roc_curve
 from cxrsyn.evaluation.outputs import test_set_metrics as score_table
 from cxrsyn.evaluation.outputs import write_predictions
 from cxrsyn.evaluation.report import find_runs, write_report
-from cxrsyn.fileio import write_json
 from tests.conftest import run_cli
 
 N = 300
@@ -260,7 +260,7 @@ def test_a_numeric_arm_is_drawn_as_a_curve_with_study_level_bands(tmp_path):
 
 
 def test_report_names_each_training_environment_and_warns_when_they_differ(sweep):
-    from cxrsyn.environment import environment
+    from cxrsyn.core.environment import environment
 
     here = environment()
     elsewhere = {**here, "cpu_capability": "AVX512_TEST", "numerics": "0123456789ab"}

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import read_manifest
 from cxrsyn.generate.run import generate
-from cxrsyn.manifest import read_manifest
 from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import REPO_ROOT, run_cli
 from tests.generate.test_nano_banana import KEY, assert_complete, compose, overrides

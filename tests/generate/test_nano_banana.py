@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrsyn.compose import source_node
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import sha256_of_file
+from cxrsyn.core.compose import source_node
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file
+from cxrsyn.core.manifest import read_manifest
 from cxrsyn.generate.run import generate
 from cxrsyn.generate.store import OutputStore, exclusive
-from cxrsyn.manifest import read_manifest
 from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 

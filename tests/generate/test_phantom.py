@@ -3,9 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import sha256_of_file
-from cxrsyn.manifest import read_manifest
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file
+from cxrsyn.core.manifest import read_manifest
 from cxrsyn.phantom.grid import GridCell
 from cxrsyn.phantom.simulator import PhantomSpec, _stamp_watermark, render, write_phantom_dataset
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import sha256_of_file
+from cxrsyn.core.manifest import read_manifest
 from cxrsyn.data.images import read_grayscale
 from cxrsyn.data.sources import DatasetFolder
 from cxrsyn.data.transforms import crop_bottom
-from cxrsyn.errors import CxrsynError
-from cxrsyn.fileio import sha256_of_file
 from cxrsyn.generate.postprocess import crop_folder
 from cxrsyn.generate.prompts import DEFAULT_FINDINGS, PromptGrid
-from cxrsyn.manifest import read_manifest
 from tests.conftest import run_cli
 
 ROENTGEN_TEMPLATE = "{age} year old {sex}. {finding}"

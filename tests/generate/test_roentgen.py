@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.manifest import read_manifest
 from cxrsyn.generate.run import generate
-from cxrsyn.manifest import read_manifest
 from tests.conftest import run_cli
 from tests.generate.test_nano_banana import compose
 from tests.generate.tiny_pipeline import build_tiny_pipeline

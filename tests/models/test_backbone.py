@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.models.backbone import create_backbone, input_normalisation
 
 

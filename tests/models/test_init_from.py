@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.models.checkpoints import initialize_from
 from cxrsyn.models.classifier import PneumoniaClassifier
 

@@ -17,8 +17,8 @@ import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from cxrsyn.config import available_choices, unknown_choice_message
-from cxrsyn.manifest import read_manifest, write_manifest
+from cxrsyn.core.config import available_choices, unknown_choice_message
+from cxrsyn.core.manifest import read_manifest, write_manifest
 from tests.conftest import REPO_ROOT, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow

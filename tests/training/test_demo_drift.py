@@ -1,7 +1,7 @@
 """Documented results stay today's: one job of the demo (`make demo`: the crop ablation on phantom
 stand-ins at its default settings) rerun now must reproduce the seed-0 numbers recorded in
 experiments/crop_ablation/phantom/ (written by `make experiments`). Training on one CPU is deterministic:
-when the recorded run has this machine's `numerics` fingerprint (cxrsyn/environment.py: CPU vendor and
+when the recorded run has this machine's `numerics` fingerprint (cxrsyn/core/environment.py: CPU vendor and
 instruction set, threads, GPU, library versions) the numbers must match bit for bit, and any difference means
 a change to training, data or the phantom moved them. On other hardware the float kernels round differently
 and training amplifies that, so the run must land within 3 sd of the arm's recorded seed-to-seed spread, and

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from cxrsyn.compose import instantiate_node, training_sources
-from cxrsyn.config import CONF_DIR
+from cxrsyn.core.compose import instantiate_node, training_sources
+from cxrsyn.core.config import CONF_DIR
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import DatasetFolder, PhantomFolder
 from tests.conftest import REPO_ROOT, compose_config, run_cli
@@ -101,7 +101,7 @@ def test_crop_sweep_reaches_the_phantom_stand_in():
 def test_the_mixing_grid_excludes_its_empty_cells(tmp_path):
     """k = 0 exists only with the synthetic images: the real-only cells are named by experiment.exclude, and
     such a job writes excluded.json (no training, no metrics.json) and exits 0."""
-    from cxrsyn.compose import excluded_cell
+    from cxrsyn.core.compose import excluded_cell
 
     cfg = compose_config("train", ["+experiment=mixing", "source=phantom"])
     assert excluded_cell(cfg, ["data=mix_real", "mixing.k=0", "seed=1"]) == ["data=mix_real", "mixing.k=0"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrsyn.secrets import REDACTED, redact_overrides
+from cxrsyn.core.secrets import REDACTED, redact_overrides
 from tests.conftest import run_cli, tiny_overrides
 
 # One made-up value per variable the issue names, each set in the environment of the runs below.

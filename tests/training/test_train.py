@@ -9,7 +9,7 @@ import torch
 import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.evaluation.statistics import bootstrap_ci
 from cxrsyn.training.run import train
 from tests.conftest import tiny_overrides
@@ -77,8 +77,8 @@ def test_metrics_equal_scikit_learn_on_the_predictions_file(finished_run):
 
 
 def test_the_tested_checkpoint_validation_predictions_and_threshold_are_recorded(finished_run):
+    from cxrsyn.core.fileio import sha256_of_file
     from cxrsyn.evaluation.metrics import youden_threshold
-    from cxrsyn.fileio import sha256_of_file
 
     run_dir, metrics = finished_run
     checkpoint = metrics["checkpoint"]
@@ -133,7 +133,7 @@ def test_two_stage_job_pretrains_then_starts_from_those_weights(phantom_data_dir
     from; the run identity names the checkpoint by path and sha256, and both stages list their images."""
     from hydra import compose, initialize_config_dir
 
-    from cxrsyn.fileio import sha256_of_file
+    from cxrsyn.core.fileio import sha256_of_file
     from tests.conftest import CONF_DIR
 
     run_dir = tmp_path / "run"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # ${cxrsyn.sum:a,b}: a count made of two others (the duplicate-real control's 300 + k images)
 OmegaConf.register_new_resolver("cxrsyn.sum", lambda *values: sum(values), replace=True)

@@ -10,8 +10,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cxrsyn.errors import CxrsynError
-from cxrsyn.secrets import redact
+from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.secrets import redact
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxrsyn.errors import CxrsynError
+from cxrsyn.core.errors import CxrsynError
 
 MANIFEST_NAME = "manifest.csv"
 IMAGES_DIRNAME = "images"
