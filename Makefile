@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -q -n auto
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast lint format bench experiments clean-outputs help
+.PHONY: install demo test test-fast lint format bench experiments studies clean-outputs help
 
 help:
 	@echo "make demo        the crop ablation on phantom stand-ins (2 arms x 3 seeds) and its report"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint        ruff check and format check"
 	@echo "make bench       speed benchmarks (ratios against bounds measured in the same run)"
 	@echo "make experiments rerun every study in experiments/ on phantom stand-ins, refresh their results"
+	@echo "make studies     write experiments/README.md and the W&B sweep files from conf/experiment/"
 	@echo "make format      ruff format and autofix"
 	@echo "make install     create $(VENV) and install cxrsyn with its dev extra"
 
@@ -43,7 +44,8 @@ demo: $(STAMP)
 # Phantom results of every study, written to experiments/<study>/phantom/ (report.json records the commits,
 # overrides and config hashes). crop_ablation runs at the demo's settings, so tests/training/test_demo_drift.py
 # can compare seed 0 with it; the other studies at smaller settings (PHANTOM_ARGS).
-STUDIES ?= crop_ablation generator_comparison crop_fraction_sweep backbones real_baseline synthetic_scaling mixing pretrain_finetune nano_banana_models rsna_selection
+# every study in conf/experiment/ (the one list of studies)
+STUDIES ?= $(basename $(notdir $(wildcard conf/experiment/*.yaml)))
 PHANTOM_ARGS ?= datamodule.image_size=64 trainer.max_epochs=6 seed=0,1
 DEMO_SETTINGS_STUDIES ?= crop_ablation
 experiments: $(STAMP)
@@ -57,6 +59,10 @@ experiments: $(STAMP)
 	  echo "python -m cxrsyn.train +experiment=$$study source=phantom $$args" > experiments/$$study/phantom/COMMAND; \
 	  echo "python -m cxrsyn.report <sweep dir> --out experiments/$$study/phantom" >> experiments/$$study/phantom/COMMAND; \
 	done
+
+# experiments/README.md (the table of studies) and every wandb_sweep.yaml, from conf/experiment/*.yaml
+studies: $(STAMP)
+	$(PY) -m cxrsyn.core.studies --write
 
 # pytest exits 5 when it collects no tests: that is a failure here, never a pass.
 test: $(STAMP)

@@ -48,3 +48,26 @@ def building(folder: str | os.PathLike) -> FileLock:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(folder.with_name(f".{folder.name}.lock")))
+
+
+COMMITTED_FIGURE_BYTES = 300 * 1024  # figures that may be committed (experiments/*/phantom/) stay this small
+
+
+def compact_png(path: str | os.PathLike, max_bytes: int = COMMITTED_FIGURE_BYTES) -> Path:
+    """Rewrite the PNG at ``path`` (atomically) as a 256-colour palette image, halving its size until the file
+    fits in ``max_bytes``: report figures stay small enough to commit; the full-size originals stay in the
+    run folders."""
+    import io
+
+    from PIL import Image
+
+    path = Path(path)
+    image = Image.open(path).convert("RGB")
+    while True:
+        buffer = io.BytesIO()
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
+        if buffer.tell() <= max_bytes or min(image.size) <= 64:
+            break
+        image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
+    atomic_write(path, buffer.getvalue())
+    return path
