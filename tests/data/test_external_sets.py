@@ -108,8 +108,8 @@ def test_training_run_tested_on_the_external_sets(tmp_path, tiny_phantom):
 
 
 def test_report_repeats_the_nih_note(tmp_path):
-    from cxrsyn.evaluation.report import write_report
-    from tests.evaluation.test_report import make_run
+    from cxrsyn.reporting.write import write_report
+    from tests.reporting.test_report import make_run
 
     for job, data in enumerate(("synthetic_raw", "synthetic_cropped")):
         metrics = make_run(tmp_path / str(job), data, 0, 1.0, test_sets=("rsna", "nih"))
