@@ -13,14 +13,9 @@ from cxrsyn.data.chexpert import CheXpert
 from cxrsyn.data.nih import NIH
 from cxrsyn.data.padchest import PadChest
 from cxrsyn.data.sources import PhantomFolder
-from cxrsyn.testing.datasets import (
-    CheXpertImage,
-    NihImage,
-    PadChestImage,
-    write_chexpert_root,
-    write_nih_root,
-    write_padchest_root,
-)
+from cxrsyn.testing.datasets.chexpert import CheXpertImage, write_chexpert_root
+from cxrsyn.testing.datasets.nih import NihImage, write_nih_root
+from cxrsyn.testing.datasets.padchest import PadChestImage, write_padchest_root
 from cxrsyn.training.run import instantiate_node, train
 from tests.conftest import compose_config, tiny_overrides
 
