@@ -8,7 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from cxrsyn.reporting.compare import arm_curves, compare_arms, pairs_to_compare, study_comparisons
+from cxrsyn.reporting.compare import (
+    Resampling,
+    arm_curves,
+    compare_arms,
+    pairs_to_compare,
+    study_comparisons,
+)
 from cxrsyn.reporting.runs import Study, experiment_settings, results_table, summary_table
 
 
@@ -22,10 +28,10 @@ class StudyAnalysis:
     verdicts: list[dict[str, Any]]  # study_comparisons: the study's claims
     comparisons: pd.DataFrame  # compare_arms: per seed, descriptive
     curves: list[dict[str, Any]]  # arm_curves: empty unless one arm is numeric
-    alpha: float
+    resampling: Resampling
 
 
-def analyse(study: Study, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> StudyAnalysis:
+def analyse(study: Study, resampling: Resampling) -> StudyAnalysis:
     per_run = results_table(study)
     experiment = experiment_settings(study)
     pairs = pairs_to_compare(study, experiment.get("compare"))
@@ -35,8 +41,8 @@ def analyse(study: Study, n_resamples: int = 2000, seed: int = 0, alpha: float =
         per_run=per_run,
         summary=summary_table(per_run),
         pairs=pairs,
-        verdicts=study_comparisons(study, pairs, n_resamples, seed, alpha),
-        comparisons=compare_arms(study, pairs, n_resamples, seed, alpha),
-        curves=arm_curves(study, n_resamples, seed, alpha),
-        alpha=alpha,
+        verdicts=study_comparisons(study, pairs, resampling),
+        comparisons=compare_arms(study, pairs, resampling),
+        curves=arm_curves(study, resampling),
+        resampling=resampling,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,15 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.evaluation.outputs import patients_of
 from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
 from cxrsyn.reporting.runs import Run, Study, override_map, varying_keys
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How every bootstrap of a report resamples: ``n_resamples`` draws from ``seed``; CIs at 1 - ``alpha``."""
+
+    n_resamples: int = 2000
+    seed: int = 0
+    alpha: float = 0.05
 
 
 def pairs_to_compare(study: Study, requested: Sequence[Sequence[str]] | None) -> list[tuple[str, str]]:
@@ -95,11 +105,7 @@ def seed_pairs(study: Study, arm_a: str, arm_b: str) -> list[tuple[Run, Run]]:
 
 
 def compare_arms(
-    study: Study,
-    pairs: Sequence[tuple[str, str]],
-    n_resamples: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
+    study: Study, pairs: Sequence[tuple[str, str]], resampling: Resampling = Resampling()
 ) -> pd.DataFrame:
     """Per seed (descriptive): for each pair (a, b), test set and seed both arms ran, DeLong's test with
     Obuchowski's patient-clustered variance and the patient-clustered paired bootstrap of a - b on the same
@@ -113,8 +119,10 @@ def compare_arms(
                 paired = paired_predictions(run_a, run_b, name)
                 labels, patients = paired["label"].to_numpy(), paired["patient"].to_numpy()
                 a, b = paired["prob_a"].to_numpy(), paired["prob_b"].to_numpy()
-                test = delong(labels, a, b, alpha, patients=patients)
-                boot = paired_bootstrap(labels, a, b, n_resamples, seed, alpha, patients=patients)
+                test = delong(labels, a, b, resampling.alpha, patients=patients)
+                boot = paired_bootstrap(
+                    labels, a, b, resampling.n_resamples, resampling.seed, resampling.alpha, patients=patients
+                )
                 rows.append(
                     {
                         "arm_a": arm_a,
@@ -142,11 +150,7 @@ def compare_arms(
 
 
 def study_comparisons(
-    study: Study,
-    pairs: Sequence[tuple[str, str]],
-    n_resamples: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
+    study: Study, pairs: Sequence[tuple[str, str]], resampling: Resampling = Resampling()
 ) -> list[dict[str, Any]]:
     """The study's verdicts: for each pair (a, b) and test set, the mean difference a - b over the seeds
     both arms ran, with the two-level paired bootstrap (seeds, then test patients: ``study_bootstrap``).
@@ -175,9 +179,9 @@ def study_comparisons(
                 first["label"].to_numpy(),
                 np.stack([t["prob_a"].to_numpy() for t in aligned]),
                 np.stack([t["prob_b"].to_numpy() for t in aligned]),
-                n_resamples,
-                seed,
-                alpha,
+                resampling.n_resamples,
+                resampling.seed,
+                resampling.alpha,
                 patients=first["patient"].to_numpy(),
             )
             results.append(
@@ -246,9 +250,7 @@ def _is_number(value: str | None) -> bool:
     return value is not None
 
 
-def arm_curves(
-    study: Study, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05
-) -> list[dict[str, Any]]:
+def arm_curves(study: Study, resampling: Resampling = Resampling()) -> list[dict[str, Any]]:
     """For a study with a numeric arm (``numeric_arm_key``): per test set, line (the other varying overrides)
     and arm value, the mean AUROC and AUPR over seeds with the two-level bootstrap CI (``arm_bootstrap``)."""
     key = numeric_arm_key(study)
@@ -270,9 +272,9 @@ def arm_curves(
             boot = arm_bootstrap(
                 tables[0]["label"].to_numpy(),
                 np.stack([t["prob"].to_numpy() for t in tables]),
-                n_resamples,
-                seed,
-                alpha,
+                resampling.n_resamples,
+                resampling.seed,
+                resampling.alpha,
                 patients=patients_of(tables[0]),
             )
             points.append(

@@ -4,14 +4,14 @@ section; ``render_markdown`` puts them in order."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxrsyn.reporting.analysis import StudyAnalysis
-from cxrsyn.reporting.paper import Paper
+from cxrsyn.reporting.paper import Paper, PaperArm
 from cxrsyn.reporting.provenance import environments
 from cxrsyn.reporting.runs import notes_by_test_set
 
@@ -27,9 +27,18 @@ def render_markdown(analysis: StudyAnalysis, figures: Sequence[Path], paper: Pap
         *_gradcam_shares(analysis),
         *_figures(figures),
         *_left_out(analysis),
-        *curve_lines(analysis.curves, analysis.alpha),
+        *curve_lines(analysis.curves, analysis.resampling.alpha),
     ]
     return "\n".join(lines) + "\n"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A markdown table: the header, its rule and one line per row of cells."""
+    return [_row(header), "|" + "---|" * len(header), *(_row(cells) for cells in rows)]
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def level(alpha: float) -> str:
@@ -94,20 +103,23 @@ def curve_lines(points: Sequence[dict[str, Any]], alpha: float) -> list[str]:
     """The table of a numeric arm's curve (``arm_curves``); nothing without one."""
     if not points:
         return []
-    lines = [
+    key = points[0]["key"]
+    rows = (
+        [
+            p["test_set"],
+            p["line"],
+            f"{p['value']:g}",
+            f"{p['n_seeds']}",
+            *(f"{p[m]:.3f} [{p[f'{m}_ci'][0]:.3f}, {p[f'{m}_ci'][1]:.3f}]" for m in ("auroc", "aupr")),
+        ]
+        for p in points
+    )
+    return [
         "",
-        f"## Against {points[0]['key']} (mean over seeds, {level(alpha)} CI: seeds and test patients resampled)",
+        f"## Against {key} (mean over seeds, {level(alpha)} CI: seeds and test patients resampled)",
         "",
-        f"| test set | line | {points[0]['key']} | seeds | AUROC | AUPR |",
-        "|---|---|---|---|---|---|",
+        *table(["test set", "line", key, "seeds", "AUROC", "AUPR"], rows),
     ]
-    for p in points:
-        lines.append(
-            f"| {p['test_set']} | {p['line']} | {p['value']:g} | {p['n_seeds']} | {p['auroc']:.3f} "
-            f"[{p['auroc_ci'][0]:.3f}, {p['auroc_ci'][1]:.3f}] | {p['aupr']:.3f} "
-            f"[{p['aupr_ci'][0]:.3f}, {p['aupr_ci'][1]:.3f}] |"
-        )
-    return lines
 
 
 def _heading(analysis: StudyAnalysis) -> list[str]:
@@ -133,7 +145,7 @@ def _verdicts(analysis: StudyAnalysis) -> list[str]:
     adjusted = any(not v["adjustment"].startswith("none") for v in verdicts)
     return [
         *lines,
-        *(f"- {line}" for line in verdict_lines(verdicts, analysis.alpha)),
+        *(f"- {line}" for line in verdict_lines(verdicts, analysis.resampling.alpha)),
         "",
         f"Method: {verdicts[0]['method']}. p values of the comparisons on one test set are "
         f"{'Holm-adjusted together' if adjusted else 'unadjusted (one comparison per test set)'}. "
@@ -146,14 +158,14 @@ def _by_arm(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
     study, summary = analysis.study, analysis.summary
     lines = [
         f"{len(study.runs)} runs, {len(study.arms)} arms, seeds {', '.join(map(str, study.seeds))}. Positive "
-        f"class: pneumonia. Mean ± sd over seeds; per-run {level(analysis.alpha)} CIs (patient-clustered "
+        f"class: pneumonia. Mean ± sd over seeds; per-run {level(analysis.resampling.alpha)} CIs (patient-clustered "
         "bootstrap) in the second table.",
         "",
         "## Results by arm",
         "",
     ]
     header = ["arm"] + [f"{name} {what}" for name in study.test_sets for what in ("AUROC", "AUPR", "n")]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for arm in study.arms:
         cells = [arm]
         for name in study.test_sets:
@@ -167,20 +179,22 @@ def _by_arm(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
                 _mean_sd(row["aupr_mean"], row["aupr_sd"], row["seeds"]),
                 f"{int(row['n'])}",
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += _paper_rows(analysis, paper)
+        rows.append(cells)
+    arms = paper.arms_in(study) if paper else []
+    lines += table(header, [*rows, *_paper_rows(arms, study.test_sets)])
+    if arms:
+        lines += ["", f"Paper rows: {paper.citation} ({paper.note})."]
     for name, note in notes_by_test_set(study).items():
         lines += ["", f"**Note on {name}.** {note}."]
     return lines
 
 
-def _paper_rows(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
+def _paper_rows(arms: Sequence[PaperArm], test_sets: Sequence[str]) -> list[list[str]]:
     """The paper's rows under the table by arm, for the paper's arms that the study's runs match."""
-    arms = paper.arms_in(analysis.study) if paper else []
-    lines = []
+    rows = []
     for arm in arms:
         cells = [f"paper: {arm.label}"]
-        for name in analysis.study.test_sets:
+        for name in test_sets:
             reported = arm.test_sets.get(name)
             if not reported:
                 cells += ["", "", ""]
@@ -193,51 +207,73 @@ def _paper_rows(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
                     else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
                 )
             cells.append(f"{reported.n}")
-        lines.append("| " + " | ".join(cells) + " |")
-    if arms:
-        lines += ["", f"Paper rows: {paper.citation} ({paper.note})."]
-    return lines
+        rows.append(cells)
+    return rows
 
 
 def _every_run(analysis: StudyAnalysis) -> list[str]:
-    ci = f"{level(analysis.alpha)} CI"
-    lines = ["", "## Every run", "", f"| arm | seed | test set | AUROC [{ci}] | AUPR [{ci}] | n |"]
-    lines.append("|---|---|---|---|---|---|")
-    for row in analysis.per_run.itertuples(index=False):
-        lines.append(
-            f"| {row.arm} | {row.seed} | {row.test_set} | {fmt(row.auroc)} [{fmt(row.auroc_lo)}, "
-            f"{fmt(row.auroc_hi)}] | {fmt(row.aupr)} [{fmt(row.aupr_lo)}, {fmt(row.aupr_hi)}] | {row.n} |"
-        )
-    return lines
+    ci = f"{level(analysis.resampling.alpha)} CI"
+    rows = (
+        [
+            row.arm,
+            f"{row.seed}",
+            row.test_set,
+            f"{fmt(row.auroc)} [{fmt(row.auroc_lo)}, {fmt(row.auroc_hi)}]",
+            f"{fmt(row.aupr)} [{fmt(row.aupr_lo)}, {fmt(row.aupr_hi)}]",
+            f"{row.n}",
+        ]
+        for row in analysis.per_run.itertuples(index=False)
+    )
+    header = ["arm", "seed", "test set", f"AUROC [{ci}]", f"AUPR [{ci}]", "n"]
+    return ["", "## Every run", "", *table(header, rows)]
 
 
 def _per_seed(analysis: StudyAnalysis) -> list[str]:
     lines = ["", "## Per seed (descriptive): paired comparisons on the same test images (a - b)", ""]
     if analysis.comparisons.empty:
         return [*lines, "No pair of arms shares a seed and a test set."]
-    ci = f"{level(analysis.alpha)} CI"
-    lines += [
+    ci = f"{level(analysis.resampling.alpha)} CI"
+    rows = (
+        [
+            row.arm_a,
+            row.arm_b,
+            row.test_set,
+            f"{row.seed}",
+            f"{row.auroc_diff:+.3f}",
+            _p(row.delong_p),
+            f"[{row.boot_auroc_diff_lo:+.3f}, {row.boot_auroc_diff_hi:+.3f}]",
+            f"{row.aupr_diff:+.3f}",
+            f"[{row.boot_aupr_diff_lo:+.3f}, {row.boot_aupr_diff_hi:+.3f}]",
+        ]
+        for row in analysis.comparisons.itertuples(index=False)
+    )
+    header = [
+        "a",
+        "b",
+        "test set",
+        "seed",
+        "ΔAUROC",
+        "DeLong p",
+        f"ΔAUROC {ci} (bootstrap)",
+        "ΔAUPR",
+        f"ΔAUPR {ci}",
+    ]
+    return [
+        *lines,
         "Each row treats one trained model per arm as fixed (DeLong with Obuchowski's patient-clustered "
         "variance; patient-clustered paired bootstrap). They describe the seeds; the study-level lines "
         "above are the test.",
         "",
-        f"| a | b | test set | seed | ΔAUROC | DeLong p | ΔAUROC {ci} (bootstrap) | ΔAUPR | ΔAUPR {ci} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *table(header, rows),
     ]
-    for row in analysis.comparisons.itertuples(index=False):
-        lines.append(
-            f"| {row.arm_a} | {row.arm_b} | {row.test_set} | {row.seed} | {row.auroc_diff:+.3f} | "
-            f"{_p(row.delong_p)} | [{row.boot_auroc_diff_lo:+.3f}, {row.boot_auroc_diff_hi:+.3f}] | "
-            f"{row.aupr_diff:+.3f} | [{row.boot_aupr_diff_lo:+.3f}, {row.boot_aupr_diff_hi:+.3f}] |"
-        )
-    return lines
 
 
 def _gradcam_shares(analysis: StudyAnalysis) -> list[str]:
     shares = analysis.summary.dropna(subset=["cam_bottom_share"])
     if shares.empty:
         return []
-    lines = [
+    rows = ([row.arm, row.test_set, f"{row.cam_bottom_share:.3f}"] for row in shares.itertuples(index=False))
+    return [
         "",
         "## Where the models look: Grad-CAM mass in the bottom band",
         "",
@@ -245,12 +281,8 @@ def _gradcam_shares(analysis: StudyAnalysis) -> list[str]:
         "sample of each test set and over seeds. The watermark hypothesis predicts a larger share for "
         "models trained on raw images.",
         "",
-        "| arm | test set | CAM share in bottom band |",
-        "|---|---|---|",
+        *table(["arm", "test set", "CAM share in bottom band"], rows),
     ]
-    for row in shares.itertuples(index=False):
-        lines.append(f"| {row.arm} | {row.test_set} | {row.cam_bottom_share:.3f} |")
-    return lines
 
 
 def _figures(figures: Sequence[Path]) -> list[str]:

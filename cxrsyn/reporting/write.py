@@ -21,7 +21,7 @@ import numpy as np
 
 from cxrsyn.core.fileio import write_json
 from cxrsyn.reporting.analysis import StudyAnalysis, analyse
-from cxrsyn.reporting.compare import study_table
+from cxrsyn.reporting.compare import Resampling, study_table
 from cxrsyn.reporting.figures import gradcam_figure, plot_arm_curves, plot_curves
 from cxrsyn.reporting.markdown import render_markdown, verdict_lines
 from cxrsyn.reporting.paper import PAPER_FILE, load_paper
@@ -51,7 +51,7 @@ def write_report(
     paper = load_paper(paper_file) if paper_file is not None else None
     out = Path(out_dir or folder)
     out.mkdir(parents=True, exist_ok=True)
-    analysis = analyse(study, n_resamples, seed, alpha)
+    analysis = analyse(study, Resampling(n_resamples, seed, alpha))
     analysis.per_run.to_csv(out / RESULTS_CSV, index=False)
     analysis.comparisons.to_csv(out / COMPARISONS_CSV, index=False)
     study_table(analysis.verdicts).to_csv(out / STUDY_COMPARISONS_CSV, index=False)
@@ -95,7 +95,7 @@ def _print_summary(analysis: StudyAnalysis, written: Sequence[Path]) -> None:
         f"report: {len(study.runs)} run(s) in {len(study.arms)} arm(s), {len(study.test_sets)} test set(s), "
         f"{len(study.unfinished)} unfinished job folder(s){unfinished}{excluded}"
     )
-    for line in verdict_lines(analysis.verdicts, analysis.alpha):
+    for line in verdict_lines(analysis.verdicts, analysis.resampling.alpha):
         print(f"  {line}")
     for path in written:
         print(f"  wrote {path}")
