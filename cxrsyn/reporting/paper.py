@@ -69,7 +69,10 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
 
     path = Path(path)
     if not path.is_file():
-        raise CxrsynError(f"paper file {path} does not exist; give a paper.yaml (see {PAPER_FILE})")
+        raise CxrsynError(
+            f"paper file {path} does not exist; give one with --paper FILE "
+            "(format: experiments/crop_ablation/paper.yaml in the cxrsyn repository)"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     arms = {}
     for key, arm in _field(data, "arms", path, Mapping).items():
