@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrsyn.core.fileio import compact_png
 from cxrsyn.reporting.markdown import fmt
 from cxrsyn.reporting.runs import Study
 
@@ -87,7 +88,8 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
             axis.set_title(title, fontsize=12)
             axis.axis("off")
         figure.suptitle(f"Grad-CAM on {name} ({_source_note(study)})", fontsize=13)
-        written.append(_save(figure, out_dir / f"gradcam_{name}.png", dpi=100))
+        # the report's copy is compacted to commit-friendly size; each run folder keeps its full-size grid
+        written.append(compact_png(_save(figure, out_dir / f"gradcam_{name}.png", dpi=100)))
     return written
 
 
