@@ -26,6 +26,7 @@ from cxrsyn.auditing.contamination import (
 )
 from cxrsyn.auditing.distance import DistanceSettings, distances, mean_pairwise_cosine
 from cxrsyn.auditing.labels import LabelAuditSettings, auditor_scores, grid_figure, label_audit
+from cxrsyn.auditing.realism import RealismSettings, realism_part
 from cxrsyn.auditing.render import log_to_wandb, markdown, print_sets, print_summary
 from cxrsyn.auditing.sets import (
     Features,
@@ -47,12 +48,13 @@ FIGURES = "figures"
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """The four parts' settings, built once from the config."""
+    """The parts' settings, built once from the config."""
 
     contamination: ContaminationSettings
     label_audit: LabelAuditSettings
     distance: DistanceSettings
     artifacts: ArtifactsSettings
+    realism: RealismSettings
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> AuditSettings:
@@ -61,6 +63,7 @@ class AuditSettings:
             settings_as(LabelAuditSettings, settings_at(cfg, "label_audit"), "label_audit"),
             settings_as(DistanceSettings, settings_at(cfg, "distance"), "distance"),
             settings_as(ArtifactsSettings, settings_at(cfg, "artifacts"), "artifacts"),
+            RealismSettings.from_section(settings_at(cfg, "realism")),
         )
 
 
@@ -141,6 +144,14 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
             figure = artifacts_figure(maps, result, f"{audited.name}: class means and their difference")
             figures.update(_save({"artifacts": figure}, out_dir))
         lap("artifacts")
+    if settings.realism.enabled:
+        results["realism"], drawn, tables = realism_part(
+            audited, images, references, settings.realism, data.seed, workers
+        )
+        figures.update(_save(drawn, out_dir))
+        for name, table in tables.items():
+            table.to_csv(out_dir / f"{name}.csv", index=False)
+        lap("realism")
     results["seconds_by_step"] = {name: round(value, 1) for name, value in timings.items()}
     results["figures"] = {name: str(path.relative_to(out_dir)) for name, path in figures.items()}
     results["seconds"] = round(time.time() - started, 1)

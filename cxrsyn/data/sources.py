@@ -159,6 +159,8 @@ class PhantomFolder(DatasetFolder):
     framing_shortcut: bool = True
     watermark_size: float = 0.045
     watermark_shape: str = "sparkle"
+    watermark_rate: float = 0.5
+    field_of_view: str = "extended"
     bottom_mark_rate: float = 0.0
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
 
