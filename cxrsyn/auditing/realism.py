@@ -9,7 +9,7 @@ the fold that held it out. The out-of-fold AUROC is 0.5 when the sets cannot be 
 
 Two detectors:
 
-- ``cnn``: a timm backbone from scratch (default resnet18 at quarter width) on ``cnn.image_size`` px
+- ``cnn``: a timm backbone from scratch (default resnet18, stages narrowed to 16-128 channels) on ``cnn.image_size`` px
   inputs, a few epochs. Where it looks, by occlusion: for each audited image, the drop of its score when
   one region is replaced by the mean real film of the training folds (the real films' pixels there), for
   five regions of the audited image as read (its source frame): the bottom band (the rows the paper's crop
@@ -63,9 +63,9 @@ EDGE_THRESHOLDS = (0.02, 0.05, 0.1)  # per-pixel intensity change (Sobel magnitu
 class CnnSettings:
     backbone: str = "resnet18"
     image_size: int = 64
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 3e-3  # the one-cycle schedule's peak
     weight_decay: float = 1e-4
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # to timm.create_model (e.g. channels)
 
@@ -93,7 +93,7 @@ class RealismSettings:
     detectors: Sequence[str] = DETECTORS
     crop_fractions: Sequence[float] = (0.0, 0.1, 0.2, 0.3)
     crop_reference: bool = False
-    folds: int = 5
+    folds: int = 3
     reference_n: int | None = None
     group_by: Sequence[str] = ("prompt", "patient")
     n_resamples: int = 1000
@@ -553,8 +553,12 @@ def _cnn_detector(
             real = inputs[train][y[train] == 0].mean(dim=0)
             base = scores[y[test] == 1]
             for r in range(len(REGIONS)):
-                occluded = torch.where(regions[audited_rows, r : r + 1], real, inputs[audited_rows])
-                drops[audited_rows, r] = base - detector_scores(detector, occluded)
+                present = regions[audited_rows, r].flatten(1).any(dim=1).numpy()  # a cut band is absent
+                if not present.any():
+                    continue
+                rows = audited_rows[present]
+                occluded = torch.where(regions[rows, r : r + 1], real, inputs[rows])
+                drops[rows, r] = base[present] - detector_scores(detector, occluded)
         bar.update()
         return scores
 

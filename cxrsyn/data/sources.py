@@ -156,7 +156,7 @@ class PhantomFolder(DatasetFolder):
     seed: int = 0
     image_size: int = 256
     shortcut_strength: float = 0.5
-    framing_shortcut: bool = True
+    framing_shortcut: bool = False
     watermark_size: float = 0.045
     watermark_shape: str = "sparkle"
     watermark_rate: float = 0.5

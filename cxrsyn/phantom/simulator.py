@@ -51,8 +51,9 @@ from cxrsyn.core.manifest import (
 )
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 
-# Bump when the drawing changes, so folders made by an older simulator are rebuilt.
-PHANTOM_VERSION = 2
+# Bump when the drawing changes, so folders made by an older simulator are rebuilt. 3: the default generator
+# artifacts no longer tie the field of view to the class (framing_shortcut false)
+PHANTOM_VERSION = 3
 SPEC_NAME = "phantom_spec.json"
 DOMAINS = ("generator_like", "real_like")
 WATERMARK_SHAPES = ("sparkle", "label", "none")
@@ -82,7 +83,8 @@ class PhantomSpec:
     seed: int = 0
     image_size: int = 256
     shortcut_strength: float = 0.5
-    framing_shortcut: bool = True  # false: only the bottom-band watermark tracks the class
+    # true: pneumonia films also show more abdomen (a class-linked field of view that survives the crop)
+    framing_shortcut: bool = False
     watermark_size: float = 0.045  # half-width of the sparkle, as a fraction of the image side
     # sparkle (a logo) | label (the burned-in label real-like films can carry) | none
     watermark_shape: str = "sparkle"

@@ -52,7 +52,7 @@ def test_consolidation_lies_inside_the_lung_fields(seed):
 
 
 def test_full_shortcut_ties_the_defects_to_the_class():
-    spec = PhantomSpec(image_size=64, shortcut_strength=1.0)
+    spec = PhantomSpec(image_size=64, shortcut_strength=1.0, framing_shortcut=True)
     for seed in range(8):
         (_, pneumonia), (_, normal) = twins(spec, seed)
         assert (pneumonia["watermark"], normal["watermark"]) == (1, 0)
@@ -60,7 +60,7 @@ def test_full_shortcut_ties_the_defects_to_the_class():
 
 
 def test_zero_shortcut_makes_the_defects_independent_of_the_class():
-    spec = PhantomSpec(image_size=64, shortcut_strength=0.0)
+    spec = PhantomSpec(image_size=64, shortcut_strength=0.0, framing_shortcut=True)
     seen = set()
     for seed in range(12):
         (_, pneumonia), (_, normal) = twins(spec, seed)
@@ -146,6 +146,16 @@ def test_real_like_bottom_labels_sit_in_the_band_and_leave_other_films_unchanged
         assert rows.size > 0 and rows.min() >= int(0.7 * before.shape[0])
     with pytest.raises(CxrsynError, match="bottom_mark_rate"):
         PhantomSpec(domain="real_like", bottom_mark_rate=1.5)
+
+
+def test_by_default_only_the_watermark_tracks_the_class():
+    """The default generator artifacts: the class-linked watermark in the bottom band, the field of view
+    independent of the class (framing_shortcut false), so the paper's crop removes every class-linked defect."""
+    spec = PhantomSpec(image_size=64, shortcut_strength=1.0)
+    for seed in range(6):
+        (_, pneumonia), (_, normal) = twins(spec, seed)
+        assert (pneumonia["watermark"], normal["watermark"]) == (1, 0)
+        assert pneumonia["below_diaphragm_fraction"] == normal["below_diaphragm_fraction"]
 
 
 def test_watermark_rate_sets_the_share_of_marked_films_and_none_draws_no_mark():
