@@ -194,8 +194,8 @@ def realism_markdown(realism: dict[str, Any]) -> list[str]:
             area = entry["cnn"]["by_crop"][0]["saliency_share"]["area"]
             lines += [
                 "",
-                "Region columns: share of the CNN's Grad-CAM mass on the audited images (source frame); a uniform "
-                "map would give "
+                "Region columns: each region's share of the drop in the CNN's score when the region is replaced "
+                "by the mean real film (audited images, source frame); shares of the input: "
                 + ", ".join(f"{r.replace('_', ' ')} {_fmt(area[r])}" for r in regions)
                 + ".",
             ]
