@@ -176,19 +176,24 @@ def _finish_submission(nano: Any, client: Any, job: dict[str, Any], jobs: list, 
     """A chunk recorded as uploaded but not as a job: adopt the job if Google has it (found by its display
     name), else submit the uploaded file now. Nothing uploaded: nothing was sent, the requests are submitted
     afresh."""
+    from google.genai import errors
+
     if not job.get("file"):
         return
-    for number, listed in enumerate(client.batches.list(config={"page_size": 100})):
-        if number >= ADOPT_SCAN_LIMIT:
-            break
-        if getattr(listed, "display_name", None) == job["display_name"]:
-            job["name"] = listed.name
-            job["submitted"] = time.time()
-            print(
-                f"batch: {listed.name} was submitted before the last run stopped: polling it, not submitting again"
-            )
-            _save(path, jobs)
-            return
+    try:
+        for number, listed in enumerate(client.batches.list(config={"page_size": 100})):
+            if number >= ADOPT_SCAN_LIMIT:
+                break
+            if getattr(listed, "display_name", None) == job["display_name"]:
+                job["name"] = listed.name
+                job["submitted"] = time.time()
+                print(
+                    f"batch: {listed.name} was submitted before the last run stopped: polling it, not submitting again"
+                )
+                _save(path, jobs)
+                return
+    except errors.APIError as error:
+        raise nano.refusal(error) from None
     _create(nano, client, job)
     _save(path, jobs)
     print(f"batch: submitted {job['name']} from {job['file']}, uploaded before the last run stopped")

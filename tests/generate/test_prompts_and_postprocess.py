@@ -161,3 +161,39 @@ def test_race_is_recorded_per_image_and_becomes_a_subgroup_where_present(tmp_pat
         assert "race" in columns, config
         result = subgroup_metrics(table, columns, None, min_per_class=5)
         assert set(result["race"]) == {"Black", "White"} and result["race"]["White"]["n"] == 24
+
+
+class NotAGenerator:
+    """Takes the phantom's settings but keeps none of the Generator interface beyond them."""
+
+    def __init__(self, **settings):
+        self.n_per_class = settings["n_per_class"]
+        self.prompt_template = settings["prompt_template"]
+
+
+def test_a_generator_class_without_the_interface_is_one_line(tmp_path):
+    from cxrsyn.generate.generator import Generator
+    from cxrsyn.generate.nano_banana import NanoBanana
+    from cxrsyn.generate.phantom_generator import PhantomGenerator
+    from cxrsyn.generate.roentgen import RoentGen
+    from cxrsyn.generate.run import generate
+    from tests.generate.test_nano_banana import compose
+
+    for kept in (NanoBanana(), RoentGen(), PhantomGenerator()):
+        assert isinstance(kept, Generator)
+    target = f"{__name__}.NotAGenerator"
+    with pytest.raises(CxrsynError) as raised:
+        generate(compose(["generator=phantom", f"generator._target_={target}", f"out_dir={tmp_path}"]))
+    message = str(raised.value)
+    assert "\n" not in message and f"generator._target_={target} does not keep" in message
+    for member in (
+        "name",
+        "grid_attributes",
+        "model",
+        "image_settings",
+        "billing",
+        "check_ready",
+        "generate",
+    ):
+        assert member in message
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
