@@ -90,9 +90,12 @@ def test_the_vertex_switch_does_not_move_a_gemini_run(tmp_path, monkeypatch, cap
     monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")
     with FakeGemini() as server:
         generate(compose(overrides(server, tmp_path, 1)))  # backend: gemini, the default
-        assert {path.split("/models/")[1] for path in generated_paths(server)} == {
-            "gemini-2.5-flash-image:generateContent"
-        }
-        assert not any("/projects/" in path for path in generated_paths(server))
+        # the Gemini API's path (/v1/models/... or /v1beta/models/...), not Vertex's, with or without a
+        # project (Vertex express mode would send the key to /v1beta1/publishers/google/models/...)
+        (path,) = generated_paths(server)
+        assert path.split("/")[2] == "models" and path.endswith(
+            "/models/gemini-2.5-flash-image:generateContent"
+        )
+        assert "publishers" not in path and "/projects/" not in path
         assert server.api_keys == {KEY} and server.bearer_tokens == set()
     assert f"{switch} is set, but generator.backend=gemini: using the Gemini API" in capsys.readouterr().out
