@@ -5,7 +5,9 @@ For tests, benchmarks and offline demos of ``generator=nano_banana`` (and its su
 path (``/v1beta/models/<id>:generateContent``, API key in ``x-goog-api-key``) and on Vertex AI's
 (``/v1beta1/projects/<p>/locations/<l>/publishers/google/models/<id>:generateContent``, an OAuth bearer token),
 the resumable file upload (``/upload/v1beta/files``), batch jobs (create, get, list), results-file downloads,
-and an OAuth token endpoint (``/token``) that application-default credentials can be pointed at.
+and an OAuth token endpoint (``/token``): ``adc_file(folder)`` writes a made-up service-account key whose
+``token_uri`` is this server, so ``GOOGLE_APPLICATION_CREDENTIALS=<that file>`` gives real application-default
+credentials that never reach Google (the token is ``ACCESS_TOKEN``).
 
 Behaviours. Each ``generateContent`` request, and each item of a batch job, takes the next behaviour from
 ``script`` (then ``ok``):

@@ -131,7 +131,7 @@ def test_missing_key_and_dry_run(tmp_path, monkeypatch):
     assert sum(line.startswith(("pneumonia-", "normal-")) for line in lines) == 4
     assert "4 to make; paid calls: 4 generate_content calls" in lines[-2]
     # the last line is the estimate: 4 images at the paper model's $0.039 (study.md section 8), which does
-    # not think, plus its prompt tokens at $0.30/M (about 60 each; the estimate is rounded to 0.0001)
+    # not think, plus its prompt tokens at $0.30/M (about 70 each; the estimate is rounded to 0.0001)
     estimate = json.loads(lines[-1])
     assert {key: estimate[key] for key in ("requests", "model", "image_size", "batch", "prices_as_of")} == {
         "requests": 4,
