@@ -49,7 +49,9 @@ def floors(packages: list[str], pyproject: Path = PYPROJECT) -> dict[str, str]:
             found[match.group(1).lower()].add(match.group(2))
     for package, versions in found.items():
         if len(versions) != 1:
-            sys.exit(f"pyproject.toml: {package} needs exactly one '>=' floor, found {sorted(versions) or 'none'}")
+            sys.exit(
+                f"pyproject.toml: {package} needs exactly one '>=' floor, found {sorted(versions) or 'none'}"
+            )
     return {package: versions.pop() for package, versions in found.items()}
 
 
