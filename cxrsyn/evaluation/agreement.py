@@ -6,7 +6,7 @@ a threshold", and Holm's step-down adjustment over many such tests.
   (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``); per-cell CIs are Clopper-Pearson (exact).
 - Cohen's kappa (unweighted): (p_o - p_e) / (1 - p_e), p_e from the table's margins. Its CI is kappa ± z SE
   with the large-sample variance of Fleiss, Cohen and Everitt (1969), the one statsmodels' ``cohens_kappa``
-  reports; undefined (None) when p_e = 1 (a single category on both sides).
+  reports, clipped to [-1, 1]; undefined (None) when p_e = 1 (a single category on both sides).
 - ``agreement_below``: exact binomial p-value of H0 "agreement >= threshold" against "agreement < threshold".
 - ``holm``: Holm (1979) adjusted p-values, controlling the family-wise error rate.
 """
@@ -22,7 +22,7 @@ from scipy.stats import binomtest, norm
 
 WILSON = "Wilson score interval"
 CLOPPER_PEARSON = "Clopper-Pearson exact interval"
-KAPPA_CI = "kappa ± z SE, large-sample variance of Fleiss, Cohen and Everitt (1969)"
+KAPPA_CI = "kappa ± z SE, large-sample variance of Fleiss, Cohen and Everitt (1969), clipped to [-1, 1]"
 
 
 def confusion_table(asked: Sequence[str], read: Sequence[str], categories: Sequence[str]) -> pd.DataFrame:
@@ -66,7 +66,9 @@ def cohen_kappa(table: np.ndarray | pd.DataFrame, alpha: float = 0.05) -> dict[s
     variance = max((term_a + term_b - term_c) / (1.0 - expected) ** 2 / n, 0.0)
     se = float(np.sqrt(variance))
     z = float(norm.ppf(1 - alpha / 2))
-    result.update(kappa=float(kappa), kappa_se=se, kappa_ci=[float(kappa - z * se), float(kappa + z * se)])
+    # kappa lies in [-1, 1]: the interval is clipped there (the large-sample interval may run past 1)
+    low, high = max(kappa - z * se, -1.0), min(kappa + z * se, 1.0)
+    result.update(kappa=float(kappa), kappa_se=se, kappa_ci=[float(low), float(high)])
     return result
 
 
