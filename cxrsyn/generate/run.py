@@ -39,9 +39,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         instantiate_node(cfg, "generator", _convert_="object"), str(cfg.generator.get("_target_"))
     )
     grid_settings = grid_of(cfg, generator)
-    grid = PromptGrid(**grid_settings)
-    requests = grid.requests(generator.n_per_class, int(cfg.seed), generator.prompt_template)
-    if unused := unused_attributes(generator.prompt_template, grid_settings["attributes"]):
+    template = grid_template(grid_settings, generator)
+    grid = PromptGrid(**{key: value for key, value in grid_settings.items() if key != GRID_TEMPLATES})
+    requests = grid.requests(generator.n_per_class, int(cfg.seed), template)
+    if unused := unused_attributes(template, grid_settings["attributes"]):
         print(
             f"generate: grid attributes not in the prompt (recorded per image, not asked for): {', '.join(unused)}"
         )
@@ -63,6 +64,15 @@ def grid_of(cfg: DictConfig, generator: Generator) -> dict[str, Any]:
     extra = {name: list(values) for name, values in dict(generator.grid_attributes or {}).items()}
     grid["attributes"] = {**grid.get("attributes", {}), **extra}
     return grid
+
+
+GRID_TEMPLATES = "prompt_template"  # grid.prompt_template.<generator name>: the grid's own wording
+
+
+def grid_template(grid: dict[str, Any], generator: Generator) -> str:
+    """The prompt template: the grid's wording for this generator (``grid.prompt_template.<name>``, e.g. the
+    paediatric grid's for Nano Banana) when it has one, else the generator's ``prompt_template``."""
+    return (grid.get(GRID_TEMPLATES) or {}).get(generator.name) or generator.prompt_template
 
 
 def unused_attributes(template: str, attributes: dict[str, Any]) -> list[str]:

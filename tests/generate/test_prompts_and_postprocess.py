@@ -197,3 +197,60 @@ def test_a_generator_class_without_the_interface_is_one_line(tmp_path):
     ):
         assert member in message
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_the_default_grid_is_the_adult_grid_unchanged():
+    """conf/grid/adult.yaml holds the grid generate.yaml held before: folders generated then keep their
+    settings fingerprint (grid.* keys and values are the same)."""
+    from cxrsyn.generate.prompts import DEFAULT_AGE_YEARS
+    from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
+    from tests.generate.test_nano_banana import compose
+
+    grid = compose([]).grid
+    assert set(grid) == {"attributes", "findings", "age_years"}
+    assert {k: tuple(v) for k, v in grid.attributes.items()} == DEFAULT_ATTRIBUTES
+    assert {k: tuple(v) for k, v in grid.findings.items()} == DEFAULT_FINDINGS
+    assert {k: tuple(v) for k, v in grid.age_years.items()} == DEFAULT_AGE_YEARS
+
+
+def test_paediatric_grid_asks_nano_banana_for_children_of_kermanys_ages(tmp_path, capsys):
+    from cxrsyn.generate.run import generate
+    from tests.generate.test_nano_banana import compose
+
+    cfg = compose(["grid=paediatric", "generator=nano_banana", "generator.n_per_class=8", "dry_run=true"])
+    assert str(cfg._get_node("out_dir")._value()).endswith("/paediatric/raw")  # never the adult folder
+    cfg.out_dir = str(tmp_path)
+    generate(cfg)
+    prompts = dict(line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line)
+    assert len(prompts) == 16
+    ages = []
+    for prompt in prompts.values():
+        match = re.search(r"of a (\d+) year old (female|male) child with (slim|average) build", prompt)
+        assert match and prompt.startswith("A realistic paediatric frontal chest X-ray"), prompt
+        assert re.search(r"(AP supine|AP erect)", prompt), prompt
+        ages.append(int(match.group(1)))
+    assert min(ages) >= 1 and max(ages) <= 5
+    normal = [p for request, p in prompts.items() if request.startswith("normal")]
+    assert all("normal thymus" in p for p in normal)
+
+
+def test_paediatric_grid_keeps_roentgens_published_format(tmp_path, capsys):
+    from cxrsyn.generate.run import generate
+    from tests.generate.test_nano_banana import compose
+
+    generate(
+        compose(
+            [
+                "grid=paediatric",
+                "generator=roentgen",
+                "generator.n_per_class=4",
+                f"out_dir={tmp_path}",
+                "dry_run=true",
+            ]
+        )
+    )
+    prompts = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines() if "\t" in line]
+    assert len(prompts) == 8
+    for prompt in prompts:
+        match = re.fullmatch(r"(\d+) year old (White|Black|Asian|Hispanic) (female|male)\. (.+)\.", prompt)
+        assert match and 1 <= int(match.group(1)) <= 5, prompt
