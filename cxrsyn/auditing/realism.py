@@ -1,4 +1,4 @@
-"""Part 5, realism: can the audited set be told from real films, where does the difference lie, and does
+"""Part 6, realism: can the audited set be told from real films, where does the difference lie, and does
 the paper's bottom crop remove it?
 
 For each reference set, a detector is trained to separate the audited (synthetic) images from a sample of

@@ -1,4 +1,4 @@
-"""Part 5, realism: the grouped cross-validation and its interval under no signal, the image statistics and
+"""Part 6, realism: the grouped cross-validation and its interval under no signal, the image statistics and
 regions against hand computations, and the detectors on phantom sets that differ only by a planted mark."""
 
 from __future__ import annotations

@@ -129,6 +129,8 @@ def test_parallel_and_serial_writes_are_identical(tmp_path):
         ("field_of_view", "abdomen", "phantom field_of_view='abdomen' is unknown"),
         ("watermark_rate", -0.1, r"watermark_rate=-0.1 must lie in \[0, 1\]"),
         ("watermark_shape", "logo", "watermark_shape='logo' is unknown"),
+        ("attributes", {"age_band": ["5-1"]}, "any 'low-high' in years"),
+        ("attributes", {"age_band": ["children"]}, "phantom cannot draw attribute values"),
     ],
 )
 def test_bad_settings_are_named(field, value, message):
@@ -192,3 +194,23 @@ def test_field_of_view_decides_whether_the_crop_cuts_lesions():
         for extra in ({}, {"domain": "real_like"})
     )
     assert abs(chest["below_diaphragm_fraction"] - real["below_diaphragm_fraction"]) < 0.06
+
+
+def _drawn(band: str, sex: str = "female", projection: str = "PA erect", n: int = 24) -> list[dict]:
+    spec = PhantomSpec(domain="real_like", image_size=48)
+    attributes = {"sex": sex, "age_band": band, "habitus": "average", "projection": projection}
+    return [render(GridCell(0, 0, attributes, seed), spec)[1] for seed in range(n)]
+
+
+def test_children_are_drawn_with_a_paediatric_habitus():
+    """Kermany's ages (1-5): a larger heart for the chest, the thymus, no breast shadows; adolescents lose
+    the thymus and gain breast shadows; adults keep their drawing (the child terms vanish from 18)."""
+    toddlers, school, teens, adults = (_drawn(band) for band in ("1-5", "6-11", "12-17", "18-39"))
+    assert all(1 <= row["age"] <= 5 and row["thymus"] == 1 and row["breast_shadows"] == 0 for row in toddlers)
+    assert all(row["thymus"] == 0 and row["breast_shadows"] == 0 for row in school)
+    assert any(row["breast_shadows"] == 1 for row in teens) and all(row["thymus"] == 0 for row in teens)
+    assert all(row["breast_shadows"] == 1 and row["thymus"] == 0 for row in adults)
+    ratio = {name: np.mean([row["cardiothoracic_ratio"] for row in rows]) for name, rows in
+             (("toddlers", toddlers), ("adults", adults))}  # fmt: skip
+    assert 0.45 <= ratio["toddlers"] <= 0.55 and ratio["toddlers"] > ratio["adults"] + 0.05
+    assert all(row["breast_shadows"] == 0 for row in _drawn("18-39", sex="male"))
