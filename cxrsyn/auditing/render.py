@@ -164,13 +164,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ci(interval: list[float] | None) -> str:
-    return "n/a" if not interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
+def _ci(interval: list[float] | None, digits: int = 2) -> str:
+    return "n/a" if not interval else f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
 
 
 def realism_markdown(realism: dict[str, Any]) -> list[str]:
     """The realism part: per reference, detector and crop fraction the out-of-fold AUROC and, for the CNN,
-    where its Grad-CAM mass lies; the statistics detector's feature families alone."""
+    where its score comes from (region occlusion); the statistics detector's feature families alone."""
     regions = ("bottom_band", "top_band", "borders", "lungs", "other")
     lines = ["## Realism: can the set be told from real films, and where?", ""]
     for name, entry in realism.items():
@@ -189,7 +189,7 @@ def realism_markdown(realism: dict[str, Any]) -> list[str]:
                 share = item.get("saliency_share")
                 cells = [_fmt(share[r]) if share else "" for r in regions]
                 lines.append(
-                    f"| {detector} | {item['crop_fraction']:g} | {_fmt(item['auroc'])} | {_ci(item['auroc_ci'])} | "
+                    f"| {detector} | {item['crop_fraction']:g} | {_fmt(item['auroc'])} | {_ci(item['auroc_ci'], 3)} | "
                     + " | ".join(cells)
                     + " |"
                 )
@@ -207,7 +207,7 @@ def realism_markdown(realism: dict[str, Any]) -> list[str]:
             lines.append(
                 "Statistics detector, each feature family alone (first crop): "
                 + ", ".join(
-                    f"{g.replace('_', ' ')} {_fmt(v['auroc'])} ({_ci(v['auroc_ci'])})"
+                    f"{g.replace('_', ' ')} {_fmt(v['auroc'])} ({_ci(v['auroc_ci'], 3)})"
                     for g, v in groups.items()
                 )
                 + "."
@@ -261,12 +261,12 @@ def print_summary(results: dict[str, Any]) -> None:
             if first.get("saliency_share"):
                 where = f", bottom-band saliency {_fmt(first['saliency_share']['bottom_band'])}"
             after = (
-                f" -> {_fmt(last['auroc'])} ({_ci(last['auroc_ci'])}) after cropping {last['crop_fraction']:g}"
+                f" -> {_fmt(last['auroc'])} ({_ci(last['auroc_ci'], 3)}) after cropping {last['crop_fraction']:g}"
                 if len(crops) > 1
                 else ""
             )
             print(
-                f"realism vs {name} ({detector}): AUROC {_fmt(first['auroc'])} ({_ci(first['auroc_ci'])}) at crop "
+                f"realism vs {name} ({detector}): AUROC {_fmt(first['auroc'])} ({_ci(first['auroc_ci'], 3)}) at crop "
                 f"{first['crop_fraction']:g}{where}{after}"
             )
     if "artifacts" in results and "bottom_band" in results["artifacts"]:
@@ -309,10 +309,6 @@ def _flat(value: Any, key: str = "audit") -> dict[str, float]:
         for name, item in value.items():
             flat.update(_flat(item, f"{key}/{name}"))
     return flat
-
-
-def _ci(interval: list[float] | None, digits: int = 2) -> str:
-    return "n/a" if not interval else f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
 
 
 def attributes_markdown(result: dict[str, Any]) -> list[str]:
