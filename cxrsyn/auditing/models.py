@@ -30,12 +30,12 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     stat = path.stat()
     return hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -91,7 +91,7 @@ class TorchXRayVisionAuditor:
         self.input_size = input_size
         self.batch_size = batch_size
         self.device = device
-        self.identity = f"torchxrayvision:{weights}:{_file_digest(path)}:{input_size}"
+        self.identity = f"torchxrayvision:{weights}:{file_digest(path)}:{input_size}"
 
     @staticmethod
     def _cached_file(
@@ -118,7 +118,7 @@ class TorchXRayVisionAuditor:
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         # torchxrayvision's scale: [0, 1] -> [-1024, 1024]
-        return (_resize(images.float(), self.input_size) * 2048.0 - 1024.0).to(self.device)
+        return (resize_images(images.float(), self.input_size) * 2048.0 - 1024.0).to(self.device)
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,12 +148,12 @@ class TimmExtractor:
         self.input_size = input_size
         self.batch_size = batch_size
         self.device = device
-        weights = _file_digest(Path(weights_path)) if weights_path else ("hub" if pretrained else "random")
+        weights = file_digest(Path(weights_path)) if weights_path else ("hub" if pretrained else "random")
         self.identity = f"timm:{name}:{weights}:{input_size}"
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = (_resize(images.float(), self.input_size) - self.mean) / self.std
+        x = (resize_images(images.float(), self.input_size) - self.mean) / self.std
         features = self.net.forward_features(x.to(self.device))
         return self.net.forward_head(features, pre_logits=True).flatten(1).float().cpu()
 
@@ -189,7 +189,7 @@ class PixelAuditor:
             self.grid = grid = int(saved.get("grid", grid))  # the file knows the grid it was fitted on
             self.weight, self.bias = saved["weight"].float(), saved["bias"].float()
             self.pathologies = list(saved["pathologies"])
-            self.identity = f"pixels:{grid}:{_file_digest(path)}"
+            self.identity = f"pixels:{grid}:{file_digest(path)}"
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         small = F.adaptive_avg_pool2d(images.float(), self.grid).flatten(1)
