@@ -313,10 +313,8 @@ def over_seeds(per_seed: np.ndarray, replicates: np.ndarray, alpha: float) -> di
     se = float(np.sqrt(max(0.0, variance_seed + variance_patients)))  # = sqrt(s^2 / S + c)
     df = n_seeds - 1
     half = float(t_dist.ppf(1.0 - alpha / 2.0, df)) * se
-    if se > 0:
-        p = float(2.0 * t_dist.sf(abs(estimate) / se, df))
-    else:
-        p = 1.0 if estimate == 0 else 0.0
+    # se 0: every seed and resample gave the same value (e.g. identical arms)
+    p = float(2.0 * t_dist.sf(abs(estimate) / se, df)) if se > 0 else float(estimate == 0)
     return {
         "estimate": estimate,
         "se": se,
