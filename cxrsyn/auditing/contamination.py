@@ -19,8 +19,8 @@ achieved is reported beside the flags.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,38 @@ from tqdm.auto import tqdm
 from cxrsyn.auditing.descriptors import CorrelationDescriptor, nearest, refine
 from cxrsyn.auditing.sets import Features, ImageSet
 from cxrsyn.auditing.thresholds import order_statistic_threshold
+from cxrsyn.core.compose import settings_as
 
 METHODS = ("pixels", "embedding")
+
+
+@dataclass(frozen=True)
+class ContaminationSettings:
+    """The ``contamination`` block of ``conf/audit.yaml`` (which says what each entry does), with its
+    ``coarse`` and ``fine`` entries built into the two descriptors."""
+
+    methods: Sequence[str]
+    false_positive_rate: float
+    calibration_n: int
+    candidates: int
+    n_show: int
+    coarse: CorrelationDescriptor = CorrelationDescriptor()
+    fine: CorrelationDescriptor = CorrelationDescriptor(margins=(0.0,))
+    enabled: bool = True
+    extra_references: Mapping[str, str] | None = field(default_factory=dict)
+    cache_dir: str | None = None
+    write_exclude_file: bool = True
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ContaminationSettings:
+        coarse = dict(section.get("coarse") or {})
+        if "margins" in coarse:
+            coarse["margins"] = tuple(coarse["margins"])
+        descriptors = {
+            "coarse": CorrelationDescriptor(**coarse),
+            "fine": CorrelationDescriptor(**(section.get("fine") or {}), margins=(0.0,)),
+        }
+        return settings_as(cls, {**section, **descriptors}, "contamination")
 
 
 @dataclass
@@ -153,17 +183,15 @@ def audit_reference(
     reference_features: Features,
     calibration_images: torch.Tensor,
     calibration_rows: np.ndarray,
-    settings: dict[str, Any],
-    coarse: CorrelationDescriptor,
-    fine: CorrelationDescriptor,
+    settings: ContaminationSettings,
 ) -> dict[str, Any]:
     """Calibrated thresholds and flags of every audited image against one reference set (``audited_pixels``:
     the audited images' pixel matches in it, from ``pixel_matches_many``)."""
     patients = reference.patients
     exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
     centre = reference_features.embeddings.mean(axis=0)
-    rate = float(settings["false_positive_rate"])
-    candidates = int(settings["candidates"])
+    rate = float(settings.false_positive_rate)
+    candidates = int(settings.candidates)
     methods: dict[str, Any] = {}
     matches = {
         "pixels": (
@@ -171,8 +199,8 @@ def audit_reference(
             pixel_matches(
                 calibration_images,
                 reference_features,
-                coarse,
-                fine,
+                settings.coarse,
+                settings.fine,
                 candidates,
                 patients,
                 exclude,
@@ -191,7 +219,7 @@ def audit_reference(
     }
     flagged = []
     for method, (audit_match, calibration_match) in matches.items():
-        if method not in settings["methods"]:
+        if method not in settings.methods:
             continue
         statistic = STATISTICS[method]
         audit_values, within = _statistic(audit_match, method), _statistic(calibration_match, method)
@@ -199,17 +227,16 @@ def audit_reference(
         threshold = calibrated.pop("threshold")
         within = within[np.isfinite(within)]
         hits = np.flatnonzero(audit_values > threshold)
-        achieved = calibrated["achieved_rate"] or 0.0
         methods[method] = {
             "statistic": statistic,
             "threshold": threshold if np.isfinite(threshold) else None,  # None: no calibration, no flags
             "rule": (
-                f"{statistic} {calibrated['rule']}; calibration: {calibrated['n']} sampled {reference.name} "
-                f"images against the {reference.name} images of other patients"
+                f"{statistic} {calibrated.pop('rule')}; calibration: {calibrated['n']} sampled "
+                f"{reference.name} images against the {reference.name} images of other patients"
             ),
-            "calibration": {key: value for key, value in calibrated.items() if key != "rule"},
+            "calibration": calibrated,
             "n_audited": int(len(audit_values)),
-            "expected_false_flags": len(audit_values) * achieved,
+            "expected_false_flags": len(audit_values) * (calibrated["achieved_rate"] or 0.0),
             "within_reference": _summary(within),
             "audited": _summary(audit_values),
             "audited_similarity": _summary(audit_match.similarity),

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrsyn.auditing.labels import label_audit, reference_label_audit, reference_sample
+from cxrsyn.auditing.labels import LabelAuditSettings, label_audit, reference_label_audit, reference_sample
 from cxrsyn.evaluation.statistics import bootstrap_ci
 
-SETTINGS = {"score_class": "Pneumonia", "n_resamples": 200, "alpha": 0.05}
+SETTINGS = LabelAuditSettings(classes=["Pneumonia", "Lung Opacity"], score_class="Pneumonia", n_show=4, n_resamples=200, n_list=5)
 
 
 def test_reference_label_audit_is_auroc_and_contradiction_rate_against_the_real_labels():
@@ -36,7 +36,7 @@ def test_reference_label_audit_is_auroc_and_contradiction_rate_against_the_real_
     assert result["n"] == n and result["n_pos"] == labels.sum() and result["n_patients"] == len(set(patients))
     # the audited set's numbers use the same rule: equal scores and labels give the same rate
     table = pd.DataFrame({"path": [f"{i}.png" for i in range(n)], "label": labels})
-    audited, _ = label_audit(table, scores, {**SETTINGS, "n_list": 5}, seed=3)
+    audited, _ = label_audit(table, scores, SETTINGS, seed=3)
     assert audited["contradiction_rate"] == pytest.approx(result["contradiction_rate"])
 
 
