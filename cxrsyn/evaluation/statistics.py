@@ -20,17 +20,19 @@ Methods (so a paper can cite them):
 - **Study-level comparison** of two arms over seeds (``study_difference``; one arm: ``study_mean``). Seed s
   gives d_s, metric(arm a) - metric(arm b) of the runs with seed s on the whole test set; the estimate is
   their mean d. Every seed is scored on the same test patients (a crossed design), so d_s = mu + t_s + e_s
-  with t_s the seed's effect (variance sigma^2) and e_s the test-sampling error, of variance v, correlated
-  between seeds with covariance c (shared patients). Then Var(d) = sigma^2 / S + Var(mean of e_s), and the
-  sample variance s^2 of the d_s estimates sigma^2 + (v - c). v, c and the patient part Var(mean of e_s)
-  come from the patient bootstrap (one resample shared by every seed and both arms). se^2 = seed component
-  max(0, s^2 - (v - c)) / S + patient component Var*(mean of d*_s); interval and two-sided p from Student's
-  t with S - 1 df. This equals s^2 / S + c unless the floor at 0 applies (then it is larger); t with S - 1
-  df treats the patient part as if it were as uncertain as s^2, so the test is cautious where patients
-  dominate and exact (under normality) where seeds do. With S = 1 no seed variance is estimable: no
-  interval or p about the recipe, only a patient-only interval conditional on the one trained model per
-  arm. (Replaces a two-level percentile bootstrap whose seed level, a bootstrap of S values, rejected a
-  true null in 25% of studies at S = 3: ``benchmarks/study_level_error_rates.py``.)
+  with t_s the seed's effect (variance sigma^2) and e_s the test-sampling error, of variance v and
+  covariance c between seeds (shared patients). Then Var(d) = sigma^2 / S + (v + (S - 1) c) / S, and the
+  sample variance s^2 of the d_s has expectation sigma^2 + v - c, so Var(d) = E[s^2] / S + c. v and c come
+  from the patient bootstrap (one resample shared by every seed and both arms; c floored at 0), and
+  se^2 = s^2 / S + c, reported as a seed component (s^2 - (v - c)) / S (negative when the seeds scatter less
+  than test-patient noise alone would make them) plus a patient component (v + (S - 1) c) / S (the patient
+  bootstrap variance of the seed mean). Interval and two-sided p from Student's t with S - 1 df: exact
+  under normality when seeds or unshared noise dominate, cautious when the shared part c dominates (it is
+  then known far better than S - 1 df assume). Welch-Satterthwaite df were tried and rejected (false-positive
+  rate up to 0.10). With S = 1 no seed variance is estimable: no interval or p about the recipe, only a
+  patient-only interval conditional on the one trained model per arm. Error rates by simulation:
+  ``benchmarks/study_level_error_rates.py`` and docs/protocol.md (the two-level percentile bootstrap this
+  replaced rejected a true null in up to 0.46 of studies).
 - **Holm's** step-down adjustment of the p values of several comparisons (``holm``).
 
 Resampled metrics are computed from image weights on scores sorted once (``WeightedScores``), which equals
@@ -342,10 +344,9 @@ def study_method(
             "arm only"
         )
     return (
-        f"mean over {n_seeds} seeds of {statistic} on the whole test set; se^2 = seed component (s^2 of the "
-        f"per-seed values less the patient noise not shared between seeds, floored at 0, / {n_seeds}) + "
-        f"patient component (bootstrap variance of the seed mean: {patients}); {level} CI and two-sided p "
-        f"from Student's t with {n_seeds - 1} df"
+        f"mean over {n_seeds} seeds of {statistic} on the whole test set; se^2 = s^2 / {n_seeds} + c, with s^2 "
+        f"the variance of the per-seed values and c the covariance between seeds of the patient bootstrap "
+        f"({patients}); {level} CI and two-sided p from Student's t with {n_seeds - 1} df"
     )
 
 

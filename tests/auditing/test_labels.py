@@ -10,7 +10,9 @@ from sklearn.metrics import roc_auc_score
 from cxrsyn.auditing.labels import LabelAuditSettings, label_audit, reference_label_audit, reference_sample
 from cxrsyn.evaluation.statistics import bootstrap_ci
 
-SETTINGS = LabelAuditSettings(classes=["Pneumonia", "Lung Opacity"], score_class="Pneumonia", n_show=4, n_resamples=200, n_list=5)
+SETTINGS = LabelAuditSettings(
+    classes=["Pneumonia", "Lung Opacity"], score_class="Pneumonia", n_show=4, n_resamples=200, n_list=5
+)
 
 
 def test_reference_label_audit_is_auroc_and_contradiction_rate_against_the_real_labels():
