@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cxrsyn.reporting.analysis import StudyAnalysis
+from cxrsyn.reporting.compare import MIN_SEEDS
 from cxrsyn.reporting.paper import Paper, PaperArm
 from cxrsyn.reporting.provenance import environments
 from cxrsyn.reporting.runs import notes_by_test_set
@@ -69,7 +70,7 @@ def verdict_lines(verdicts: Sequence[dict[str, Any]], alpha: float) -> list[str]
             f"{v['arm_a']} - {v['arm_b']} on {v['test_set']} ({v['n_seeds']} seed(s), {v['n']} images of "
             f"{v['n_patients']} patients): ΔAUROC {v['delta_auroc']:+.3f}"
         )
-        warning = f" (**{UNDERPOWERED}**: fewer than 5 seeds)" if v.get("underpowered") else ""
+        warning = f" (**{UNDERPOWERED}**: fewer than {MIN_SEEDS} seeds)" if v.get("underpowered") else ""
         if v["delta_auroc_ci"] is None:  # one seed
             lo, hi = v["conditional_auroc_ci"]
             lo_pr, hi_pr = v["conditional_aupr_ci"]
@@ -135,8 +136,8 @@ def curve_lines(points: Sequence[dict[str, Any]], alpha: float) -> list[str]:
     notes = []
     if any(p[f"{m}_ci"] is None for p in points for m in ("auroc", "aupr")):
         notes.append("† one seed: the interval is over test patients only, for that one trained model.")
-    if any(1 < p["n_seeds"] < 5 for p in points):
-        notes.append(f"Points over fewer than 5 seeds are {UNDERPOWERED}.")
+    if any(1 < p["n_seeds"] < MIN_SEEDS for p in points):
+        notes.append(f"Points over fewer than {MIN_SEEDS} seeds are {UNDERPOWERED}.")
     return [
         "",
         f"## Against {key} (mean over seeds, {level(alpha)} CI: Student's t over seeds with the test-patient "
@@ -183,8 +184,8 @@ def _verdicts(analysis: StudyAnalysis) -> list[str]:
         warning = [
             f"**{len(few)} of {len(verdicts)} comparison(s) rest on {' or '.join(map(str, seeds))} seed(s): "
             f"{UNDERPOWERED}.** The interval uses Student's t with seeds - 1 df (quantile 4.30 at 3 seeds, "
-            "2.78 at 5); a real difference of this size can go undetected. Run at least five seeds "
-            "(`'seed=range(0,5)'`).",
+            f"2.78 at 5), so a real difference must be large to show. Run at least {MIN_SEEDS} seeds "
+            f"(`'seed=range(0,{MIN_SEEDS})'`).",
             "",
         ]
     methods = "; ".join(f"Method: {method}." for method in dict.fromkeys(v["method"] for v in verdicts))
