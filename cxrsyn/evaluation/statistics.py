@@ -29,7 +29,7 @@ Methods (so a paper can cite them):
   bootstrap variance of the seed mean). Interval and two-sided p from Student's t with S - 1 df: exact
   under normality when seeds or unshared noise dominate, cautious when the shared part c dominates (it is
   then known far better than S - 1 df assume). Welch-Satterthwaite df were tried and rejected (false-positive
-  rate up to 0.10). With S = 1 no seed variance is estimable: no interval or p about the recipe, only a
+  rate up to 0.12). With S = 1 no seed variance is estimable: no interval or p about the recipe, only a
   patient-only interval conditional on the one trained model per arm. Error rates by simulation:
   ``benchmarks/study_level_error_rates.py`` and docs/protocol.md (the two-level percentile bootstrap this
   replaced rejected a true null in up to 0.46 of studies).
