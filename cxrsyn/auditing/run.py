@@ -26,7 +26,14 @@ from cxrsyn.auditing.contamination import (
     pixel_matches_many,
 )
 from cxrsyn.auditing.distance import DistanceSettings, distances, mean_pairwise_cosine
-from cxrsyn.auditing.labels import LabelAuditSettings, auditor_scores, grid_figure, label_audit
+from cxrsyn.auditing.labels import (
+    LabelAuditSettings,
+    auditor_scores,
+    grid_figure,
+    label_audit,
+    reference_label_audit,
+    reference_sample,
+)
 from cxrsyn.auditing.render import log_to_wandb, markdown, print_sets, print_summary
 from cxrsyn.auditing.sets import (
     Features,
@@ -299,6 +306,13 @@ def _contamination(
     result["flagged"] = sorted(flagged, key=lambda f: (-f["similarity"], f["path"]))
     paths = sorted({item["path"] for item in flagged})
     result["n_flagged_images"] = len(paths)
+    methods = [m for by_method in result["by_reference"].values() for m in by_method.values()]
+    # a clean audited image is flagged by each reference x method with probability <= its rate
+    result["false_positive_rate"] = float(settings.false_positive_rate)
+    result["expected_false_flags"] = float(sum(m["expected_false_flags"] for m in methods))
+    result["notes"] = [m["calibration"]["note"] for m in methods if m["calibration"]["note"]]
+    for note in result["notes"]:
+        print(f"audit: {note}")
     if settings.write_exclude_file:
         lines = [
             "# images python -m cxrsyn.audit flagged as near-copies of reference images;",
@@ -315,7 +329,7 @@ def _thresholds(contamination: dict[str, Any] | None) -> dict[str, dict[str, flo
     if not contamination:
         return {}
     return {
-        name: {method: item["threshold"] for method, item in methods.items()}
+        name: {method: item["threshold"] for method, item in methods.items() if item["threshold"] is not None}
         for name, methods in contamination["by_reference"].items()
     }
 
@@ -328,6 +342,17 @@ def _labels(
     result, per_image = label_audit(data.audited.table, scores, settings, data.seed)
     per_image.to_csv(out_dir / "label_audit.csv", index=False)
     result["per_image"] = "label_audit.csv"
+    result["on_references"] = {}
+    for ref in data.references:  # the yardstick: the same auditor against real labels
+        rows = reference_sample(len(ref.table), settings.reference_n, data.seed)
+        images = torch.cat([p for _, p in decode_rows(ref, rows, data.workers, f"{ref.name}: label audit")])
+        result["on_references"][ref.name] = reference_label_audit(
+            ref.labels[rows],
+            auditor_scores(auditor, images, list(settings.classes)),
+            settings,
+            data.seed,
+            patients=ref.patients[rows],
+        )
     rows = {path: i for i, path in enumerate(data.audited.table["path"].astype(str))}
     shown = result["contradicting"][: int(settings.n_show)]
     figure = grid_figure(

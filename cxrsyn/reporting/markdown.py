@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cxrsyn.reporting.analysis import StudyAnalysis
+from cxrsyn.reporting.compare import MIN_SEEDS
 from cxrsyn.reporting.paper import Paper, PaperArm
 from cxrsyn.reporting.provenance import environments
 from cxrsyn.reporting.runs import notes_by_test_set
@@ -58,16 +59,34 @@ def _p(value: float) -> str:
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
+UNDERPOWERED = "underpowered; the interval is wide by construction"
+
+
 def verdict_lines(verdicts: Sequence[dict[str, Any]], alpha: float) -> list[str]:
     """One sentence per study-level comparison, the numbers a paper quotes."""
     lines = []
     for v in verdicts:
-        adjusted = "" if v["adjustment"].startswith("none") else f", Holm-adjusted {_p(v['p_adjusted'])}"
-        lines.append(
+        head = (
             f"{v['arm_a']} - {v['arm_b']} on {v['test_set']} ({v['n_seeds']} seed(s), {v['n']} images of "
-            f"{v['n_patients']} patients): ΔAUROC {v['delta_auroc']:+.3f} [{level(alpha)} CI "
-            f"{v['delta_auroc_ci'][0]:+.3f}, {v['delta_auroc_ci'][1]:+.3f}], p {_p(v['p'])}{adjusted}; "
-            f"ΔAUPR {v['delta_aupr']:+.3f} [{v['delta_aupr_ci'][0]:+.3f}, {v['delta_aupr_ci'][1]:+.3f}]"
+            f"{v['n_patients']} patients): ΔAUROC {v['delta_auroc']:+.3f}"
+        )
+        warning = f" (**{UNDERPOWERED}**: fewer than {MIN_SEEDS} seeds)" if v.get("underpowered") else ""
+        if v["delta_auroc_ci"] is None:  # one seed
+            lo, hi = v["conditional_auroc_ci"]
+            lo_pr, hi_pr = v["conditional_aupr_ci"]
+            lines.append(
+                f"{head}; no verdict about the recipe (1 seed: no seed variance is estimable); conditional on "
+                f"this one trained model per arm, test patients only: [{level(alpha)} CI {lo:+.3f}, {hi:+.3f}]; "
+                f"ΔAUPR {v['delta_aupr']:+.3f} [{lo_pr:+.3f}, {hi_pr:+.3f}]{warning}"
+            )
+            continue
+        adjusted = "" if v["adjustment"].startswith("none") else f", Holm-adjusted {_p(v['p_adjusted'])}"
+        lo, hi = v["delta_auroc_ci"]
+        lines.append(
+            f"{head} [{level(alpha)} CI {lo:+.3f}, {hi:+.3f}], p {_p(v['p'])}{adjusted}; ΔAUPR "
+            f"{v['delta_aupr']:+.3f} [{v['delta_aupr_ci'][0]:+.3f}, {v['delta_aupr_ci'][1]:+.3f}]; se of ΔAUROC "
+            f"{v['se_auroc']:.4f} (variance: seeds {v['variance_seed_auroc']:.2g}, test patients "
+            f"{v['variance_patients_auroc']:.2g}; t with {v['df']} df){warning}"
         )
     return lines
 
@@ -110,16 +129,31 @@ def curve_lines(points: Sequence[dict[str, Any]], alpha: float) -> list[str]:
             p["line"],
             f"{p['value']:g}",
             f"{p['n_seeds']}",
-            *(f"{p[m]:.3f} [{p[f'{m}_ci'][0]:.3f}, {p[f'{m}_ci'][1]:.3f}]" for m in ("auroc", "aupr")),
+            *(_curve_cell(p, m) for m in ("auroc", "aupr")),
         ]
         for p in points
     )
+    notes = []
+    if any(p[f"{m}_ci"] is None for p in points for m in ("auroc", "aupr")):
+        notes.append("† one seed: the interval is over test patients only, for that one trained model.")
+    if any(1 < p["n_seeds"] < MIN_SEEDS for p in points):
+        notes.append(f"Points over fewer than {MIN_SEEDS} seeds are {UNDERPOWERED}.")
     return [
         "",
-        f"## Against {key} (mean over seeds, {level(alpha)} CI: seeds and test patients resampled)",
+        f"## Against {key} (mean over seeds, {level(alpha)} CI: Student's t over seeds with the test-patient "
+        "variance)",
         "",
         *table(["test set", "line", key, "seeds", "AUROC", "AUPR"], rows),
+        *(["", " ".join(notes)] if notes else []),
     ]
+
+
+def _curve_cell(point: dict[str, Any], metric: str) -> str:
+    ci = point[f"{metric}_ci"]
+    if ci is None:
+        low, high = point[f"conditional_{metric}_ci"]
+        return f"{point[metric]:.3f} [{low:.3f}, {high:.3f}]†"
+    return f"{point[metric]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _heading(analysis: StudyAnalysis) -> list[str]:
@@ -143,11 +177,26 @@ def _verdicts(analysis: StudyAnalysis) -> list[str]:
     if not verdicts:
         return [*lines, "No pair of arms shares a seed and a test set.", ""]
     adjusted = any(not v["adjustment"].startswith("none") for v in verdicts)
+    few = [v for v in verdicts if v.get("underpowered")]
+    warning = []
+    if few:
+        seeds = sorted({v["n_seeds"] for v in few})
+        warning = [
+            f"**{len(few)} of {len(verdicts)} comparison(s) rest on {' or '.join(map(str, seeds))} seed(s): "
+            f"{UNDERPOWERED}.** The interval uses Student's t with seeds - 1 df (quantile 4.30 at 3 seeds, "
+            f"2.78 at 5), so a real difference must be large to show. Run at least {MIN_SEEDS} seeds "
+            f"(`'seed=range(0,{MIN_SEEDS})'`).",
+            "",
+        ]
+    methods = "; ".join(f"Method: {method}." for method in dict.fromkeys(v["method"] for v in verdicts))
     return [
         *lines,
         *(f"- {line}" for line in verdict_lines(verdicts, analysis.resampling.alpha)),
         "",
-        f"Method: {verdicts[0]['method']}. p values of the comparisons on one test set are "
+        *warning,
+        f"{methods} The seed component is s^2 of the per-seed differences less the test-patient noise that "
+        "differs between seeds (negative when the seeds scatter less than that noise alone would make them); "
+        "the two components add up to se^2. p values of the comparisons on one test set are "
         f"{'Holm-adjusted together' if adjusted else 'unadjusted (one comparison per test set)'}. "
         "These are the study's claims: over training seeds and test patients, not one trained model.",
         "",

@@ -3,7 +3,7 @@
 - ``results.md`` and ``results.csv``: one row per arm (the overrides that differ between runs, seed aside),
   per test set AUROC and AUPR as mean and sd over seeds, the 95% CI of each run, n; the paper's numbers for
   the arms it reported (``paper.yaml``); paired comparisons between arms; Grad-CAM bottom-band shares.
-- ``study_comparisons.csv``: the study-level verdicts (mean difference over seeds, two-level bootstrap).
+- ``study_comparisons.csv``: the study-level verdicts (mean difference over seeds, t on seed and patient variance).
 - ``comparisons.csv``: per pair of arms, test set and seed: DeLong's test and the paired-bootstrap CIs of the
   AUROC and AUPR differences (``cxrsyn.evaluation.statistics``) on the same images.
 - ``report.json``: all of the above with the provenance of the runs.

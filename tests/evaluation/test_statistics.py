@@ -1,4 +1,4 @@
-"""CIs, DeLong, the paired and the study-level bootstrap, Holm, thresholds and calibration, each against an
+"""CIs, DeLong, the paired bootstrap, Holm, thresholds and calibration, each against an
 independent reference: scikit-learn on explicitly resampled image lists, slow textbook loops, or values
 computed by hand."""
 
@@ -26,7 +26,6 @@ from cxrsyn.evaluation.statistics import (
     holm,
     paired_bootstrap,
     resample_weights,
-    study_bootstrap,
 )
 
 
@@ -246,65 +245,6 @@ def test_delong_finds_no_difference_between_identical_models():
     assert test["auroc_diff"] == 0.0 and test["p_value"] == 1.0
 
 
-def test_study_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
-    """The two-level bootstrap against its definition written as loops: for every resample, draw seeds
-    (the documented generator), draw one patient resample, and average scikit-learn's metric differences
-    on the explicitly resampled image list over the drawn seeds."""
-    rng = np.random.default_rng(12)
-    n, seeds, resamples = 60, 3, 150
-    labels = (rng.random(n) < 0.5).astype(int)
-    patients = rng.integers(0, 25, n)
-    a = labels[None] * 0.8 + rng.normal(size=(seeds, n))
-    b = labels[None] * 0.5 + rng.normal(size=(seeds, n))
-    ours = study_bootstrap(labels, a, b, n_resamples=resamples, seed=2, patients=patients)
-    clusters = Clusters.of(labels, patients)
-    weights = np.concatenate(list(resample_weights(clusters, resamples, seed=2)))
-    seed_draws = np.random.default_rng([2, seeds]).integers(0, seeds, size=(seeds, resamples))
-    for name, metric in (("auroc", roc_auc_score), ("aupr", average_precision_score)):
-        drawn = []
-        for r in range(resamples):
-            listed = np.repeat(np.arange(n), weights[r].astype(int))
-            per_seed = [
-                metric(labels[listed], a[s][listed]) - metric(labels[listed], b[s][listed])
-                for s in range(seeds)
-            ]
-            drawn.append(np.mean([per_seed[s] for s in seed_draws[:, r]]))
-        drawn = np.array(drawn)
-        point = np.mean([metric(labels, a[s]) - metric(labels, b[s]) for s in range(seeds)])
-        below, above = (np.sum(drawn <= 0) + 1) / (resamples + 1), (np.sum(drawn >= 0) + 1) / (resamples + 1)
-        assert ours[f"delta_{name}"] == pytest.approx(point, abs=1e-12)
-        assert ours[f"delta_{name}_ci"] == pytest.approx(textbook_percentiles(drawn), abs=1e-12)
-        assert ours[f"p_{name}"] == pytest.approx(min(1.0, 2 * min(below, above)), abs=1e-12)
-    assert ours["n_seeds"] == seeds
-
-
-def test_study_bootstrap_counts_seed_variance():
-    """Arms that differ only by training noise: each seed's difference is large, in both directions. One
-    seed's paired bootstrap calls it significant; the study-level CI over seeds contains 0."""
-    rng = np.random.default_rng(5)
-    n = 3000
-    labels = (rng.random(n) < 0.5).astype(int)
-    signal = labels + rng.normal(size=n)
-    shifts = [0.25, -0.25, 0.2, -0.2, 0.25, -0.25]  # per-seed luck of arm a against arm b
-    a = np.stack([signal + shift * labels + rng.normal(scale=0.3, size=n) for shift in shifts])
-    b = np.stack([signal + rng.normal(scale=0.3, size=n) for _ in shifts])
-    one_seed = paired_bootstrap(labels, a[0], b[0], 400, 0)
-    study = study_bootstrap(labels, a, b, 400, 0)
-    assert one_seed["auroc_diff_ci"][0] > 0
-    low, high = study["delta_auroc_ci"]
-    assert low < 0 < high and study["p_auroc"] > 0.05
-    assert low < study["delta_auroc"] < high
-
-
-def test_study_bootstrap_with_one_seed_is_the_paired_bootstrap():
-    labels, a, b = correlated_scores(500, seed=13)
-    study = study_bootstrap(labels, a[None], b[None], 300, 4)
-    paired = paired_bootstrap(labels, a, b, 300, 4)
-    assert study["delta_auroc_ci"] == pytest.approx(paired["auroc_diff_ci"], abs=1e-12)
-    assert study["delta_aupr_ci"] == pytest.approx(paired["aupr_diff_ci"], abs=1e-12)
-    assert study["p_auroc"] < 0.05 and study["n_seeds"] == 1
-
-
 def test_holm_by_hand():
     # sorted 0.01, 0.03, 0.04, 0.2 -> 4 x 0.01, 3 x 0.03, max(0.09, 2 x 0.04), max(0.09, 0.2)
     assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
@@ -368,22 +308,3 @@ def test_calibration_of_a_miscalibrated_case_by_hand():
     assert result["brier"] == pytest.approx((7 * 0.15**2 + 0.85**2) / 8)
     assert result["brier"] == pytest.approx(brier_score_loss(labels, probs))
     assert calibration(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))["ece"] == 0.0
-
-
-def test_arm_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
-    from cxrsyn.evaluation.statistics import arm_bootstrap
-
-    rng = np.random.default_rng(15)
-    n, seeds, resamples = 50, 3, 120
-    labels = (rng.random(n) < 0.5).astype(int)
-    patients = rng.integers(0, 20, n)
-    scores = labels[None] * 0.7 + rng.normal(size=(seeds, n))
-    ours = arm_bootstrap(labels, scores, n_resamples=resamples, seed=3, patients=patients)
-    weights = np.concatenate(list(resample_weights(Clusters.of(labels, patients), resamples, seed=3)))
-    seed_draws = np.random.default_rng([3, seeds]).integers(0, seeds, size=(seeds, resamples))
-    drawn = []
-    for r in range(resamples):
-        listed = np.repeat(np.arange(n), weights[r].astype(int))
-        drawn.append(np.mean([roc_auc_score(labels[listed], scores[s][listed]) for s in seed_draws[:, r]]))
-    assert ours["auroc"] == pytest.approx(np.mean([roc_auc_score(labels, row) for row in scores]), abs=1e-12)
-    assert ours["auroc_ci"] == pytest.approx(textbook_percentiles(drawn), abs=1e-12)

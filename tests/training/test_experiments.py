@@ -263,7 +263,8 @@ def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
     assert comparison["auroc_diff"] > 0.03
     assert comparison["delong_p"] < 0.05 and comparison["boot_auroc_diff_lo"] > 0
     verdict = json.loads((sweep / "report.json").read_text())["study_comparisons"][0]
-    assert verdict["n_seeds"] == 1 and verdict["delta_auroc_ci"][0] > 0 and verdict["p"] < 0.05
+    assert verdict["n_seeds"] == 1 and verdict["p"] is None  # one seed: no test of the recipe
+    assert verdict["conditional_auroc_ci"][0] > 0  # but these two trained models differ on these patients
     # Grad-CAM's band share is not asserted here: at 64 px a ResNet-18's last map is 2 x 2, too coarse to
     # place a corner mark (tests/evaluation/test_gradcam.py checks that the share follows planted evidence)
 
