@@ -16,13 +16,9 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.download import download, unpack
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
-from cxrsyn.testing.datasets import (
-    chest_pixels,
-    rsna_patients,
-    write_dicom,
-    write_kermany_root,
-    write_rsna_root,
-)
+from cxrsyn.testing.datasets.common import chest_pixels, write_dicom
+from cxrsyn.testing.datasets.kermany import write_kermany_root
+from cxrsyn.testing.datasets.rsna import rsna_patients, write_rsna_root
 from tests.conftest import run_cli
 
 
