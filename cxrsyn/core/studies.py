@@ -27,6 +27,9 @@ class StudyConfig:
     published: str
     primary: dict[str, str]
     sweep: dict[str, list[str]]  # swept key -> its values, in the config's order (seed included)
+    held_equal: str | None = None  # what every arm shares: steps or epochs (experiment.held_equal)
+    budget: int | None = None  # how many of them (trainer.max_steps or trainer.max_epochs)
+    compare_test_sets: tuple[tuple[str, str], ...] = ()
 
     @property
     def arm_keys(self) -> list[str]:
@@ -38,16 +41,43 @@ def study_names() -> list[str]:
 
 
 def load_study(name: str) -> StudyConfig:
-    """One study's facts, read from its file without composing (no data root or source needed)."""
+    """One study's facts, read from its file without composing (no data root or source needed); the training
+    budget from it, else from what every study shares (conf/study/default.yaml)."""
     cfg = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
+    shared = OmegaConf.load(CONF_DIR / "study" / "default.yaml")
     params = cfg.hydra.sweeper.params
+    held_equal = cfg.experiment.get("held_equal")
+    limit = {"steps": "trainer.max_steps", "epochs": "trainer.max_epochs"}.get(str(held_equal))
+    budget = None
+    if limit:
+        budget = OmegaConf.select(cfg, limit, default=OmegaConf.select(shared, limit, default=None))
     return StudyConfig(
         name=cfg.experiment.name,
         question=cfg.experiment.question,
         published=cfg.experiment.published,
         primary=dict(cfg.experiment.primary),
         sweep={key: [value.strip() for value in str(params[key]).split(",")] for key in params},
+        held_equal=held_equal,
+        budget=None if budget is None else int(budget),
+        compare_test_sets=tuple(
+            tuple(map(str, pair)) for pair in cfg.experiment.get("compare_test_sets") or ()
+        ),
     )
+
+
+def primary_text(study: StudyConfig) -> str:
+    """The primary endpoint as the table of studies states it."""
+    metric, test_set = study.primary["metric"].upper(), study.primary["test_set"]
+    if study.primary.get("comparison") == "test_sets":
+        pairs = [pair for pair in study.compare_test_sets if test_set in pair] or [(test_set, "?")]
+        return "; ".join(f"Δ{metric} `{a}` - `{b}`, same models" for a, b in pairs)
+    return f"{metric} on `{test_set}`"
+
+
+def held_equal_text(study: StudyConfig) -> str:
+    if not study.held_equal:
+        return "not stated"
+    return f"{study.budget} {study.held_equal}" if study.budget is not None else str(study.held_equal)
 
 
 def wandb_sweep(study: StudyConfig) -> str:
@@ -86,8 +116,8 @@ def _arms(study: StudyConfig) -> str:
 
 def studies_readme(studies: list[StudyConfig]) -> str:
     rows = [
-        f"| [{s.name}]({s.name}/) | {_arms(s)} | {', '.join(s.sweep.get(SEED_KEY, []))} | {s.question} | "
-        f"{s.primary['metric'].upper()} on `{s.primary['test_set']}` | {s.published} |"
+        f"| [{s.name}]({s.name}/) | {_arms(s)} | {', '.join(s.sweep.get(SEED_KEY, []))} | "
+        f"{held_equal_text(s)} | {s.question} | {primary_text(s)} | {s.published} |"
         for s in studies
     ]
     return "\n".join(
@@ -102,9 +132,14 @@ def studies_readme(studies: list[StudyConfig]) -> str:
             "with `python -m cxrsyn.train +experiment=NAME` (every arm and seed) and read it with",
             "`python -m cxrsyn.report <its multirun folder>` ([docs/studies.md](../docs/studies.md)).",
             "",
-            "| study | arms | seeds | question | primary endpoint | read it against |",
-            "|---|---|---|---|---|---|",
+            "| study | arms | seeds | held equal | question | primary endpoint | read it against |",
+            "|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            "*Held equal*: what every arm of a study shares (`experiment.held_equal`), so that arms differ only in",
+            "what they train on: optimiser steps (`trainer.max_steps`, batches of 32), however many images an arm",
+            "has. *Primary endpoint*: the comparison the study's question rests on (`experiment.primary`); the report",
+            "labels it and every other comparison secondary, and Holm-adjusts each family of comparisons apart.",
             "",
             "`make experiments` reruns every study with `source=phantom` and rewrites each `phantom/` folder",
             "(results.md, csv, report.json, small figures and `COMMAND`, the settings used). Phantom results show",

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.evaluation.outputs import patients_of
 from cxrsyn.evaluation.statistics import auroc_set_difference, holm
+from cxrsyn.reporting.runs import Study
 
 METRICS = ("auroc", "aupr")
 METRIC_LABELS = {"auroc": "AUROC", "aupr": "AUPR"}
@@ -58,8 +60,35 @@ def describe(endpoint: Mapping[str, Any] | None) -> str:
         return "none named (experiment.primary): every comparison is reported as secondary"
     metric = METRIC_LABELS[endpoint["metric"]]
     if endpoint["comparison"] == "test_sets":
-        return f"Δ{metric} between test sets involving {endpoint['test_set']}, the same models (per arm)"
+        return f"Δ{metric} between test sets with the same models, involving {endpoint['test_set']}"
     return f"Δ{metric} between arms on {endpoint['test_set']}"
+
+
+def study_set_comparisons(
+    study: Study, pairs: Sequence[Sequence[str]] | None, alpha: float = 0.05
+) -> list[dict[str, Any]]:
+    """``test_set_comparisons`` of every pair in ``experiment.compare_test_sets``, for every arm whose runs
+    were tested on both sets; a pair no run has is reported and skipped."""
+    results = []
+    for pair in pairs or []:
+        a, b = (str(name) for name in pair)
+        arm_tables = {
+            arm: [
+                (run.seed, _with_patients(run.predictions(a)), _with_patients(run.predictions(b)))
+                for run in study.of_arm(arm)
+                if a in run.metrics["test_sets"] and b in run.metrics["test_sets"]
+            ]
+            for arm in study.arms
+        }
+        if not any(arm_tables.values()):
+            print(f"report: experiment.compare_test_sets [{a}, {b}]: no run was tested on both; not compared")
+            continue
+        results += test_set_comparisons(arm_tables, a, b, alpha)
+    return results
+
+
+def _with_patients(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(patient=patients_of(table))
 
 
 def test_set_comparisons(
@@ -108,6 +137,16 @@ def test_set_comparisons(
             f"Holm over the {len(results)} arms" if len(results) > 1 else "none (one comparison)"
         )
     return results
+
+
+def set_table(verdicts: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The comparisons between test sets as a flat table (CIs as lo/hi, per-seed lists left out)."""
+    rows = []
+    for v in verdicts:
+        row = {key: value for key, value in v.items() if not key.startswith("per_seed") and key != "seeds"}
+        row["delta_auroc_lo"], row["delta_auroc_hi"] = row.pop("delta_auroc_ci")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _aligned(tables: Sequence[pd.DataFrame], name: str, arm: str) -> list[pd.DataFrame]:
@@ -172,13 +211,20 @@ def label_endpoints(
 
 def endpoint_lines(endpoint: Mapping[str, Any] | None, families: Sequence[Mapping[str, Any]]) -> list[str]:
     """The sentences results.md gives the endpoints: the primary one and the Holm families."""
+    primary = [family["family"] for family in families if family["role"] == "primary"]
+    if endpoint is None:
+        stated = describe(endpoint)
+    elif primary:
+        stated = f"{'; '.join(primary)} (experiment.primary). Every other comparison is secondary"
+    else:
+        stated = f"{describe(endpoint)} (experiment.primary), which no comparison of these runs matches"
     listed = "; ".join(
         f"{family['family']}: {family['comparisons']} ({family['role']}"
         + (", Holm-adjusted together)" if family["comparisons"] > 1 else ", one comparison)")
         for family in families
     )
     return [
-        f"**Primary endpoint:** {describe(endpoint)} (experiment.primary). Every other comparison is secondary.",
+        f"**Primary endpoint:** {stated}.",
         "",
         f"**Adjusted together (Holm), family by family, never across families:** {listed or 'no comparisons'}.",
         "",
