@@ -30,6 +30,7 @@ from cxrsyn.evaluation.statistics import (
     resample_weights,
     study_bootstrap,
 )
+from cxrsyn.testing.simulations import nested_sets, nested_truth, null_shift
 
 
 def correlated_scores(n: int, seed: int, gap: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -392,35 +393,6 @@ def test_arm_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
 
 
 # ------------------------------------------------------------------------------ one model, two test sets
-def nested_sets(rng, n_pos, n_normal, n_other, seeds=1, shift=0.0, seed_sd=0.0, per_patient=1, rho=0.0):
-    """RSNA's two selections in miniature: set a (the paper's) holds the positives and the normal negatives,
-    set b (the full task) also the "other" negatives; the same images in both. ``per_patient`` images per
-    patient share a patient effect (share ``rho`` of the unit variance). Seed s scores an image as its latent
-    value plus u_s on the other negatives (u_s ~ N(0, seed_sd)) plus noise (sd 0.5)."""
-    groups = np.repeat([0, 1, 2], [n_pos, n_normal, n_other])  # positive, normal, other
-    patients = np.repeat(np.arange(groups.size // per_patient + 1), per_patient)[: groups.size]
-    patient_effect = rng.normal(scale=np.sqrt(rho), size=patients.max() + 1)[patients]
-    latent = np.select([groups == 0, groups == 2], [1.2, shift], 0.0)
-    latent = latent + patient_effect + rng.normal(scale=np.sqrt(1 - rho), size=groups.size)
-    u = rng.normal(scale=seed_sd, size=(seeds, 1))
-    scores = latent + u * (groups == 2) + rng.normal(scale=0.5, size=(seeds, groups.size))
-    labels = (groups == 0).astype(int)
-    in_a = groups != 2
-    return labels[in_a], scores[:, in_a], patients[in_a], labels, scores, patients
-
-
-def nested_truth(n_normal, n_other, shift, seed_sd) -> float:
-    """The expected AUROC difference of ``nested_sets`` (set a - set b) over test sets and seeds: a
-    weighted difference of two binormal AUROCs, the second averaged over the seed shift."""
-    from scipy.stats import norm
-
-    variance = 2 * (1 + 0.5**2)
-    weight = n_other / (n_normal + n_other)
-    return weight * (
-        norm.cdf(1.2 / np.sqrt(variance)) - norm.cdf((1.2 - shift) / np.sqrt(variance + seed_sd**2))
-    )
-
-
 def test_set_difference_on_the_same_images_is_the_clustered_delong():
     """Two score vectors on one set: the difference of the two AUROCs, and its variance, are DeLong's with
     Obuchowski's clustered variance (checked against a loop implementation above), to rounding."""
@@ -486,15 +458,14 @@ def test_set_difference_holds_its_error_rate_and_coverage_in_simulation(regime):
     known difference the 95% CI covers the truth in at least 93%."""
     n_pos, n_normal, n_other, seeds, seed_sd, per_patient, rho = regime
     rng = np.random.default_rng(sum(regime[:4]))
-    # the shift of the other negatives at which the expected difference is exactly 0 (seed_sd > 0 bends it)
-    null_shift = 1.2 * (1 - np.sqrt(1 + seed_sd**2 / (2 * (1 + 0.5**2))))
-    assert nested_truth(n_normal, n_other, null_shift, seed_sd) == pytest.approx(0.0, abs=1e-12)
+    shift = null_shift(seed_sd)  # where the expected difference is exactly 0
+    assert nested_truth(n_normal, n_other, shift, seed_sd) == pytest.approx(0.0, abs=1e-12)
     truth = nested_truth(n_normal, n_other, 0.7, seed_sd)
     studies = 300
     rejected = covered = 0
     for _ in range(studies):
         null = auroc_set_difference(
-            *nested_sets(rng, n_pos, n_normal, n_other, seeds, null_shift, seed_sd, per_patient, rho)
+            *nested_sets(rng, n_pos, n_normal, n_other, seeds, shift, seed_sd, per_patient, rho)
         )
         rejected += null["p"] < 0.05
         known = auroc_set_difference(
