@@ -41,7 +41,8 @@ class PneumoniaClassifier(pl.LightningModule):
     ``pos_weight``: None (plain BCE), a number, or ``"balanced"`` (n_normal / n_pneumonia of the training
     split). The learning rate warms up linearly for ``warmup_steps`` optimiser steps (None: ``warmup_epochs``
     of the training split) then follows a cosine to ``lr * min_lr_ratio`` at the end of the budget
-    (``trainer.max_steps``, else ``trainer.max_epochs``); both are stepped per optimiser step. With a step
+    (``step_budget``, the run's ``trainer.max_steps``, else ``trainer.max_epochs``); both are stepped per
+    optimiser step. With a step
     budget, give the warmup in steps, so arms with more images per epoch warm up for as long as the others.
     ``freeze_backbone``: only the classifier head trains (a linear probe; the backbone's batch-norm statistics
     stay as loaded).
