@@ -100,6 +100,8 @@ def markdown(results: dict[str, Any]) -> str:
             for item in la["contradicting"][:20]
         ]
         lines.append("")
+    if "attributes" in results:
+        lines += attributes_markdown(results["attributes"])
     if "distance" in results:
         d = results["distance"]
         lines += ["## Distance to real data and diversity", "", f"Features: {d['features']}.", ""]
@@ -127,6 +129,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{item['n_pairs']} ({item['share_of_pairs']:.2%} of pairs)."
             )
         lines.append("")
+        lines += spaces_markdown(d.get("spaces") or {})
     if "artifacts" in results:
         art = results["artifacts"]
         lines += ["## Class-linked artifacts", ""]
@@ -179,7 +182,10 @@ def print_summary(results: dict[str, Any]) -> None:
         print(
             f"label fidelity: auditor AUROC vs prompt labels: {aurocs}; {la['n_contradicting']} image(s) contradict their label"
         )
+    if "attributes" in results:
+        print_attributes(results["attributes"])
     if "distance" in results:
+        print_spaces(results["distance"].get("spaces") or {})
         for name, entry in results["distance"]["by_reference"].items():
             item = entry["all"]
             ci = item.get("kid_ci")
@@ -228,3 +234,123 @@ def _flat(value: Any, key: str = "audit") -> dict[str, float]:
         for name, item in value.items():
             flat.update(_flat(item, f"{key}/{name}"))
     return flat
+
+
+def _ci(interval: list[float] | None, digits: int = 2) -> str:
+    return "n/a" if not interval else f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
+
+
+def attributes_markdown(result: dict[str, Any]) -> list[str]:
+    """Attribute fidelity: agreement and kappa per attribute, every prompt cell, each confusion table."""
+    lines = ["## Attribute fidelity", "", result["rule"] + ".", ""]
+    lines += [
+        "| attribute | reader | n | agreement | 95% CI | kappa | 95% CI | reader check on references |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["by_attribute"].items():
+        check = entry["validation"]
+        recall = check.get("recall_by_class")
+        checked = (
+            ", ".join(f"{cls} {value:.2f}" for cls, value in recall.items()) + f" (recall, n {check['n']})"
+            if recall
+            else check.get("note", "")
+        )
+        lines.append(
+            f"| {name} | `{entry['reader']}` | {entry['n']} | {_fmt(entry['agreement'])} | {_ci(entry['agreement_ci'])} | "
+            f"{_fmt(entry['kappa'])} | {_ci(entry['kappa_ci'])} | {checked} |"
+        )
+    for name, reason in result["skipped"].items():
+        lines.append(f"| {name} | skipped: {reason} | | | | | | |")
+    lines += [
+        "",
+        "| attribute | prompted | n | read as asked | exact 95% CI | read as | Holm p | flagged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["by_attribute"].items():
+        for cell in entry["cells"]:
+            read_as = ", ".join(f"{value} {count}" for value, count in cell["read_as"].items())
+            p = _fmt(cell["p_adjusted"]) if cell["tested"] else f"not tested: {cell['why_not_tested']}"
+            lines.append(
+                f"| {name} | {cell['value']} | {cell['n']} | {cell['agreement']:.2f} | "
+                f"{_ci(cell['agreement_ci'])} | {read_as} | {p} | {'**yes**' if cell['flagged'] else 'no'} |"
+            )
+    for name, entry in result["by_attribute"].items():
+        confusion = entry["confusion"]
+        categories = confusion["categories"]
+        lines += ["", f"Confusion of {name} (rows asked, columns read):", ""]
+        lines += ["| asked \\ read | " + " | ".join(categories) + " |", "|---" * (len(categories) + 1) + "|"]
+        lines += [
+            f"| {cls} | " + " | ".join(str(v) for v in row) + " |"
+            for cls, row in zip(categories, confusion["rows_asked_columns_read"], strict=True)
+            if sum(row)
+        ]
+    lines.append("")
+    return lines
+
+
+def spaces_markdown(spaces: dict[str, Any]) -> list[str]:
+    """Distances and PRDC in every feature space, with the spaces that were skipped and why."""
+    if not spaces:
+        return []
+    lines = [
+        "### In every feature space",
+        "",
+        "| space | reference | KID | KID 95% CI | FID (biased) | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, space in spaces.items():
+        if not space["available"]:
+            continue
+        for reference, item in space["by_reference"].items():
+            ci = item.get("kid_ci")
+            lines.append(
+                f"| {name} | {reference} | {_fmt(item['kid'], 4)} | {'n/a' if not ci else f'{ci[0]:.4g} to {ci[1]:.4g}'} | "
+                f"{_fmt(item['fid'], 4)} | "
+                + " | ".join(_fmt(item.get(key)) for key in ("precision", "recall", "density", "coverage"))
+                + " |"
+            )
+    lines += ["", "| space | model | available |", "|---|---|---|"]
+    for name, space in spaces.items():
+        status = "yes" if space["available"] else f"skipped: {space['skipped']}"
+        lines.append(f"| {name} | `{space.get('model') or '-'}` | {status} |")
+    lines += ["", "Compare distances within a space, never across spaces: their scales differ.", ""]
+    return lines
+
+
+def print_attributes(result: dict[str, Any]) -> None:
+    for name, entry in result["by_attribute"].items():
+        print(
+            f"attribute fidelity: {name}: agreement {_fmt(entry['agreement'])} ({_ci(entry['agreement_ci'])}), "
+            f"kappa {_fmt(entry['kappa'])} ({_ci(entry['kappa_ci'])}), reader {entry['reader']}"
+        )
+        categories = entry["confusion"]["categories"]
+        print("  asked \\ read: " + " | ".join(categories))
+        for cls, row in zip(categories, entry["confusion"]["rows_asked_columns_read"], strict=True):
+            if sum(row):
+                print(f"  {cls}: " + " | ".join(str(v) for v in row))
+    for name, reason in result["skipped"].items():
+        print(f"attribute fidelity: {name} skipped: {reason}")
+    flagged = result["flagged"]
+    print(
+        f"attribute fidelity: {len(flagged)} prompt cell(s) of {result['n_cells_tested']} tested flagged as ignored"
+        + "".join(
+            f"; {item['attribute']}={item['value']!r} read as asked in {item['agreement']:.0%} "
+            f"(read as {item['read_as']}, Holm p {item['p_adjusted']:.2g})"
+            for item in flagged
+        )
+    )
+
+
+def print_spaces(spaces: dict[str, Any]) -> None:
+    for name, space in spaces.items():
+        if not space["available"]:
+            print(f"distance in {name}: skipped ({space['skipped']})")
+            continue
+        for reference, item in space["by_reference"].items():
+            ci = item.get("kid_ci")
+            print(
+                f"distance in {name} to {reference}: KID {_fmt(item['kid'], 4)}"
+                + (f" ({ci[0]:.4g} to {ci[1]:.4g})" if ci else "")
+                + f", FID {_fmt(item['fid'], 4)}, precision {_fmt(item.get('precision'))}, recall "
+                f"{_fmt(item.get('recall'))}, density {_fmt(item.get('density'))}, coverage {_fmt(item.get('coverage'))}"
+            )

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.auditing.artifacts import ArtifactsSettings, artifacts_figure, class_artifacts
+from cxrsyn.auditing.attributes import AttributeSettings, attribute_fidelity
 from cxrsyn.auditing.contamination import (
     ContaminationSettings,
     audit_reference,
@@ -36,6 +37,7 @@ from cxrsyn.auditing.sets import (
     read_set,
     reference_features,
 )
+from cxrsyn.auditing.spaces import SpaceSettings, feature_spaces
 from cxrsyn.core.compose import instantiate_node, resolved_config, settings_as, settings_at
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import write_json
@@ -47,12 +49,14 @@ FIGURES = "figures"
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """The four parts' settings, built once from the config."""
+    """The parts' settings, built once from the config."""
 
     contamination: ContaminationSettings
     label_audit: LabelAuditSettings
     distance: DistanceSettings
     artifacts: ArtifactsSettings
+    attributes: AttributeSettings
+    spaces: SpaceSettings  # the feature-space entries of the distance block
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> AuditSettings:
@@ -61,6 +65,8 @@ class AuditSettings:
             settings_as(LabelAuditSettings, settings_at(cfg, "label_audit"), "label_audit"),
             settings_as(DistanceSettings, settings_at(cfg, "distance"), "distance"),
             settings_as(ArtifactsSettings, settings_at(cfg, "artifacts"), "artifacts"),
+            settings_as(AttributeSettings, settings_at(cfg, "attributes"), "attributes"),
+            settings_as(SpaceSettings, settings_at(cfg, "distance"), "distance"),
         )
 
 
@@ -126,13 +132,43 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
         results["contamination"], drawn = _contamination(data, settings.contamination, out_dir)
         figures.update(_save(drawn, out_dir))
         lap("contamination")
+    label_scores = None
     if settings.label_audit.enabled:
-        results["label_audit"], drawn = _labels(data, auditor, settings.label_audit, out_dir)
+        results["label_audit"], drawn, label_scores = _labels(data, auditor, settings.label_audit, out_dir)
         figures.update(_save(drawn, out_dir))
         lap("label_audit")
+    if settings.attributes.enabled:
+        readers, skipped = _instantiate_each(cfg, "attribute_readers")
+        results["attributes"] = attribute_fidelity(
+            audited,
+            images,
+            readers,
+            skipped,
+            references,
+            settings.attributes,
+            data.seed,
+            label_scores,
+            workers,
+        )
+        lap("attributes")
     if settings.distance.enabled:
         thresholds = _thresholds(results.get("contamination"))
         results["distance"] = _distance(data, settings.distance, settings.contamination, thresholds)
+        models, skipped = _instantiate_each(cfg, "distance.spaces")
+        computed = {name: entry["all"] for name, entry in results["distance"]["by_reference"].items()}
+        results["distance"]["spaces"] = feature_spaces(
+            audited,
+            images,
+            (results["embedding_model"], data.features.embeddings, _embeddings(reference_data), computed),
+            models,
+            skipped,
+            references,
+            settings.distance,
+            settings.spaces,
+            data.seed,
+            settings.contamination.cache_dir,
+            workers,
+        )
         lap("distance")
     if settings.artifacts.enabled:
         result, maps = class_artifacts(images, audited.labels, asdict(settings.artifacts), data.seed)
@@ -152,6 +188,26 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
     )
     log_to_wandb(cfg, results, figures)
     return results
+
+
+def _instantiate_each(cfg: DictConfig, key: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every entry of the config mapping at ``key`` instantiated (for ``source``), and the entries that could
+    not be (weights not on this machine, a package missing) with their one-line reason, printed."""
+    made: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name, node in (OmegaConf.select(cfg, key) or {}).items():
+        if node is None:
+            continue
+        try:
+            made[str(name)] = instantiate_node(cfg, f"{key}.{name}")
+        except CxrsynError as error:
+            skipped[str(name)] = str(error)
+            print(f"audit: {key}.{name} skipped: {error}")
+    return made, skipped
+
+
+def _embeddings(reference_data: dict[str, Features]) -> dict[str, np.ndarray]:
+    return {name: features.embeddings for name, features in reference_data.items()}
 
 
 def _read_sets(cfg: DictConfig, contamination: ContaminationSettings) -> tuple[ImageSet, list[ImageSet]]:
@@ -266,8 +322,8 @@ def _thresholds(contamination: dict[str, Any] | None) -> dict[str, dict[str, flo
 
 def _labels(
     data: AuditData, auditor: Any, settings: LabelAuditSettings, out_dir: Path
-) -> tuple[dict[str, Any], dict[str, Figure]]:
-    """Part 2; writes ``label_audit.csv``."""
+) -> tuple[dict[str, Any], dict[str, Figure], np.ndarray]:
+    """Part 2; writes ``label_audit.csv``; returns the results, the figure and the score_class scores."""
     scores = auditor_scores(auditor, data.images, list(settings.classes))
     result, per_image = label_audit(data.audited.table, scores, settings, data.seed)
     per_image.to_csv(out_dir / "label_audit.csv", index=False)
@@ -279,7 +335,7 @@ def _labels(
         [f"label {item['label']}, {result['score_class']} {item['score']:.2f}" for item in shown],
         f"label audit: images whose auditor score contradicts their label, most first ({len(shown)} shown)",
     )
-    return result, {"label_audit": figure}
+    return result, {"label_audit": figure}, scores[settings.score_class].to_numpy()
 
 
 def _distance(
