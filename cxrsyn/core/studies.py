@@ -29,6 +29,9 @@ class StudyConfig:
     primary: dict[str, str]
     sweep: dict[str, list[str]]  # swept key -> its values on real data, in the config's order (seed included)
     seeds_by_source: dict[str, list[str]]  # the seeds under each source (they may come from its profile)
+    held_equal: str | None = None  # what every arm shares: steps or epochs (experiment.held_equal)
+    budget: int | None = None  # how many of them (trainer.max_steps or trainer.max_epochs)
+    compare_test_sets: tuple[tuple[str, str], ...] = ()
 
     @property
     def arm_keys(self) -> list[str]:
@@ -41,9 +44,16 @@ def study_names() -> list[str]:
 
 def load_study(name: str) -> StudyConfig:
     """One study's facts, read from its file without composing (no data root needed); an interpolation in
-    its sweep (``seed: ${profile.seeds}``) is resolved against each source's profile (conf/source/)."""
+    its sweep (``seed: ${profile.seeds}``) is resolved against each source's profile (conf/source/); the
+    training budget from the study, else from what every study shares (conf/study/default.yaml)."""
     cfg = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
     sweeps = {source: _sweep(cfg, source) for source in SOURCES}
+    shared = OmegaConf.load(CONF_DIR / "study" / "default.yaml")
+    held_equal = cfg.experiment.get("held_equal")
+    limit = {"steps": "trainer.max_steps", "epochs": "trainer.max_epochs"}.get(str(held_equal))
+    budget = None
+    if limit:
+        budget = OmegaConf.select(cfg, limit, default=OmegaConf.select(shared, limit, default=None))
     return StudyConfig(
         name=cfg.experiment.name,
         question=cfg.experiment.question,
@@ -51,6 +61,11 @@ def load_study(name: str) -> StudyConfig:
         primary=dict(cfg.experiment.primary),
         sweep=sweeps["real"],
         seeds_by_source={source: sweep.get(SEED_KEY, []) for source, sweep in sweeps.items()},
+        held_equal=held_equal,
+        budget=None if budget is None else int(budget),
+        compare_test_sets=tuple(
+            tuple(map(str, pair)) for pair in cfg.experiment.get("compare_test_sets") or ()
+        ),
     )
 
 
@@ -58,6 +73,21 @@ def _sweep(cfg: DictConfig, source: str) -> dict[str, list[str]]:
     merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "source" / f"{source}.yaml"), cfg)
     params = merged.hydra.sweeper.params
     return {key: [value.strip() for value in str(params[key]).split(",")] for key in params}
+
+
+def primary_text(study: StudyConfig) -> str:
+    """The primary endpoint as the table of studies states it."""
+    metric, test_set = study.primary["metric"].upper(), study.primary["test_set"]
+    if study.primary.get("comparison") == "test_sets":
+        pairs = [pair for pair in study.compare_test_sets if test_set in pair] or [(test_set, "?")]
+        return "; ".join(f"Δ{metric} `{a}` - `{b}`, same models" for a, b in pairs)
+    return f"{metric} on `{test_set}`"
+
+
+def held_equal_text(study: StudyConfig) -> str:
+    if not study.held_equal:
+        return "not stated"
+    return f"{study.budget} {study.held_equal}" if study.budget is not None else str(study.held_equal)
 
 
 def wandb_sweep(study: StudyConfig) -> str:
@@ -102,8 +132,8 @@ def _seeds(study: StudyConfig) -> str:
 
 def studies_readme(studies: list[StudyConfig]) -> str:
     rows = [
-        f"| [{s.name}]({s.name}/) | {_arms(s)} | {_seeds(s)} | {s.question} | "
-        f"{s.primary['metric'].upper()} on `{s.primary['test_set']}` | {s.published} |"
+        f"| [{s.name}]({s.name}/) | {_arms(s)} | {_seeds(s)} | {held_equal_text(s)} | {s.question} | "
+        f"{primary_text(s)} | {s.published} |"
         for s in studies
     ]
     return "\n".join(
@@ -118,9 +148,14 @@ def studies_readme(studies: list[StudyConfig]) -> str:
             "with `python -m cxrsyn.train +experiment=NAME` (every arm and seed) and read it with",
             "`python -m cxrsyn.report <its multirun folder>` ([docs/studies.md](../docs/studies.md)).",
             "",
-            "| study | arms | seeds | question | primary endpoint | read it against |",
-            "|---|---|---|---|---|---|",
+            "| study | arms | seeds | held equal | question | primary endpoint | read it against |",
+            "|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            "*Held equal*: what every arm of a study shares (`experiment.held_equal`), so that arms differ only in",
+            "what they train on: optimiser steps (`trainer.max_steps`, batches of 32), however many images an arm",
+            "has. *Primary endpoint*: the comparison the study's question rests on (`experiment.primary`); the report",
+            "labels it and every other comparison secondary, and Holm-adjusts each family of comparisons apart.",
             "",
             "`make experiments` reruns every study with `source=phantom` and rewrites each `phantom/` folder",
             "(results.md, csv, report.json, small figures and `COMMAND`, the settings used). Phantom results show",

@@ -27,6 +27,7 @@ from cxrsyn.data.sources import BadFiles, DatasetFolder, apply_exclude_file, lab
 from cxrsyn.data.transforms import Augmentation, build_transform
 
 SOURCE_COLUMN = "source"
+VAL_COLUMN = "_in_val"  # while the training table is built: the row's side of the train/validation split
 TRAIN_FILES_NAME = "train_files.csv"
 
 
@@ -45,12 +46,17 @@ def split_groups(table: pd.DataFrame) -> tuple[str, np.ndarray]:
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, seed: int, groups: np.ndarray | None = None
+    labels: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+    require_both_sides: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, val). Per class, rows are shuffled (seeded) and whole groups are moved to the
     validation side in order of first appearance until it holds round(val_fraction * class size) rows of
     that class (at least one); a group never straddles the split. ``groups`` None: each row its own group,
-    which gives exactly that many validation rows per class."""
+    which gives exactly that many validation rows per class. ``require_both_sides`` False: a class that
+    cannot be on both sides (one group) stays in training, for a caller that checks the combined split."""
     labels = np.asarray(labels)
     groups = np.arange(labels.size) if groups is None else pd.factorize(pd.Series(groups))[0]
     rng = np.random.default_rng(derive_seed(seed, 0x5A11))
@@ -67,13 +73,19 @@ def stratified_split(
             in_val[group] = taken < wanted and taken + size <= len(rows) - 1
             taken += size if in_val[group] else 0
     val = np.array([in_val[group] for group in groups], dtype=bool)
+    if require_both_sides:
+        check_both_sides(labels, val)
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def check_both_sides(labels: np.ndarray, val: np.ndarray) -> None:
+    """Every class of ``labels`` on both sides of the split (``val`` marks the validation rows)."""
     for label in np.unique(labels):
         if not val[labels == label].any() or val[labels == label].all():
             raise CxrsynError(
                 f"the train/validation split cannot keep class {label} on both sides without splitting a "
                 "prompt or patient group; add images from more prompts or patients"
             )
-    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 class CXRDataModule(pl.LightningDataModule):
@@ -175,13 +187,23 @@ class CXRDataModule(pl.LightningDataModule):
         self._print_summary()
 
     def _setup_training(self) -> None:
-        tables, used = [], {}
+        # Each part is split on its own, with the run's seed, before it is repeated: a part's images fall on
+        # the same side whatever the other parts are (the mixing study's arms train on the same real images
+        # at a given k and seed), and every copy of an image falls on the side of the image.
+        parts, used, split_by, n_groups = [], {}, [], 0
         for i, source in enumerate(self.train_sources):
             table, summary = self.index_source(source)
             seed = self.seed if source.subsample_seed is None else source.subsample_seed
             table, selection = subsample(
                 table, source.max_per_class, source.max_total, seed, source.stratify_by, source.label
             )
+            group_column, groups = split_groups(table)
+            _, val_rows = stratified_split(
+                table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed, groups, require_both_sides=False
+            )
+            split_by.append(group_column)
+            n_groups += len(np.unique(groups))
+            table = table.assign(**{VAL_COLUMN: np.isin(np.arange(len(table)), val_rows)})
             table = repeat_rows(table, source.repeat, source.repeat_to, source.label)
             if selection is not None or source.repeat is not None or source.repeat_to is not None:
                 summary["selection"] = {
@@ -191,8 +213,8 @@ class CXRDataModule(pl.LightningDataModule):
                 }
             self.summary["train_sources"][source.label] = summary
             used[source.label] = label_counts(table)
-            tables.append(table.assign(**{SOURCE_COLUMN: i, KIND_COLUMN: source.kind}))
-        train_table = pd.concat(tables, ignore_index=True)
+            parts.append(table.assign(**{SOURCE_COLUMN: i, KIND_COLUMN: source.kind}))
+        train_table = pd.concat(parts, ignore_index=True)
         self.summary["mix"] = {  # what each source gave after selection, and its share of the training data
             label: {**counts, "share": counts["n"] / max(1, len(train_table))}
             for label, counts in used.items()
@@ -204,19 +226,18 @@ class CXRDataModule(pl.LightningDataModule):
                     f"training data ({', '.join(s.root for s in self.train_sources)}) has "
                     f"{counts.get(label, 0)} {name} image(s); a train/val split needs at least 2 of each class"
                 )
-        group_column, groups = split_groups(train_table)
-        train_rows, val_rows = stratified_split(
-            train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed, groups
-        )
-        self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
-        self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
+        val = train_table.pop(VAL_COLUMN).to_numpy(dtype=bool)
+        check_both_sides(train_table[LABEL_COLUMN].to_numpy(), val)
+        self.tables["train"] = train_table[~val].reset_index(drop=True)
+        self.tables["val"] = train_table[val].reset_index(drop=True)
         self.summary["train"] = label_counts(self.tables["train"])
         self.summary["val"] = label_counts(self.tables["val"])
         self.summary["split"] = {
-            "by": group_column,
-            "groups": int(len(np.unique(groups))),
+            "by": "/".join(dict.fromkeys(split_by)),
+            "groups": n_groups,
             "val_fraction": self.val_fraction,
             "seed": self.seed,
+            "per_part": len(self.train_sources) > 1,
         }
         train_transforms = [self._transform(s, self.augmentation) for s in self.train_sources]
         eval_transforms = [self._transform(s) for s in self.train_sources]

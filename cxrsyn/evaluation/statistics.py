@@ -34,6 +34,13 @@ Methods (so a paper can cite them):
   ``benchmarks/study_level_error_rates.py`` and docs/protocol.md (the two-level percentile bootstrap this
   replaced rejected a true null in up to 0.46 of studies).
 - **Holm's** step-down adjustment of the p values of several comparisons (``holm``).
+- **One model on two test sets** (``auroc_set_difference``): AUROC on set a minus AUROC on set b for the same
+  models, where the sets share patients (RSNA's paper selection is a subset of the full Target task). Both
+  AUROCs are linearised by their placement values; a patient's images in either set form one cluster, and
+  the variance of the difference is Obuchowski's clustered variance of those per-patient contributions (it
+  is exactly the clustered DeLong variance when the two sets hold the same images). Over seeds: the mean
+  difference, with SE^2 = s^2(per-seed differences) / S + the patient variance of the seed-mean difference,
+  referred to t with S - 1 degrees of freedom (one seed: the per-model variance, normal).
 
 Resampled metrics are computed from image weights on scores sorted once (``WeightedScores``), which equals
 recomputing AUROC and average precision on the resampled image list (tested against scikit-learn on it).
@@ -48,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
-from scipy.stats import t as t_dist
+from scipy.stats import t as student_t
 
 METRIC_NAMES = ("auroc", "aupr")
 CHUNK = 128  # resamples per vectorised block: bounds memory at CHUNK x n floats per array
@@ -314,9 +321,9 @@ def over_seeds(per_seed: np.ndarray, replicates: np.ndarray, alpha: float) -> di
     variance_seed = (float(per_seed.var(ddof=1)) - (within - shared)) / n_seeds
     se = float(np.sqrt(max(0.0, variance_seed + variance_patients)))  # = sqrt(s^2 / S + c)
     df = n_seeds - 1
-    half = float(t_dist.ppf(1.0 - alpha / 2.0, df)) * se
+    half = float(student_t.ppf(1.0 - alpha / 2.0, df)) * se
     # se 0: every seed and resample gave the same value (e.g. identical arms)
-    p = float(2.0 * t_dist.sf(abs(estimate) / se, df)) if se > 0 else float(estimate == 0)
+    p = float(2.0 * student_t.sf(abs(estimate) / se, df)) if se > 0 else float(estimate == 0)
     return {
         "estimate": estimate,
         "se": se,
@@ -437,3 +444,139 @@ def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tupl
 def _percentiles(values: np.ndarray, alpha: float) -> list[float]:
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
     return [float(low), float(high)]
+
+
+# ------------------------------------------------------------------------------ one model, two test sets
+@dataclass(frozen=True)
+class _SetPlacements:
+    """Per seed, one test set's AUROC and its per-patient linearised contributions (seeds x patients):
+    ``positive`` from its positive images, ``negative`` from its negative ones (module docstring)."""
+
+    auroc: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    has_positive: np.ndarray  # per patient: holds a positive image in this set
+    has_negative: np.ndarray
+
+
+def _set_placements(
+    labels: np.ndarray, scores: np.ndarray, ids: np.ndarray, n_clusters: int
+) -> _SetPlacements:
+    labels = np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError("each test set needs positive and negative images")
+    scores = np.atleast_2d(np.asarray(scores, np.float64))
+    aucs, v10, v01 = _structural_components(scores[:, labels], scores[:, ~labels])
+    pos_ids, neg_ids = ids[labels], ids[~labels]
+    m, n = int(labels.sum()), int((~labels).sum())
+    m_i = np.bincount(pos_ids, minlength=n_clusters)
+    n_i = np.bincount(neg_ids, minlength=n_clusters)
+    sum10 = np.stack([np.bincount(pos_ids, weights=row, minlength=n_clusters) for row in v10])
+    sum01 = np.stack([np.bincount(neg_ids, weights=row, minlength=n_clusters) for row in v01])
+    return _SetPlacements(
+        auroc=aucs,
+        positive=(sum10 - m_i * aucs[:, None]) / m,
+        negative=(sum01 - n_i * aucs[:, None]) / n,
+        has_positive=m_i > 0,
+        has_negative=n_i > 0,
+    )
+
+
+def _clustered_variance(positive: np.ndarray, negative: np.ndarray, has_pos: np.ndarray, has_neg: np.ndarray):
+    """Obuchowski's variance of a sum of per-patient contributions (the last axis), with his small-sample
+    factors: i/(i - 1) for the positive and the negative parts (i = patients holding such images) and
+    C/(C - 1) for their cross term (C = every patient)."""
+    i10, i01, c = int(has_pos.sum()), int(has_neg.sum()), positive.shape[-1]
+    return (
+        i10 / (i10 - 1) * (positive**2).sum(axis=-1)
+        + i01 / (i01 - 1) * (negative**2).sum(axis=-1)
+        + 2 * c / (c - 1) * (positive * negative).sum(axis=-1)
+    )
+
+
+def auroc_set_difference(
+    labels_a: np.ndarray,
+    scores_a: np.ndarray,
+    patients_a: Sequence[Any] | np.ndarray,
+    labels_b: np.ndarray,
+    scores_b: np.ndarray,
+    patients_b: Sequence[Any] | np.ndarray,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """AUROC on test set a minus AUROC on test set b, for the same models: ``scores_a`` (seeds, images of a)
+    and ``scores_b`` (seeds, images of b), row s of both the model with seed s. Patients are matched across
+    the sets by id (module docstring).
+
+    Returns ``n_seeds``, ``delta_auroc`` (mean over seeds), its ``se``, ``delta_auroc_ci``, ``p``, ``df``
+    (None: normal), the variance parts ``patient_variance`` (of the seed-mean difference) and
+    ``seed_variance`` (s^2 / S), per seed ``per_seed`` (AUROCs, difference, its clustered se, z, p, CI), the
+    patient counts (``n_patients_a``, ``n_patients_b``, ``n_patients_shared``) and ``method``."""
+    # ids as text: a patient is the same in both sets however its id was read (number or string)
+    ids = pd.factorize(
+        np.concatenate([np.asarray(patients_a).astype(str), np.asarray(patients_b).astype(str)])
+    )[0]
+    ids_a, ids_b = ids[: len(patients_a)], ids[len(patients_a) :]
+    n_clusters = int(ids.max()) + 1
+    a = _set_placements(labels_a, scores_a, ids_a, n_clusters)
+    b = _set_placements(labels_b, scores_b, ids_b, n_clusters)
+    if a.auroc.shape != b.auroc.shape:
+        raise ValueError(f"scores of {a.auroc.size} and {b.auroc.size} seeds: give both sets every seed")
+    positive, negative = a.positive - b.positive, a.negative - b.negative  # (seeds, patients)
+    has_pos, has_neg = a.has_positive | b.has_positive, a.has_negative | b.has_negative
+    deltas = a.auroc - b.auroc
+    z_crit = norm.ppf(1.0 - alpha / 2.0)
+    per_seed = []
+    for s, variance in enumerate(_clustered_variance(positive, negative, has_pos, has_neg)):
+        se = float(np.sqrt(max(variance, 0.0)))
+        z = deltas[s] / se if se > 0 else 0.0
+        per_seed.append(
+            {
+                "auroc_a": float(a.auroc[s]),
+                "auroc_b": float(b.auroc[s]),
+                "delta_auroc": float(deltas[s]),
+                "se": se,
+                "z": float(z),
+                "p": float(2.0 * norm.sf(abs(z))),
+                "delta_auroc_ci": [float(deltas[s] - z_crit * se), float(deltas[s] + z_crit * se)],
+            }
+        )
+    n_seeds = deltas.size
+    delta = float(deltas.mean())
+    patient_variance = float(
+        max(_clustered_variance(positive.mean(axis=0), negative.mean(axis=0), has_pos, has_neg), 0.0)
+    )
+    seed_variance = float(deltas.var(ddof=1) / n_seeds) if n_seeds > 1 else 0.0
+    se = float(np.sqrt(patient_variance + seed_variance))
+    df = n_seeds - 1 if n_seeds > 1 else None
+    critical = student_t.ppf(1.0 - alpha / 2.0, df) if df else z_crit
+    statistic = delta / se if se > 0 else 0.0
+    p = float(2.0 * (student_t.sf(abs(statistic), df) if df else norm.sf(abs(statistic))))
+    shared = np.intersect1d(ids_a, ids_b).size
+    level = f"{100 * (1 - alpha):g}%"
+    if df:
+        method = (
+            f"AUROC on set a - on set b for the same models, mean over {n_seeds} seeds; SE^2 = s^2(per-seed "
+            f"differences)/{n_seeds} + the patient variance of the mean difference (placement values of both "
+            f"sets summed per patient, {shared} patients in both sets; Obuchowski's clustered variance); "
+            f"{level} CI and p from t with {df} df"
+        )
+    else:
+        method = (
+            f"AUROC on set a - on set b for one model: DeLong placement values of both sets summed per "
+            f"patient ({shared} patients in both sets), Obuchowski's clustered variance; {level} normal CI"
+        )
+    return {
+        "n_seeds": int(n_seeds),
+        "delta_auroc": delta,
+        "se": se,
+        "delta_auroc_ci": [float(delta - critical * se), float(delta + critical * se)],
+        "p": p,
+        "df": df,
+        "patient_variance": patient_variance,
+        "seed_variance": seed_variance,
+        "per_seed": per_seed,
+        "n_patients_a": int(np.unique(ids_a).size),
+        "n_patients_b": int(np.unique(ids_b).size),
+        "n_patients_shared": int(shared),
+        "method": method,
+    }

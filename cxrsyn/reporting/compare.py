@@ -244,6 +244,9 @@ def study_table(verdicts: Sequence[dict[str, Any]]) -> pd.DataFrame:
         row.update(
             {k: v[k] for k in ("df", "p", "p_adjusted", "p_aupr", "p_aupr_adjusted", "adjustment", "method")}
         )
+        for metric in ("auroc", "aupr"):  # set by cxrsyn.reporting.endpoints.label_endpoints
+            row[f"role_{metric}"] = (v.get("role") or {}).get(metric)
+            row[f"family_{metric}"] = (v.get("family") or {}).get(metric)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from cxrsyn.reporting.analysis import StudyAnalysis
 from cxrsyn.reporting.compare import MIN_SEEDS
+from cxrsyn.reporting.endpoints import endpoint_lines, set_comparison_lines
 from cxrsyn.reporting.paper import Paper, PaperArm
 from cxrsyn.reporting.provenance import environments
 from cxrsyn.reporting.runs import notes_by_test_set
@@ -22,6 +23,7 @@ def render_markdown(analysis: StudyAnalysis, figures: Sequence[Path], paper: Pap
         *_heading(analysis),
         *environment_lines(environments(analysis.study)),
         *_verdicts(analysis),
+        *set_comparison_lines(analysis.set_verdicts, analysis.resampling.alpha),
         *_by_arm(analysis, paper),
         *_every_run(analysis),
         *_per_seed(analysis),
@@ -173,7 +175,11 @@ def _heading(analysis: StudyAnalysis) -> list[str]:
 
 def _verdicts(analysis: StudyAnalysis) -> list[str]:
     verdicts = analysis.verdicts
-    lines = ["## Study-level comparisons (a - b)", ""]
+    lines = [
+        "## Study-level comparisons (a - b)",
+        "",
+        *endpoint_lines(analysis.endpoint, analysis.families),
+    ]
     if not verdicts:
         return [*lines, "No pair of arms shares a seed and a test set.", ""]
     adjusted = any(not v["adjustment"].startswith("none") for v in verdicts)
@@ -189,9 +195,13 @@ def _verdicts(analysis: StudyAnalysis) -> list[str]:
             "",
         ]
     methods = "; ".join(f"Method: {method}." for method in dict.fromkeys(v["method"] for v in verdicts))
+    for line, verdict in zip(verdict_lines(verdicts, analysis.resampling.alpha), verdicts, strict=True):
+        roles = verdict.get("role") or {}
+        primary = [metric.upper() for metric, role in roles.items() if role == "primary"]
+        tag = f"**primary** (Δ{', Δ'.join(primary)}; the rest secondary)" if primary else "secondary"
+        lines.append(f"- {tag}: {line}")
     return [
         *lines,
-        *(f"- {line}" for line in verdict_lines(verdicts, analysis.resampling.alpha)),
         "",
         *warning,
         f"{methods} The seed component is s^2 of the per-seed differences less the test-patient noise that "
@@ -214,6 +224,7 @@ def _by_arm(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
         "",
     ]
     header = ["arm"] + [f"{name} {what}" for name in study.test_sets for what in ("AUROC", "AUPR", "n")]
+    header.append("steps")
     rows = []
     for arm in study.arms:
         cells = [arm]
@@ -228,14 +239,46 @@ def _by_arm(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
                 _mean_sd(row["aupr_mean"], row["aupr_sd"], row["seeds"]),
                 f"{int(row['n'])}",
             ]
-        rows.append(cells)
+        rows.append([*cells, _steps_cell(analysis.budget["arms"].get(arm) or {})])
     arms = paper.arms_in(study) if paper else []
-    lines += table(header, [*rows, *_paper_rows(arms, study.test_sets)])
+    paper_rows = [[*row, "n/r"] for row in _paper_rows(arms, study.test_sets)]
+    lines += table(header, [*rows, *paper_rows])
     if arms:
         lines += ["", f"Paper rows: {paper.citation} ({paper.note})."]
     for name, note in notes_by_test_set(study).items():
         lines += ["", f"**Note on {name}.** {note}."]
-    return lines
+    return [*lines, "", *_budget_lines(analysis.budget)]
+
+
+def _steps_cell(arm: dict[str, Any]) -> str:
+    """The optimiser steps an arm took: one number, a range when its seeds differ, pretraining first."""
+    if arm.get("steps") is None:
+        return "n/a"
+    steps = f"{arm['steps']}" if arm["steps"] == arm["steps_max"] else f"{arm['steps']}-{arm['steps_max']}"
+    return f"{arm['pretrain_steps']} + {steps}" if arm.get("pretrain_steps") is not None else steps
+
+
+def _budget_lines(budget: dict[str, Any]) -> list[str]:
+    """What the arms held equal, and a warning when they took different numbers of steps."""
+    held = budget.get("held_equal")
+    pretrained = any(arm.get("pretrain_steps") is not None for arm in budget["arms"].values())
+    pretrain = (
+        " An arm with a pretraining stage shows its steps there first (pretraining + the run's own): the "
+        "pretraining is that arm's treatment, the run's own steps are what the arms share."
+        if pretrained
+        else ""
+    )
+    if budget.get("equal_steps") is None:
+        return ["Steps: not recorded by these runs (trained before metrics.json recorded `training`)."]
+    if budget["equal_steps"]:
+        what = f" (experiment.held_equal: {held})" if held else ""
+        return [f"Steps: every arm took the same number of optimiser steps{what}.{pretrain}"]
+    warning = (
+        "**The arms took different numbers of optimiser steps**"
+        + (f" although the study holds {held} equal" if held else "")
+        + ": a difference between them mixes their data with their training length."
+    )
+    return [f"Steps: {warning}{pretrain}"]
 
 
 def _paper_rows(arms: Sequence[PaperArm], test_sets: Sequence[str]) -> list[list[str]]:

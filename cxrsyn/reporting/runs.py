@@ -155,12 +155,14 @@ def notes_by_test_set(study: Study) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ tables
 def results_table(study: Study) -> pd.DataFrame:
-    """One row per run and test set: arm, seed, n, AUROC and AUPR with their CIs, CAM bottom-band share."""
+    """One row per run and test set: arm, seed, n, AUROC and AUPR with their CIs, CAM bottom-band share, and
+    what the run trained for (``training_of``)."""
     rows = []
     for run in study.runs:
         for name, result in run.metrics["test_sets"].items():
             auroc_ci, aupr_ci = result.get("auroc_ci") or [None, None], result.get("aupr_ci") or [None, None]
             cam = (run.metrics.get("gradcam") or {}).get(name, {}).get("bottom_band_share", {})
+            training = training_of(run)
             rows.append(
                 {
                     "arm": run.arm,
@@ -177,14 +179,36 @@ def results_table(study: Study) -> pd.DataFrame:
                     "aupr_lo": aupr_ci[0],
                     "aupr_hi": aupr_ci[1],
                     "cam_bottom_share": cam.get("mean"),
+                    **training,
                     "run": str(run.folder),
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in TRAINING_COLUMNS:  # runs written before metrics.json recorded training: empty, not None
+        table[column] = pd.to_numeric(table[column])
+    return table
+
+
+TRAINING_COLUMNS = ("steps", "epochs", "images_seen", "pretrain_steps")
+
+
+def training_of(run: Run) -> dict[str, Any]:
+    """What the run trained for (metrics.json ``training``): optimiser steps, passes over its training split,
+    images seen, and the steps of a pretraining stage (None where not recorded)."""
+    training = run.metrics.get("training") or {}
+    pretrain = (((run.info.get("init") or {}).get("pretrain") or {}).get("training")) or {}
+    return {
+        "steps": training.get("steps"),
+        "epochs": training.get("epochs"),
+        "images_seen": training.get("images_seen"),
+        "pretrain_steps": pretrain.get("steps"),
+    }
 
 
 def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds per arm and test set (sd is empty with one seed)."""
+    """Mean and sd over seeds per arm and test set (sd is empty with one seed), and what the arm trained for:
+    ``steps`` (fewest over its seeds; ``steps_max`` the most), ``pretrain_steps``, mean ``epochs`` and
+    ``images_seen``."""
     grouped = per_run.groupby(["arm", "test_set"], sort=False)
     summary = grouped.agg(
         train_data=("train_data", "first"),
@@ -196,5 +220,10 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
         aupr_mean=("aupr", "mean"),
         aupr_sd=("aupr", "std"),
         cam_bottom_share=("cam_bottom_share", "mean"),
+        steps=("steps", "min"),
+        steps_max=("steps", "max"),
+        pretrain_steps=("pretrain_steps", "max"),
+        epochs=("epochs", "mean"),
+        images_seen=("images_seen", "mean"),
     )
     return summary.reset_index()

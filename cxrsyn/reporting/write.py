@@ -3,7 +3,10 @@
 - ``results.md`` and ``results.csv``: one row per arm (the overrides that differ between runs, seed aside),
   per test set AUROC and AUPR as mean and sd over seeds, the 95% CI of each run, n; the paper's numbers for
   the arms it reported (``paper.yaml``); paired comparisons between arms; Grad-CAM bottom-band shares.
-- ``study_comparisons.csv``: the study-level verdicts (mean difference over seeds, t on seed and patient variance).
+- ``study_comparisons.csv``: the study-level verdicts (mean difference over seeds, t on seed and patient
+  variance), each with its role (primary or secondary) and Holm family per metric.
+- ``test_set_comparisons.csv``: with ``experiment.compare_test_sets``, per arm the AUROC on one test set minus
+  another for the same models (``cxrsyn.reporting.endpoints``).
 - ``comparisons.csv``: per pair of arms, test set and seed: DeLong's test and the paired-bootstrap CIs of the
   AUROC and AUPR differences (``cxrsyn.evaluation.statistics``) on the same images.
 - ``report.json``: all of the above with the provenance of the runs.
@@ -22,6 +25,7 @@ import numpy as np
 from cxrsyn.core.fileio import write_json
 from cxrsyn.reporting.analysis import StudyAnalysis, analyse
 from cxrsyn.reporting.compare import Resampling, study_table
+from cxrsyn.reporting.endpoints import set_table
 from cxrsyn.reporting.figures import gradcam_figure, plot_arm_curves, plot_curves
 from cxrsyn.reporting.markdown import render_markdown, verdict_lines
 from cxrsyn.reporting.paper import PAPER_FILE, load_paper
@@ -32,6 +36,7 @@ RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
 COMPARISONS_CSV = "comparisons.csv"
 STUDY_COMPARISONS_CSV = "study_comparisons.csv"
+TEST_SET_COMPARISONS_CSV = "test_set_comparisons.csv"
 REPORT_JSON = "report.json"
 
 
@@ -55,6 +60,8 @@ def write_report(
     analysis.per_run.to_csv(out / RESULTS_CSV, index=False)
     analysis.comparisons.to_csv(out / COMPARISONS_CSV, index=False)
     study_table(analysis.verdicts).to_csv(out / STUDY_COMPARISONS_CSV, index=False)
+    if analysis.set_verdicts:
+        set_table(analysis.set_verdicts).to_csv(out / TEST_SET_COMPARISONS_CSV, index=False)
     written = (plot_curves(study, out) + gradcam_figure(study, out)) if figures else []
     if figures and analysis.curves:
         written += plot_arm_curves(analysis.curves, study, out)
@@ -79,7 +86,10 @@ def report_json(folder: str | Path, analysis: StudyAnalysis, figures: Sequence[P
         "unfinished": study.unfinished,
         "excluded": study.excluded,
         "test_sets": study.test_sets,
+        "endpoints": {"primary": analysis.endpoint, "families": analysis.families},
         "study_comparisons": analysis.verdicts,
+        "test_set_comparisons": analysis.set_verdicts,
+        "training": analysis.budget,
         "curves": analysis.curves,
         "summary": analysis.summary.replace({np.nan: None}).to_dict("records"),
         "comparisons": analysis.comparisons.replace({np.nan: None}).to_dict("records"),

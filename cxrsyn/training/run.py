@@ -44,6 +44,7 @@ from cxrsyn.evaluation.outputs import (
     write_results,
 )
 from cxrsyn.models.classifier import PneumoniaClassifier
+from cxrsyn.training.budget import check_budget, step_budget, training_record
 from cxrsyn.training.loggers import log_results_to_wandb
 
 DATA_SUMMARY_NAME = "data_summary.json"
@@ -66,7 +67,9 @@ def build(
     ]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    # the step budget is the model's to keep (PneumoniaClassifier.step_budget): Lightning's max_steps stays off
+    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False, max_steps=-1)
+    model.step_budget = step_budget(check_budget(cfg))
     return datamodule, model, trainer
 
 
@@ -90,6 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXCLUDED_NAME, {"cell": cell, "run": identity})
         return None
+    budget = check_budget(cfg)
     datamodule, model, trainer = build(cfg, identity)
     identity["init"] = initial_weights(cfg, model, output_dir)
     if trainer.is_global_zero:
@@ -105,6 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             f"training was interrupted; resume with the same command plus "
             f"hydra.run.dir={output_dir} ckpt_path=last"
         )
+    training = training_record(trainer, model, datamodule, budget)  # before testing loads other weights
     test_ckpt = cfg.get("test_ckpt", "last")
     if test_ckpt not in ("best", "last"):
         raise CxrsynError(f"test_ckpt={test_ckpt!r}: use last (the weights after max_epochs) or best")
@@ -121,6 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     extra = {
         "run": identity,
         "epochs_trained": trainer.current_epoch,
+        "training": training,
         "validation": validation,
         "validation_saturated": validation.get("saturated"),
         "validation_threshold": validation.get("threshold"),
@@ -164,9 +170,10 @@ PRETRAIN_DIRNAME = "pretrain"
 
 def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The ``pretrain`` stage of a two-stage job: fit a fresh model on ``pretrain.data`` for
-    ``pretrain.max_epochs`` (same model, datamodule and seed; no test sets) under ``<run>/pretrain/``, and
-    return its last checkpoint and what it trained on. A finished stage is reused; a crashed one resumes from
-    its last.ckpt."""
+    ``pretrain.max_steps`` optimiser steps or ``pretrain.max_epochs`` epochs (one of them; same model,
+    datamodule and seed; no test sets) under ``<run>/pretrain/``, and return its last checkpoint and what it
+    trained on (``training``: steps, images seen, epochs). A finished stage is reused; a crashed one resumes
+    from its last.ckpt."""
     folder = output_dir / PRETRAIN_DIRNAME
     last = folder / "checkpoints" / "last.ckpt"
     done = folder / "done.json"
@@ -176,18 +183,31 @@ def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]
     stage.data = stage.pretrain.data
     stage.test_sets = {}
     stage.paths.output_dir = str(folder)
-    stage.trainer.max_epochs = int(cfg.pretrain.max_epochs)
+    stage.trainer.max_steps, stage.trainer.max_epochs = pretrain_budget(cfg.pretrain)
     stage.pretrain = None
     stage.init_from = None
     datamodule = build_datamodule(stage)
     model = instantiate_node(stage, "model")
     checkpoint = instantiate_node(stage, "callbacks.last_checkpoint")
-    trainer = instantiate_node(stage, "trainer", callbacks=[checkpoint], logger=False)
-    print(f"pretrain:    {stage.trainer.max_epochs} epoch(s) under {folder}", flush=True)
+    trainer = instantiate_node(stage, "trainer", callbacks=[checkpoint], logger=False, max_steps=-1)
+    model.step_budget = step_budget({"max_steps": stage.trainer.max_steps})
+    length = (
+        f"{stage.trainer.max_steps} step(s)"
+        if stage.trainer.max_steps > 0
+        else f"{stage.trainer.max_epochs} epoch(s)"
+    )
+    print(f"pretrain:    {length} under {folder}", flush=True)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    budget = {
+        "held_equal": None,
+        "max_steps": stage.trainer.max_steps,
+        "max_epochs": stage.trainer.max_epochs,
+    }
     record = {
         "max_epochs": int(stage.trainer.max_epochs),
+        "max_steps": int(stage.trainer.max_steps),
         "epochs_trained": int(trainer.current_epoch),
+        "training": training_record(trainer, model, datamodule, budget),
         "train": datamodule.summary.get("train"),
         "sources": datamodule.summary.get("mix"),
     }
@@ -195,6 +215,19 @@ def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]
         datamodule.save_lists(folder)
         write_json(done, record)
     return last, record
+
+
+def pretrain_budget(section: DictConfig) -> tuple[int, int]:
+    """``(max_steps, max_epochs)`` of the pretraining stage (-1: no limit): ``pretrain.max_steps`` or
+    ``pretrain.max_epochs``, exactly one of them set."""
+    steps, epochs = section.get("max_steps"), section.get("max_epochs")
+    steps, epochs = (-1 if value is None else int(value) for value in (steps, epochs))
+    if (steps > 0) == (epochs > 0):
+        raise CxrsynError(
+            f"pretrain.max_steps={steps}, pretrain.max_epochs={epochs}: give the first stage one budget, "
+            "pretrain.max_steps=N (optimiser steps) or pretrain.max_epochs=N, and null the other"
+        )
+    return steps, epochs
 
 
 def gradcam_for_run(

@@ -197,9 +197,58 @@ def test_a_mix_is_counted_per_source_and_listed(two_folders, tmp_path):
     listed = pd.read_csv(tmp_path / written["train_files"])
     assert len(listed) == 39 and listed["source"].value_counts().to_dict() == {"synthetic": 24, "real": 15}
     assert listed.loc[listed["source"] == "real", "path"].nunique() == 6
-    # copies of one image never straddle the train/validation split
-    assert listed.groupby("path")["split"].nunique().max() == 1
+    # copies of one image never straddle the train/validation split (paths are relative to their part's root)
+    assert listed.groupby(["source", "path"])["split"].nunique().max() == 1
     assert set(listed["split"]) == {"train", "val"}
+
+
+def mixing_arm_lists(arm: str, data_dir, out_dir, k: int = 25, seed: int = 1) -> pd.DataFrame:
+    """``train_files.csv`` of one job of the mixing study (phantom, small images), written without training."""
+    from cxrsyn.core.compose import build_datamodule
+    from tests.conftest import compose_config
+
+    overrides = [
+        "+experiment=mixing",
+        "source=phantom",
+        f"data={arm}",
+        f"mixing.k={k}",
+        f"seed={seed}",
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={data_dir}/cache",
+        "datamodule.image_size=32",
+        "datamodule.cache_workers=1",
+        "data.parts.real.phantom.n_per_class=30",
+        "data.parts.real.phantom.image_size=32",
+    ]
+    if arm == "mix_synthetic_real":
+        overrides += [
+            "data.parts.synthetic.phantom.n_per_class=20",
+            "data.parts.synthetic.phantom.image_size=32",
+        ]
+    datamodule = build_datamodule(compose_config("train", overrides), test_sets={})
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    written = datamodule.save_lists(out_dir / arm)
+    return pd.read_csv(out_dir / arm / written["train_files"])
+
+
+def test_the_mixing_arms_train_on_the_same_real_images(tmp_path):
+    """The train/validation split is drawn per part with the run's seed, before repetition: at the same k and
+    seed, synthetic + real, real alone and the duplicate control train (and validate) on the same real
+    images, so their comparisons isolate what the synthetic images or the copies add."""
+    sides = {}
+    for arm in ("mix_synthetic_real", "mix_real", "mix_real_repeated"):
+        listed = mixing_arm_lists(arm, tmp_path / "data", tmp_path)
+        real = listed[listed["source"] == "real"]
+        assert real.groupby("path")["split"].nunique().max() == 1  # copies stay on their image's side
+        sides[arm] = {split: set(real.loc[real["split"] == split, "path"]) for split in ("train", "val")}
+        if arm == "mix_real_repeated":
+            assert len(real) == 300 + 25  # repeated to the mixed arm's count (mixing.n_synthetic + k)
+        else:
+            assert len(real) == 25
+    reference = sides["mix_real"]
+    assert len(reference["train"]) == 20 and len(reference["val"]) == 5
+    assert sides["mix_synthetic_real"] == reference and sides["mix_real_repeated"] == reference
 
 
 def test_a_test_set_is_never_subsampled(two_folders):
