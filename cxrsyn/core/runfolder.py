@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.core.errors import CxrsynError, report_known_errors
 from cxrsyn.core.fileio import atomic_write
+from cxrsyn.core.paths import check_name
 
 LOCK_NAME = ".cxrsyn.lock"
 OWNER_NAME = ".cxrsyn.lock.owner"
@@ -171,6 +172,9 @@ class HoldRunFolder(Callback):
         release(OmegaConf.select(config, "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        experiment = OmegaConf.select(config, "experiment.name", default=None)
+        if experiment is not None:  # a study's name is a folder of its sweep dir (multirun/<name>/...)
+            _or_exit(lambda: check_name(experiment, "experiment.name="))
         folder = OmegaConf.select(config, "hydra.sweep.dir")
         _or_exit(lambda: _start(folder, config, check_finished_jobs))
 

@@ -40,6 +40,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    if cfg.get("name"):  # before any work: it names predictions/<name>.csv
+        check_name(cfg.name, "name=")
     quiet_third_party_noise()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, verbose=False)

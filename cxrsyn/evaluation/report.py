@@ -10,6 +10,11 @@ folders) and writes into DIR (or ``--out``):
   AUROC and AUPR differences (``cxrsyn.evaluation.statistics``) on the same images.
 - ``roc_<set>.png``, ``pr_<set>.png``: the curves of every run, one colour per arm.
 - ``gradcam_<set>.png``: each arm's Grad-CAM grid (true and false positives and negatives).
+
+All of them are published together (``cxrsyn.core.fileio.publishing``): written into a staging folder, then
+moved into place with ``report.json`` (which lists them under ``outputs``) last, while the folder is locked
+(``cxrsyn.core.runfolder``); a kill or a full disk leaves the previous report as it was. CSVs are
+spreadsheet-safe (``cxrsyn.core.fileio.write_csv``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import pandas as pd
 from cxrsyn.core.compose import override_set
 from cxrsyn.core.config import code_version
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import publishing, read_csv, save_figure, write_csv, write_text
+from cxrsyn.core.paths import check_name, inside
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME, patients_of
 from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
 
@@ -68,8 +75,8 @@ class Run:
     def predictions(self, test_set: str) -> pd.DataFrame:
         """The run's predictions file for ``test_set``, read once (comparisons and curves both use it)."""
         if test_set not in self._tables:
-            self._tables[test_set] = pd.read_csv(
-                self.folder / self.metrics["test_sets"][test_set]["predictions"]
+            self._tables[test_set] = read_csv(
+                inside(self.folder, self.metrics["test_sets"][test_set]["predictions"])
             )
         return self._tables[test_set]
 
@@ -99,8 +106,14 @@ def find_runs(folder: str | Path) -> Study:
     if not folder.is_dir():
         raise CxrsynError(f"report folder {folder} does not exist; give a run or multirun folder")
     paths = sorted(folder.rglob(METRICS_NAME), key=lambda path: _natural_key(path.parent, folder))
-    paths = [path for path in paths if "wandb" not in path.parts]
-    loaded = [(path.parent, json.loads(path.read_text())) for path in paths]
+    # W&B's files and hidden folders (a staging folder a killed run left) hold no runs
+    paths = [
+        path
+        for path in paths
+        if "wandb" not in path.parts
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    loaded = [(path.parent, _checked_names(path, json.loads(path.read_text()))) for path in paths]
     # training runs only: cxrsyn.evaluate writes a metrics.json without "run"
     runs = [Run(run_dir, metrics) for run_dir, metrics in loaded if "run" in metrics]
     if not runs:
@@ -122,6 +135,13 @@ def find_runs(folder: str | Path) -> Study:
     ]
     name_arms(runs)
     return Study(runs, sorted(unfinished), dict(sorted(excluded.items())))
+
+
+def _checked_names(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's metrics, its test-set names checked: they name the report's figures."""
+    for name in metrics.get("test_sets", {}):
+        check_name(name, f"{path}: test set name ")
+    return metrics
 
 
 def _natural_key(path: Path, root: Path) -> list[Any]:
@@ -528,7 +548,7 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
         for arm in study.arms:
             run = study.of_arm(arm)[0]
             grid = (run.metrics.get("gradcam") or {}).get(name, {}).get("grid")
-            if grid and (run.folder / grid).is_file():
+            if grid and inside(run.folder, grid).is_file():
                 share = run.metrics["gradcam"][name]["bottom_band_share"]["mean"]
                 panels.append(
                     (f"{arm} (seed {run.seed}); CAM share in bottom band {_fmt(share, 2)}", run.folder / grid)
@@ -552,12 +572,8 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
 
 
 def _save(figure: Any, path: Path, dpi: int) -> Path:
-    import matplotlib.pyplot as plt
-
     figure.tight_layout()
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
-    return path
+    return save_figure(figure, inside(path.parent, path.name), dpi=dpi)
 
 
 def _source_note(study: Study) -> str:
@@ -575,26 +591,49 @@ def write_report(
     figures: bool = True,
 ) -> dict[str, Any]:
     """Read the runs under ``folder``; write results.md, results.csv, comparisons.csv, report.json and the
-    figures into ``out_dir`` (default ``folder``). Returns what report.json holds."""
-    study = find_runs(folder)
+    figures into ``out_dir`` (default ``folder``), all at once. Returns what report.json holds."""
     out = Path(out_dir or folder)
-    out.mkdir(parents=True, exist_ok=True)
+    if not Path(folder).is_dir():
+        find_runs(folder)  # its one line for a missing folder, before the lock makes one
+    with exclusive(out, "cxrsyn.report"):
+        study = find_runs(folder)
+        with publishing(out, REPORT_JSON) as publication:
+            report, written = _write_report(
+                study, folder, publication.staging, n_resamples, seed, alpha, figures
+            )
+            report = publication.write_manifest(report)
+    print(
+        f"report: {len(study.runs)} run(s) in {len(study.arms)} arm(s), {len(study.test_sets)} test set(s), "
+        f"{len(study.unfinished)} unfinished job folder(s){': ' + ', '.join(study.unfinished) if study.unfinished else ''}"
+        f"{f', {len(study.excluded)} excluded by the experiment' if study.excluded else ''}"
+    )
+    for line in _verdict_lines(report["study_comparisons"], alpha):
+        print(f"  {line}")
+    for name in (RESULTS_MD, RESULTS_CSV, STUDY_COMPARISONS_CSV, COMPARISONS_CSV, *(p.name for p in written)):
+        print(f"  wrote {out / name}")
+    return report
+
+
+def _write_report(
+    study: Study, folder: str | Path, out: Path, n_resamples: int, seed: int, alpha: float, figures: bool
+) -> tuple[dict[str, Any], list[Path]]:
+    """Every file of the report but report.json into ``out`` (a staging folder); what report.json holds."""
     per_run = results_table(study)
     summary = summary_table(per_run)
     experiment = _experiment(study)
     pairs = pairs_to_compare(study, experiment.get("compare"))
     verdicts = study_comparisons(study, pairs, n_resamples, seed, alpha)
     comparisons = compare_arms(study, pairs, n_resamples, seed, alpha)
-    per_run.to_csv(out / RESULTS_CSV, index=False)
-    comparisons.to_csv(out / COMPARISONS_CSV, index=False)
-    _study_table(verdicts).to_csv(out / STUDY_COMPARISONS_CSV, index=False)
+    write_csv(out / RESULTS_CSV, per_run)
+    write_csv(out / COMPARISONS_CSV, comparisons)
+    write_csv(out / STUDY_COMPARISONS_CSV, _study_table(verdicts))
     curves = arm_curves(study, n_resamples, seed, alpha)
     written = (plot_curves(study, out) + gradcam_figure(study, out)) if figures else []
     if figures and curves:
         written += plot_arm_curves(curves, study, out)
     markdown = render_markdown(study, experiment, per_run, summary, comparisons, verdicts, written, alpha)
     markdown += _curve_markdown(curves, alpha)
-    (out / RESULTS_MD).write_text(markdown)
+    write_text(out / RESULTS_MD, markdown)
     report = {
         "folder": str(folder),
         "provenance": provenance(study),
@@ -609,23 +648,7 @@ def write_report(
         "comparisons": comparisons.replace({np.nan: None}).to_dict("records"),
         "figures": [path.name for path in written],
     }
-    write_json(out / REPORT_JSON, report)
-    print(
-        f"report: {len(study.runs)} run(s) in {len(study.arms)} arm(s), {len(study.test_sets)} test set(s), "
-        f"{len(study.unfinished)} unfinished job folder(s){': ' + ', '.join(study.unfinished) if study.unfinished else ''}"
-        f"{f', {len(study.excluded)} excluded by the experiment' if study.excluded else ''}"
-    )
-    for line in _verdict_lines(verdicts, alpha):
-        print(f"  {line}")
-    for path in (
-        out / RESULTS_MD,
-        out / RESULTS_CSV,
-        out / STUDY_COMPARISONS_CSV,
-        out / COMPARISONS_CSV,
-        *written,
-    ):
-        print(f"  wrote {path}")
-    return report
+    return report, written
 
 
 def provenance(study: Study) -> dict[str, Any]:
