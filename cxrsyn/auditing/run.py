@@ -1,5 +1,9 @@
 """One audit from a composed config (``conf/audit.yaml``): read the sets, run the enabled parts, write
-``audit.json``, ``audit.md``, the figures and ``exclude.txt``, print a summary, log to W&B."""
+``audit.json``, ``audit.md``, the figures and ``exclude.txt``, print a summary, log to W&B.
+
+The outputs are published together (``cxrsyn.core.fileio.publishing``: a staging folder, ``audit.json``
+last) while the folder is locked (``cxrsyn.core.runfolder``): a kill or a full disk leaves the previous
+audit as it was."""
 
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ from cxrsyn.auditing.sets import (
 )
 from cxrsyn.core.compose import instantiate_node, resolved_config, settings_at
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import publishing, save_figure, write_csv, write_text
+from cxrsyn.core.paths import inside
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.data.sources import DatasetFolder
 
 AUDIT_JSON, AUDIT_MD, EXCLUDE_NAME = "audit.json", "audit.md", "exclude.txt"
@@ -42,9 +48,19 @@ FIGURES = "figures"
 
 
 def audit(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.out_dir)
+    with exclusive(out_dir, "cxrsyn.audit"), publishing(out_dir, AUDIT_JSON) as publication:
+        results, figures = _audit(cfg, publication.staging)
+        results = publication.write_manifest(results)
+    figures = {name: out_dir / path.relative_to(publication.staging) for name, path in figures.items()}
+    _print_summary(results, out_dir)
+    _log_to_wandb(cfg, results, figures)
+    return results
+
+
+def _audit(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     started = time.time()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
-    out_dir = Path(cfg.out_dir)
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved_config(cfg)), out_dir / "config.yaml")
     seed = int(cfg.seed)
@@ -140,11 +156,8 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
     results["seconds_by_step"] = {name: round(value, 1) for name, value in timings.items()}
     results["figures"] = {name: str(path.relative_to(out_dir)) for name, path in figures.items()}
     results["seconds"] = round(time.time() - started, 1)
-    write_json(out_dir / AUDIT_JSON, results)
-    (out_dir / AUDIT_MD).write_text(markdown(results))
-    _print_summary(results, out_dir)
-    _log_to_wandb(cfg, results, figures)
-    return results
+    write_text(out_dir / AUDIT_MD, markdown(results))
+    return results, figures
 
 
 def _data_name(cfg: DictConfig) -> str:
@@ -165,9 +178,7 @@ def _descriptors(settings: dict[str, Any]) -> tuple[CorrelationDescriptor, Corre
 
 
 def _save(figure: Figure, out_dir: Path, name: str) -> Path:
-    path = out_dir / FIGURES / name
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, inside(out_dir, Path(FIGURES) / name), dpi=100)
 
 
 def _contamination(
@@ -246,7 +257,7 @@ def _contamination(
             "# leave them out of training with data.exclude_file=<this file>",
             *paths,
         ]
-        (out_dir / EXCLUDE_NAME).write_text("\n".join(lines) + "\n")
+        write_text(out_dir / EXCLUDE_NAME, "\n".join(lines) + "\n")
         result["exclude_file"] = EXCLUDE_NAME
     return result, thresholds
 
@@ -263,7 +274,7 @@ def _labels(
     classes = list(settings["classes"])
     scores = auditor_scores(auditor, images, classes)
     result, per_image = label_audit(audited.table, scores, settings, seed)
-    per_image.to_csv(out_dir / "label_audit.csv", index=False)
+    write_csv(out_dir / "label_audit.csv", per_image)
     result["per_image"] = "label_audit.csv"
     rows = {path: i for i, path in enumerate(audited.table["path"].astype(str))}
     shown = result["contradicting"][: int(settings["n_show"])]
