@@ -61,7 +61,7 @@ def test_ordinary_names_pass(name):
 def test_predictions_named_with_a_traversal_are_refused_and_nothing_is_written_outside(tmp_path):
     """``python -m cxrsyn.evaluate ... name=../../../victim/important`` overwrote a file outside the run
     folder through ``predictions/<name>.csv``."""
-    run, victim = tmp_path / "a" / "b" / "run", tmp_path / "victim"
+    run, victim = tmp_path / "a" / "b", tmp_path / "victim"  # predictions/../../../ is tmp_path
     victim.mkdir()
     (victim / "important.csv").write_text("precious\n")
     table = pd.DataFrame({"path": ["x.png"], "label": [1], "prob": [0.5]})
