@@ -121,3 +121,37 @@ def test_a_second_writer_into_a_folder_in_use_stops_at_once_naming_the_holder(
         assert "cxrsyn.train" in line
         assert snapshot(folder) == before  # nothing written: no .hydra/, no log, no output
     assert not (folder / ".cxrsyn.lock.owner").exists()  # released
+
+
+# ------------------------------------------------------------------------------- names on the command line
+def test_evaluate_refuses_a_name_that_climbs_out_of_its_run_folder(tmp_path, finished_run, phantom_data_dir):
+    """``python -m cxrsyn.evaluate ... name=../../../victim/important`` overwrote a file outside the run folder."""
+    victim = tmp_path / "victim" / "important.csv"
+    victim.parent.mkdir()
+    victim.write_text("precious\n")
+    run_dir = tmp_path / "a" / "b"  # predictions/../../../ is tmp_path
+    result = run_cli(
+        "cxrsyn.evaluate",
+        f"ckpt_path={finished_run / 'checkpoints' / 'last.ckpt'}",
+        "data=phantom_real",
+        f"paths.data_dir={phantom_data_dir}",
+        "name=../../../victim/important",
+        f"hydra.run.dir={run_dir}",
+    )
+    line = one_error_line(result)
+    assert "name='../../../victim/important' cannot name a file" in line and "letters, digits" in line
+    assert victim.read_text() == "precious\n" and not (run_dir / "metrics.json").exists()
+
+
+def test_a_study_name_that_climbs_out_of_the_sweep_folder_is_refused(tmp_path, phantom_data_dir):
+    result = run_cli(
+        "cxrsyn.train",
+        "+experiment=crop_ablation",
+        "source=phantom",
+        f"paths.data_dir={phantom_data_dir}",
+        "experiment.name=../../escaped",
+        f"hydra.sweep.dir={tmp_path}/a/b/${{experiment.name}}",
+    )
+    line = one_error_line(result)
+    assert "experiment.name='../../escaped' cannot name a file" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
