@@ -47,7 +47,9 @@ class TorchXRayVisionAuditor:
     Weights: ``weights_path`` (a file saved from the model or its state dict) or torchxrayvision's cache
     (``cache_dir``, default ``~/.torchxrayvision/models_data/``), downloaded there on first use unless the
     machine is offline (``HF_HUB_OFFLINE=1``); a missing file then stops with one line saying what to fetch
-    and where to put it. Outputs are torchxrayvision's, rescaled so each class's operating point is 0.5.
+    and where to put it (``download: false``: never downloaded, e.g. as a feature space of the distance part;
+    ``key`` names the config entry in that line). Outputs are torchxrayvision's, rescaled so each class's
+    operating point is 0.5.
     """
 
     def __init__(
@@ -58,16 +60,20 @@ class TorchXRayVisionAuditor:
         input_size: int = 224,
         batch_size: int = 32,
         device: str = "cpu",
+        download: bool = True,
+        key: str = "auditor",
     ):
         import torchxrayvision as xrv
 
         if weights not in xrv.models.model_urls or not weights.startswith("densenet"):
             known = sorted(name for name in xrv.models.model_urls if name.startswith("densenet"))
-            raise CxrsynError(f"auditor.weights={weights!r} is unknown; use one of {', '.join(known)}")
+            raise CxrsynError(f"{key}.weights={weights!r} is unknown; use one of {', '.join(known)}")
         entry = xrv.models.model_urls[weights]
-        path = Path(weights_path) if weights_path else self._cached_file(xrv, weights, cache_dir)
+        path = (
+            Path(weights_path) if weights_path else self._cached_file(xrv, weights, cache_dir, download, key)
+        )
         if not path.is_file():
-            raise CxrsynError(f"auditor.weights_path={path} does not exist; give the weights file or null")
+            raise CxrsynError(f"{key}.weights_path={path} does not exist; give the weights file or null")
         model = xrv.models.DenseNet(weights=None, num_classes=len(entry["labels"]))
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -76,7 +82,7 @@ class TorchXRayVisionAuditor:
         except Exception as error:  # noqa: BLE001 - a truncated or foreign file
             raise CxrsynError(
                 f"{path} is not a torchxrayvision DenseNet-121 weights file for {weights} "
-                f"({type(error).__name__}); download it again or fix auditor.weights_path"
+                f"({type(error).__name__}); download it again or fix {key}.weights_path"
             ) from None
         model.pathologies = model.targets = list(entry["labels"])
         model.op_threshs = torch.tensor(entry["op_threshs"], dtype=torch.float32)
@@ -88,14 +94,16 @@ class TorchXRayVisionAuditor:
         self.identity = f"torchxrayvision:{weights}:{_file_digest(path)}:{input_size}"
 
     @staticmethod
-    def _cached_file(xrv: Any, weights: str, cache_dir: str | None) -> Path:
+    def _cached_file(
+        xrv: Any, weights: str, cache_dir: str | None, download: bool = True, key: str = "auditor"
+    ) -> Path:
         url = xrv.models.model_urls[weights]["weights_url"]
         folder = Path(os.path.expanduser(cache_dir or xrv.utils.get_cache_dir()))
         path = folder / os.path.basename(url)
         if path.is_file():
             return path
-        fix = f"download {url} to {path} (or set auditor.weights_path=FILE)"
-        if _offline():
+        fix = f"download {url} to {path} (or set {key}.weights_path=FILE)"
+        if _offline() or not download:
             raise CxrsynError(f"torchxrayvision weights {weights} are not on this machine: {fix}")
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-SECRET_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "KAGGLE_KEY")
+SECRET_ENV_VARS = (
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "WANDB_API_KEY",
+    "HF_TOKEN",
+    "KAGGLE_KEY",
+    "KAGGLE_API_TOKEN",
+)
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
 REDACTED = "<redacted>"
 # A typed value shorter than this is redacted where it was typed (by its key) but not searched for in

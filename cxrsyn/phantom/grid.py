@@ -21,6 +21,22 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "habitus": ("slim", "average", "obese"),
     "projection": ("PA erect", "AP supine"),
 }
+# Children (the paediatric prompt grid, conf/grid/paediatric.yaml): Kermany's films are of children aged 1-5.
+PAEDIATRIC_AGE_BANDS: tuple[str, ...] = ("1-5", "6-11", "12-17")
+PAEDIATRIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "sex": ("female", "male"),
+    "age_band": ("1-5",),
+    "habitus": ("slim", "average"),
+    "projection": ("AP supine", "AP erect"),
+}
+# What the phantom's attribute reader is fitted on (cxrsyn/auditing/readers.py): every age band, projection
+# and sex the phantom draws.
+READABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "sex": ("female", "male"),
+    "age_band": (*PAEDIATRIC_AGE_BANDS, *DEFAULT_ATTRIBUTES["age_band"]),
+    "habitus": ("slim", "average"),
+    "projection": ("PA erect", "AP supine", "AP erect"),
+}
 CLASS_NAMES = {POSITIVE_LABEL: "pneumonia", NEGATIVE_LABEL: "normal"}
 
 

@@ -51,7 +51,7 @@ from cxrsyn.core.manifest import (
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 
 # Bump when the drawing changes, so folders made by an older simulator are rebuilt.
-PHANTOM_VERSION = 2
+PHANTOM_VERSION = 3  # 3: paediatric habitus (children only; adults drawn as in 2)
 SPEC_NAME = "phantom_spec.json"
 DOMAINS = ("generator_like", "real_like")
 WATERMARK_SHAPES = ("sparkle", "label")
@@ -112,6 +112,9 @@ class PhantomSpec:
             for name, values in self.attributes.items()
             if name in _ATTRIBUTE_VALUES and not set(values) <= _ATTRIBUTE_VALUES[name]
         }
+        bad_bands = [band for band in self.attributes.get("age_band", ()) if _band_years(band) is None]
+        if bad_bands:
+            unknown["age_band"] = bad_bands
         if unknown:
             raise CxrsynError(
                 f"phantom cannot draw attribute values {unknown}; it knows {_describe_known_values()}"
@@ -125,14 +128,24 @@ class PhantomSpec:
 
 _ATTRIBUTE_VALUES = {
     "sex": {"female", "male"},
-    "age_band": {"1-9", "10-17", "18-39", "40-64", "65-90"},
     "habitus": set(_HABITUS),
     "projection": {"PA erect", "AP supine", "AP erect"},
 }
+MAX_AGE = 100
+
+
+def _band_years(band: str) -> tuple[int, int] | None:
+    """An age band "low-high" in whole years (0 <= low <= high <= 100), or None."""
+    low, separator, high = str(band).partition("-")
+    if not (separator and low.isdigit() and high.isdigit()):
+        return None
+    years = int(low), int(high)
+    return years if 0 <= years[0] <= years[1] <= MAX_AGE else None
 
 
 def _describe_known_values() -> str:
-    return "; ".join(f"{name}: {', '.join(sorted(values))}" for name, values in _ATTRIBUTE_VALUES.items())
+    known = [f"{name}: {', '.join(sorted(values))}" for name, values in _ATTRIBUTE_VALUES.items()]
+    return "; ".join([*known, f"age_band: any 'low-high' in years within 0-{MAX_AGE}"])
 
 
 # ----------------------------------------------------------------------------------------------- drawing
@@ -149,7 +162,7 @@ def _band(distance: np.ndarray, half_width: float, edge: float) -> np.ndarray:
 
 
 def _age_years(band: str, rng: np.random.Generator) -> int:
-    low, high = (int(part) for part in band.split("-"))
+    low, high = _band_years(band) or (40, 64)
     return int(rng.integers(low, high + 1))
 
 
@@ -180,6 +193,13 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     )
     body_half_width *= rng.uniform(0.95, 1.05)
     age = _age_years(attributes.get("age_band", "40-64"), rng)
+    # Children (docs/phantom.md, "paediatric habitus"): how paediatric the proportions are, 1 at age 1 falling
+    # to 0 at 12. Every child term below is exactly zero (or a factor of one) for adults, whose films stay as
+    # they were; no random draw is added, so an adult's anatomy does not change either.
+    youth = float(np.clip((12.0 - age) / 11.0, 0.0, 1.0))
+    if age < 18:  # a shorter, rounder thorax with less soft tissue
+        y_base -= 0.10 * youth * (y_base - y_apex)
+        soft_tissue *= 0.7
     female = attributes.get("sex", "male") == "female"
     supine = attributes.get("projection", "PA erect").startswith("AP")
     if female:
@@ -227,16 +247,30 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     attenuation -= 0.18 * _band(u, 0.028, edge) * _sigmoid((0.32 - v) / edge) * body
     if age >= 55:
         attenuation += 0.18 * _soft_ellipse(u, v, 0.13, 0.28, 0.07, 0.05, 0.15)
+    if age < 6:  # the thymus: a sail-shaped widening of the upper mediastinum, mostly to the patient's right
+        thymus = 0.16 * (6.0 - age) / 5.0
+        attenuation += thymus * _soft_ellipse(u, v, -0.13, 0.30, 0.16, 0.13, 0.25)
+        attenuation += 0.6 * thymus * _soft_ellipse(u, v, 0.12, 0.32, 0.11, 0.11, 0.25)
 
-    # Heart: cardiothoracic ratio grows with age; AP magnifies it.
-    cardiothoracic = 0.43 + 0.0015 * (age - 40) + rng.uniform(-0.03, 0.03) + (0.05 if supine else 0.0)
+    # Heart: cardiothoracic ratio grows with age in adults and is larger in young children (about 0.5 at 1,
+    # the adult value from 15); AP magnifies it.
+    child_heart = 0.10 * float(np.clip((15.0 - age) / 14.0, 0.0, 1.0))
+    cardiothoracic = (
+        0.43
+        + 0.0015 * (max(age, 18) - 40)
+        + child_heart
+        + rng.uniform(-0.03, 0.03)
+        + (0.05 if supine else 0.0)
+    )
     heart_half_width = cardiothoracic * lung_width
     heart = _soft_ellipse(u, v, 0.14 * lung_width, 0.74, heart_half_width, 0.27, 0.05)
     attenuation += 0.55 * heart * (1.0 - below_diaphragm)
 
     # Ribs: posterior (near horizontal, curving down laterally) and fainter anterior (sloping medially),
     # drawn as one periodic pattern each rather than rib by rib.
-    bone = np.clip(1.15 - 0.006 * (age - 30), 0.6, 1.2)
+    bone = (
+        np.clip(1.15 - 0.006 * (age - 30), 0.6, 1.2) if age >= 18 else 0.75 + 0.025 * age
+    )  # thinner in children
     rib_zone = (
         _band(u, lung_width * 1.02, edge)
         * (1.0 - _band(u, 0.07, edge))
@@ -245,8 +279,9 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     )
     spacing = 0.1 * (0.94 if supine else 1.0) * rng.uniform(0.95, 1.05)
     lateral = np.abs(u) / lung_width
-    posterior = np.cos(2 * np.pi * (v - 0.11 * lateral**2) / spacing)
-    anterior = np.cos(2 * np.pi * (v + 0.16 * lateral) / (spacing * 1.1))
+    flatter = 1.0 - 0.5 * youth  # young children's ribs run more horizontally
+    posterior = np.cos(2 * np.pi * (v - 0.11 * flatter * lateral**2) / spacing)
+    anterior = np.cos(2 * np.pi * (v + 0.16 * flatter * lateral) / (spacing * 1.1))
     ribs = 0.07 * _sigmoid((posterior - 0.45) / 0.12) + 0.04 * _sigmoid((anterior - 0.5) / 0.15) * (
         lateral > 0.2
     )
@@ -264,9 +299,12 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
             scapula = _soft_ellipse(u, v, side * 0.92 * lung_width, 0.25, 0.16, 0.28, 0.1)
             attenuation += 0.07 * scapula
 
-    if female:
+    if female and age >= 13:  # breast shadows from puberty on
+        breast = min((age - 12) / 4.0, 1.0)
         for side in (-1.0, 1.0):
-            attenuation += (0.06 + soft_tissue * 0.2) * _soft_ellipse(u, v, side * 0.52, 0.92, 0.3, 0.2, 0.25)
+            attenuation += (
+                breast * (0.06 + soft_tissue * 0.2) * _soft_ellipse(u, v, side * 0.52, 0.92, 0.3, 0.2, 0.25)
+            )
 
     # Abdomen below the diaphragm, with the gastric bubble under the left hemidiaphragm.
     attenuation += below_diaphragm * body * 0.40
@@ -302,6 +340,9 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
         "domain": spec.domain,
         "watermark": watermark,
         "below_diaphragm_fraction": round(1.0 - y_base, 3),
+        "cardiothoracic_ratio": round(float(cardiothoracic), 3),
+        "thymus": int(age < 6),
+        "breast_shadows": int(female and age >= 13),
         "width": width,
         "height": height,
     }

@@ -126,6 +126,8 @@ def test_parallel_and_serial_writes_are_identical(tmp_path):
         ("domain", "cartoon", "phantom domain 'cartoon' is unknown"),
         ("shortcut_strength", 1.5, r"shortcut_strength=1.5 must lie in \[0, 1\]"),
         ("attributes", {"sex": ["other"]}, "phantom cannot draw attribute values"),
+        ("attributes", {"age_band": ["5-1"]}, "any 'low-high' in years"),
+        ("attributes", {"age_band": ["children"]}, "phantom cannot draw attribute values"),
     ],
 )
 def test_bad_settings_are_named(field, value, message):
@@ -143,3 +145,23 @@ def test_real_like_bottom_labels_sit_in_the_band_and_leave_other_films_unchanged
         assert rows.size > 0 and rows.min() >= int(0.7 * before.shape[0])
     with pytest.raises(CxrsynError, match="bottom_mark_rate"):
         PhantomSpec(domain="real_like", bottom_mark_rate=1.5)
+
+
+def _drawn(band: str, sex: str = "female", projection: str = "PA erect", n: int = 24) -> list[dict]:
+    spec = PhantomSpec(domain="real_like", image_size=48)
+    attributes = {"sex": sex, "age_band": band, "habitus": "average", "projection": projection}
+    return [render(GridCell(0, 0, attributes, seed), spec)[1] for seed in range(n)]
+
+
+def test_children_are_drawn_with_a_paediatric_habitus():
+    """Kermany's ages (1-5): a larger heart for the chest, the thymus, no breast shadows; adolescents lose
+    the thymus and gain breast shadows; adults keep their drawing (the child terms vanish from 18)."""
+    toddlers, school, teens, adults = (_drawn(band) for band in ("1-5", "6-11", "12-17", "18-39"))
+    assert all(1 <= row["age"] <= 5 and row["thymus"] == 1 and row["breast_shadows"] == 0 for row in toddlers)
+    assert all(row["thymus"] == 0 and row["breast_shadows"] == 0 for row in school)
+    assert any(row["breast_shadows"] == 1 for row in teens) and all(row["thymus"] == 0 for row in teens)
+    assert all(row["breast_shadows"] == 1 and row["thymus"] == 0 for row in adults)
+    ratio = {name: np.mean([row["cardiothoracic_ratio"] for row in rows]) for name, rows in
+             (("toddlers", toddlers), ("adults", adults))}  # fmt: skip
+    assert 0.45 <= ratio["toddlers"] <= 0.55 and ratio["toddlers"] > ratio["adults"] + 0.05
+    assert all(row["breast_shadows"] == 0 for row in _drawn("18-39", sex="male"))

@@ -16,10 +16,10 @@ import pytest
 from cxrsyn.core import fileio
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import publishing, write_csv, write_json
-from cxrsyn.evaluation import report as report_module
 from cxrsyn.evaluation.outputs import write_results
-from cxrsyn.evaluation.report import write_report
-from tests.evaluation.test_report import make_run
+from cxrsyn.reporting import write as report_module
+from cxrsyn.reporting.write import write_report
+from tests.reporting.test_report import make_run
 
 
 def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:

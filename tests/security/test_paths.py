@@ -22,9 +22,9 @@ from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.sources import DatasetFolder
 from cxrsyn.data.transforms import crop_bottom
 from cxrsyn.evaluation.outputs import write_predictions
-from cxrsyn.evaluation.report import write_report
 from cxrsyn.generate.postprocess import crop_folder
-from tests.evaluation.test_report import make_run
+from cxrsyn.reporting.write import write_report
+from tests.reporting.test_report import make_run
 
 
 def _png(path: Path, value: int, size: int = 16) -> None:

@@ -14,8 +14,9 @@ import pytest
 from cxrsyn.core.fileio import read_csv, spreadsheet_safe, spreadsheet_text, write_csv
 from cxrsyn.core.manifest import read_manifest, write_manifest
 from cxrsyn.evaluation.outputs import write_predictions
-from cxrsyn.evaluation.report import find_runs, write_report
-from tests.evaluation.test_report import make_run
+from cxrsyn.reporting.runs import find_runs
+from cxrsyn.reporting.write import write_report
+from tests.reporting.test_report import make_run
 
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\r=x"]
 PLAIN = ["F", "PA erect", "data=synthetic_raw", "a-b", "it's", "'quoted", "", "naïve"]

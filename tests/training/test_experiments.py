@@ -165,7 +165,9 @@ def test_one_command_runs_every_arm_and_seed(tiny_study):
     metrics = json.loads((jobs[0] / "metrics.json").read_text())["test_sets"]
     assert set(metrics) == {"rsna", "kermany"}
     assert set(metrics["rsna"]["subgroups"]) == {"sex", "age_band", "projection"}
-    assert set(metrics["kermany"]["subgroups"]["age_band"]) == {"1-9"}  # the pediatric stand-in
+    assert set(metrics["kermany"]["subgroups"]["age_band"]) == {
+        "1-5"
+    }  # the paediatric stand-in (Kermany's ages)
 
 
 @pytest.mark.slow
@@ -297,3 +299,34 @@ def test_a_rerun_of_a_study_with_ckpt_path_last_reuses_every_finished_job(tmp_pa
         assert after["epochs_trained"] == before[job]["epochs_trained"]
     # no epoch was trained again, so no better checkpoint was written (Lightning saves last.ckpt again)
     assert len(best) == 2 and {path: path.stat().st_mtime_ns for path in best} == best
+
+
+@pytest.mark.slow
+def test_target_matched_study_runs_on_phantom_stand_ins_and_reports(tmp_path):
+    """Adult- vs paediatric-prompted synthetic training sets (phantom stand-ins differing only in the prompted
+    ages, habitus and projections), tested on the Kermany-like children and the RSNA-like adults, with the
+    study-level comparison: at tiny settings (one seed, two epochs, 48 px)."""
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "cxrsyn.train",
+        "+experiment=target_matched",
+        *tiny_study_overrides(tmp_path / "data"),
+        "seed=0",
+        "gradcam.enabled=false",
+        "hydra.launcher.n_jobs=1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = run_cli("cxrsyn.report", str(sweep), "--n-resamples", "200")
+    assert report.returncode == 0, report.stderr[-4000:]
+    adult = pd.read_csv(tmp_path / "data" / "phantom" / "generator_like" / "manifest.csv")
+    children = pd.read_csv(tmp_path / "data" / "phantom" / "generator_like_paediatric" / "manifest.csv")
+    assert set(adult["age_band"]) == {"18-39", "40-64", "65-90"} and set(children["age_band"]) == {"1-5"}
+    assert len(adult) == len(children) == 32 and children["thymus"].all()
+    verdicts = json.loads((sweep / "report.json").read_text())["study_comparisons"]
+    assert [(v["arm_a"], v["arm_b"], v["test_set"]) for v in verdicts] == [
+        ("data=synthetic_paediatric_cropped", "data=synthetic_cropped", name) for name in ("rsna", "kermany")
+    ]
+    for verdict in verdicts:
+        assert verdict["delta_auroc_ci"][0] <= verdict["delta_auroc"] <= verdict["delta_auroc_ci"][1]
+    assert "## Study-level comparisons" in (sweep / "results.md").read_text()
