@@ -1,6 +1,10 @@
 """One audit from a composed config (``conf/audit.yaml``): read the sets, run the enabled parts, write
 ``audit.json`` with ``label_audit.csv``, ``exclude.txt`` and the figures; ``render`` turns the results into
-``audit.md``, the printed summary and the W&B log."""
+``audit.md``, the printed summary and the W&B log.
+
+The outputs are published together (``cxrsyn.core.fileio.publishing``: a staging folder, ``audit.json``
+last) while the folder is locked (``cxrsyn.core.runfolder``): a kill or a full disk leaves the previous audit
+as it was. ``label_audit.csv`` is spreadsheet-safe."""
 
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ from cxrsyn.auditing.sets import (
 from cxrsyn.auditing.spaces import SpaceSettings, feature_spaces
 from cxrsyn.core.compose import instantiate_node, resolved_config, settings_as, settings_at
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import publishing, save_figure, write_csv, write_text
+from cxrsyn.core.paths import inside
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.data.sources import DatasetFolder
 
 AUDIT_JSON, AUDIT_MD, EXCLUDE_NAME = "audit.json", "audit.md", "exclude.txt"
@@ -91,6 +97,21 @@ class AuditData:
 
 
 def audit(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.out_dir)
+    with exclusive(out_dir, "cxrsyn.audit"), publishing(out_dir, AUDIT_JSON) as publication:
+        results, figures = _audit(cfg, publication.staging)
+        results = publication.write_manifest(results)
+    figures = {name: out_dir / path.relative_to(publication.staging) for name, path in figures.items()}
+    print_summary(results)
+    print(
+        f"audit: {out_dir / AUDIT_JSON}, {out_dir / AUDIT_MD}, figures in {out_dir / FIGURES} ({results['seconds']} s)"
+    )
+    log_to_wandb(cfg, results, figures)
+    return results
+
+
+def _audit(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Every output but audit.json into ``out_dir`` (a staging folder); the results and the figures' paths."""
     started = time.time()
     timings: dict[str, float] = {}
 
@@ -98,7 +119,6 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
         timings[step] = time.time() - started - sum(timings.values())
 
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
-    out_dir = Path(cfg.out_dir)
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved_config(cfg)), out_dir / "config.yaml")
     settings = AuditSettings.from_config(cfg)
@@ -187,14 +207,8 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
     results["seconds_by_step"] = {name: round(value, 1) for name, value in timings.items()}
     results["figures"] = {name: str(path.relative_to(out_dir)) for name, path in figures.items()}
     results["seconds"] = round(time.time() - started, 1)
-    write_json(out_dir / AUDIT_JSON, results)
-    (out_dir / AUDIT_MD).write_text(markdown(results))
-    print_summary(results)
-    print(
-        f"audit: {out_dir / AUDIT_JSON}, {out_dir / AUDIT_MD}, figures in {out_dir / FIGURES} ({results['seconds']} s)"
-    )
-    log_to_wandb(cfg, results, figures)
-    return results
+    write_text(out_dir / AUDIT_MD, markdown(results))
+    return results, figures
 
 
 def _instantiate_each(cfg: DictConfig, key: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -244,8 +258,7 @@ def _save(figures: dict[str, Figure], out_dir: Path) -> dict[str, Path]:
     """Each figure as ``figures/<name>.png``; returns the paths by name."""
     paths = {}
     for name, figure in figures.items():
-        paths[name] = out_dir / FIGURES / f"{name}.png"
-        figure.savefig(paths[name], dpi=100)
+        paths[name] = save_figure(figure, inside(out_dir, Path(FIGURES) / f"{name}.png"), dpi=100)
     return paths
 
 
@@ -319,7 +332,7 @@ def _contamination(
             "# leave them out of training with data.exclude_file=<this file>",
             *paths,
         ]
-        (out_dir / EXCLUDE_NAME).write_text("\n".join(lines) + "\n")
+        write_text(out_dir / EXCLUDE_NAME, "\n".join(lines) + "\n")
         result["exclude_file"] = EXCLUDE_NAME
     return result, figures
 
@@ -340,7 +353,7 @@ def _labels(
     """Part 2; writes ``label_audit.csv``; returns the results, the figure and the score_class scores."""
     scores = auditor_scores(auditor, data.images, list(settings.classes))
     result, per_image = label_audit(data.audited.table, scores, settings, data.seed)
-    per_image.to_csv(out_dir / "label_audit.csv", index=False)
+    write_csv(out_dir / "label_audit.csv", per_image)
     result["per_image"] = "label_audit.csv"
     result["on_references"] = {}
     for ref in data.references:  # the yardstick: the same auditor against real labels

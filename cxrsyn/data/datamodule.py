@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_csv, write_json, write_text
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.core.paths import check_name, inside
 from cxrsyn.core.seeding import derive_seed
 from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
@@ -23,7 +24,7 @@ from cxrsyn.data.decode import Preprocessing
 from cxrsyn.data.overlap import KIND_COLUMN, check_overlap
 from cxrsyn.data.samplers import EpochSampler
 from cxrsyn.data.selection import repeat_rows, subsample
-from cxrsyn.data.sources import BadFiles, DatasetFolder, apply_exclude_file, label_counts
+from cxrsyn.data.sources import BadFiles, DatasetFolder, label_counts, read_source
 from cxrsyn.data.transforms import Augmentation, build_transform
 
 SOURCE_COLUMN = "source"
@@ -119,6 +120,11 @@ class CXRDataModule(pl.LightningDataModule):
         else:
             self.train_sources = [train] if isinstance(train, DatasetFolder) else list(train)
         self.test_sources = dict(test_sets or {})
+        for name in self.test_sources:  # names of predictions/<name>.csv, gradcam/<name>_*, report figures
+            check_name(name, "test set name ")
+        for source in self.train_sources:
+            if source.part:
+                check_name(source.part, "training part name data.parts.")
         if not self.train_sources and not self.test_sources:
             raise CxrsynError(
                 "no data: configure a training source (data=...) or a test set (test_sets=[...])"
@@ -266,7 +272,7 @@ class CXRDataModule(pl.LightningDataModule):
 
     def index_source(self, source: DatasetFolder) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The source's samples (from its cache when it has one) and what was read, selected and skipped."""
-        index = apply_exclude_file(source, source.index())
+        index = read_source(source)
         table, skipped = index.table, list(index.skipped)
         if index.held_out:
             self.held_out[source.part or source.name] = list(index.held_out)
@@ -332,7 +338,7 @@ class CXRDataModule(pl.LightningDataModule):
         """Nothing to restore: the config decides; ``state_dict`` is there for ``cxrsyn.evaluate``."""
 
     def save_summary(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.summary, indent=2) + "\n")
+        write_json(path, self.summary)
 
     def save_lists(self, folder: str | Path) -> dict[str, str]:
         """``train_files.csv`` (every training and validation image used, one row per use: a repeated image
@@ -348,13 +354,12 @@ class CXRDataModule(pl.LightningDataModule):
             table = pd.concat(parts, ignore_index=True)
             table = table.assign(source=table[SOURCE_COLUMN].map(labels))
             columns = [PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "source", KIND_COLUMN, "split", "file"]
-            table[[c for c in columns if c in table.columns]].to_csv(folder / TRAIN_FILES_NAME, index=False)
+            write_csv(folder / TRAIN_FILES_NAME, table[[c for c in columns if c in table.columns]])
             written["train_files"] = TRAIN_FILES_NAME
             self.summary["train"]["files"] = TRAIN_FILES_NAME  # metrics.json data.train: counts and the list
         for name, patients in self.held_out.items():
-            path = folder / "held_out" / f"{name}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(f"{patient}\n" for patient in sorted(patients)))
+            path = inside(folder, Path("held_out") / f"{name}.txt")
+            write_text(path, "".join(f"{patient}\n" for patient in sorted(patients)))
             written[f"held_out/{name}"] = str(path.relative_to(folder))
         return written
 

@@ -25,6 +25,7 @@ from cxrsyn.core.manifest import (
     missing_folder_error,
     read_manifest,
 )
+from cxrsyn.core.paths import normalize_relative, outside_root
 from cxrsyn.data.images import DeepWindow, check_image_header
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
@@ -93,6 +94,9 @@ class DatasetFolder:
     repeat: int | None = None  # whole copies of the selection (the count-matched duplicate control)
     repeat_to: int | None = None  # or copies up to exactly this many images
     part: str | None = None  # its name in a mix of training sources (data.parts.<name>), set by composition
+    # files listed (or found through symlinks) outside ``root`` are refused unless this is true; the run then
+    # records that it allowed them (metrics.json data: found.allow_outside_root, found.outside_root)
+    allow_outside_root: bool = False
 
     kind = "folder"
 
@@ -132,7 +136,7 @@ class DatasetFolder:
 
     def index(self) -> SourceIndex:
         bad = BadFiles(self.on_bad_file, f"dataset folder {self.root}")
-        table = read_manifest(self.root)
+        table = read_manifest(self.root, self.allow_outside_root)
         table.insert(0, FILE_COLUMN, [str(Path(self.root) / path) for path in table[PATH_COLUMN]])
         with_patients(table)
         keep = []
@@ -187,6 +191,31 @@ def with_patients(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def read_source(source: DatasetFolder) -> SourceIndex:
+    """``source.index()`` with its files checked to lie inside its root (``check_inside_root``) and its
+    ``exclude_file`` applied: how every step reads a source."""
+    return apply_exclude_file(source, check_inside_root(source, source.index()))
+
+
+def check_inside_root(source: DatasetFolder, index: SourceIndex) -> SourceIndex:
+    """Refuse (one line naming the first one) samples whose file resolves outside the source's root (a label
+    table naming ``../x``, a symlink out of the folder), unless ``allow_outside_root``; then ``found`` records
+    that they were allowed and how many there were."""
+    files = index.table[FILE_COLUMN] if FILE_COLUMN in index.table.columns else []
+    outside = outside_root(source.root, files)
+    if not source.allow_outside_root:
+        if outside:
+            row = index.table.iloc[outside[0]]
+            raise CxrsynError(
+                f"{source.kind} at {source.root}: {row[PATH_COLUMN]} resolves outside the dataset root "
+                f"({len(outside)} file(s) do); keep the images inside {source.root}, or set "
+                "allow_outside_root=true on the data config"
+            )
+        return index
+    found = {**index.found, "allow_outside_root": True, "outside_root": len(outside)}
+    return SourceIndex(index.table, index.skipped, found, index.held_out)
+
+
 def apply_exclude_file(source: DatasetFolder, index: SourceIndex) -> SourceIndex:
     """Leave out the samples whose ``path`` the source's ``exclude_file`` lists (blank lines and ``#``
     comments ignored); ``found`` counts them (``excluded``) and the listed paths no sample has
@@ -200,7 +229,7 @@ def apply_exclude_file(source: DatasetFolder, index: SourceIndex) -> SourceIndex
             "e.g. the exclude.txt python -m cxrsyn.audit wrote, or null"
         )
     lines = (line.strip() for line in file.read_text().splitlines())
-    listed = {line for line in lines if line and not line.startswith("#")}
+    listed = {normalize_relative(line) for line in lines if line and not line.startswith("#")}
     drop = index.table[PATH_COLUMN].astype(str).isin(listed)
     found = {
         **index.found,

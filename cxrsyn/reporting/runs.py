@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import read_csv
+from cxrsyn.core.paths import check_name, inside
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME
 
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "hydra/")
@@ -37,8 +39,8 @@ class Run:
     def predictions(self, test_set: str) -> pd.DataFrame:
         """The run's predictions file for ``test_set``, read once (comparisons and curves both use it)."""
         if test_set not in self._tables:
-            self._tables[test_set] = pd.read_csv(
-                self.folder / self.metrics["test_sets"][test_set]["predictions"]
+            self._tables[test_set] = read_csv(
+                inside(self.folder, self.metrics["test_sets"][test_set]["predictions"])
             )
         return self._tables[test_set]
 
@@ -77,8 +79,14 @@ def find_runs(folder: str | Path) -> Study:
     if not folder.is_dir():
         raise CxrsynError(f"report folder {folder} does not exist; give a run or multirun folder")
     paths = sorted(folder.rglob(METRICS_NAME), key=lambda path: _natural_key(path.parent, folder))
-    paths = [path for path in paths if "wandb" not in path.parts]
-    loaded = [(path.parent, json.loads(path.read_text())) for path in paths]
+    # W&B's files and hidden folders (a staging folder a killed run left) hold no runs
+    paths = [
+        path
+        for path in paths
+        if "wandb" not in path.parts
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    loaded = [(path.parent, _checked_names(path, json.loads(path.read_text()))) for path in paths]
     # training runs only: cxrsyn.evaluate writes a metrics.json without "run"
     runs = [Run(run_dir, metrics) for run_dir, metrics in loaded if "run" in metrics]
     if not runs:
@@ -100,6 +108,13 @@ def find_runs(folder: str | Path) -> Study:
     ]
     name_arms(runs)
     return Study(runs, sorted(unfinished), dict(sorted(excluded.items())))
+
+
+def _checked_names(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's metrics, its test-set names checked: they name the report's figures."""
+    for name in metrics.get("test_sets", {}):
+        check_name(name, f"{path}: test set name ")
+    return metrics
 
 
 def _natural_key(path: Path, root: Path) -> list[Any]:

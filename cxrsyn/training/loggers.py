@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from cxrsyn.core.fileio import atomic_write
+from cxrsyn.core.fileio import atomic_write, read_csv
 
 WANDB_MODES = ("auto", "online", "offline")
 
@@ -130,7 +130,6 @@ def log_results_to_wandb(loggers: Sequence[object], output_dir: Path, metrics: d
     """Send a finished run's results to every W&B logger: metrics in the summary, ROC and PR curves and the
     prediction table per test set, Grad-CAM figures; then close the W&B run, so the next multirun job
     starts its own."""
-    import pandas as pd
     import wandb
 
     for logger in loggers:
@@ -140,7 +139,7 @@ def log_results_to_wandb(loggers: Sequence[object], output_dir: Path, metrics: d
         run.summary.update(flat_metrics(metrics))
         run.summary.update({"seconds": metrics["seconds"], "epochs_trained": metrics.get("epochs_trained")})
         for name, result in metrics["test_sets"].items():
-            table = pd.read_csv(output_dir / result["predictions"])
+            table = read_csv(output_dir / result["predictions"])
             labels = table["label"].to_numpy()
             probs = table["prob"].to_numpy()
             both = list(zip(1.0 - probs, probs, strict=True))

@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -30,18 +29,20 @@ from cxrsyn.core.compose import (
 from cxrsyn.core.config import code_version
 from cxrsyn.core.environment import environment
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import sha256_of_file, write_json
+from cxrsyn.core.fileio import publishing, read_csv, sha256_of_file, write_json
 from cxrsyn.core.logs import quiet_third_party_noise
 from cxrsyn.core.parallel import restore_start_method
+from cxrsyn.core.runfolder import check_finished, exclusive
 from cxrsyn.core.secrets import redact_overrides
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
     EXCLUDED_NAME,
     METRICS_NAME,
+    collect_results,
     predictions_table,
+    print_results,
     write_predictions,
-    write_results,
 )
 from cxrsyn.models.classifier import PneumoniaClassifier
 from cxrsyn.training.budget import check_budget, step_budget, training_record
@@ -74,12 +75,20 @@ def build(
 
 
 def train(cfg: DictConfig) -> dict[str, Any] | None:
-    """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None."""
+    """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None. The run
+    folder is locked for the whole run, and a finished run in it is never overwritten (see
+    ``cxrsyn.core.runfolder``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    with exclusive(output_dir, "cxrsyn.train"):
+        check_finished(output_dir, cfg)
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     quiet_third_party_noise()
     restore_start_method()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
     identity = run_identity(cfg)
     position = study_position()
@@ -119,24 +128,30 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     trainer.validate(model, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return None
-    lists = datamodule.save_lists(output_dir)
-    datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
     checkpoint_info = tested_checkpoint(trainer, output_dir, test_ckpt, tested_path)
-    validation = validation_results(output_dir, datamodule, model, checkpoint_info.get("sha256"))
-    extra = {
-        "run": identity,
-        "epochs_trained": trainer.current_epoch,
-        "training": training,
-        "validation": validation,
-        "validation_saturated": validation.get("saturated"),
-        "validation_threshold": validation.get("threshold"),
-        "lists": lists,
-    }
-    metrics = write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
-    gradcam = settings_at(cfg, "gradcam")
-    if gradcam.pop("enabled", False):
-        metrics["gradcam"] = gradcam_for_run(output_dir, datamodule, model, metrics, gradcam)
-        write_json(output_dir / METRICS_NAME, metrics)
+    # every result file is written into a staging folder and moved into place with metrics.json last
+    with publishing(output_dir, METRICS_NAME) as publication:
+        staging = publication.staging
+        lists = datamodule.save_lists(staging)
+        datamodule.save_summary(staging / DATA_SUMMARY_NAME)
+        validation = validation_results(staging, datamodule, model, checkpoint_info.get("sha256"))
+        extra = {
+            "run": identity,
+            "epochs_trained": trainer.current_epoch,
+            "training": training,
+            "validation": validation,
+            "validation_saturated": validation.get("saturated"),
+            "validation_threshold": validation.get("threshold"),
+            "lists": lists,
+        }
+        metrics = collect_results(
+            staging, datamodule, model, checkpoint_info, time.time() - started, extra, cfg
+        )
+        gradcam = settings_at(cfg, "gradcam")
+        if gradcam.pop("enabled", False):
+            metrics["gradcam"] = gradcam_for_run(staging, datamodule, model, metrics, gradcam)
+        metrics = publication.write_manifest(metrics)
+    print_results(output_dir, metrics)
     log_results_to_wandb(trainer.loggers, output_dir, metrics)
     return metrics
 
@@ -240,7 +255,7 @@ def gradcam_for_run(
     threshold = (metrics.get("validation_threshold") or {}).get("value", 0.5)
     results = {}
     for name in datamodule.test_set_names:
-        table = pd.read_csv(output_dir / metrics["test_sets"][name]["predictions"])
+        table = read_csv(output_dir / metrics["test_sets"][name]["predictions"])
         result = gradcam_for_test_set(
             model,
             datamodule.dataset(f"test/{name}"),
