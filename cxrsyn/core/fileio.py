@@ -25,10 +25,13 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """``data`` as JSON, atomically, with every secret found by value replaced (``core.secrets``)."""
+    from cxrsyn.core.secrets import redact
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle, indent=2, allow_nan=False)
+        json.dump(redact(data, by_name=False), handle, indent=2, allow_nan=False)
         handle.write("\n")
     os.replace(handle.name, path)
     return path

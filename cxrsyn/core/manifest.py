@@ -96,7 +96,10 @@ def _parse_labels(labels: pd.Series, path: Path) -> pd.Series:
 
 def write_manifest(folder: str | os.PathLike, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> Path:
     """Write ``folder/manifest.csv`` atomically (a crash leaves the old file or the new one, never half)."""
+    from cxrsyn.core.secrets import redact_table
+
     table = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    table = redact_table(table)  # a prompt or attribute never carries a key into the file
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"manifest rows lack {missing}")

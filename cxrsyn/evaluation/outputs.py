@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from cxrsyn.core.compose import bootstrap_settings, settings_at
 from cxrsyn.core.fileio import write_json
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.core.secrets import redact_table
 from cxrsyn.evaluation.metrics import (
     binary_metrics,
     calibration,
@@ -63,7 +64,7 @@ def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame)
     path.parent.mkdir(parents=True, exist_ok=True)
     # probabilities as shortest round-trip text: metrics recomputed from this file reproduce metrics.json
     exact = table.assign(**{PROB_COLUMN: [repr(float(p)) for p in table[PROB_COLUMN]]})
-    exact.to_csv(path, index=False)
+    redact_table(exact).to_csv(path, index=False)  # attributes carried from manifests: no key in the file
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.secrets import checked_key
 from cxrsyn.generate.base import (
     Counts,
     FatalRequestError,
@@ -53,7 +54,7 @@ SUCCESSORS = {
 def api_key() -> str:
     for name in KEY_VARIABLES:
         if os.environ.get(name):
-            return os.environ[name]
+            return checked_key(name)  # a key that is no valid header value stops here, before any request
     raise CxrsynError(
         "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment "
         "(https://aistudio.google.com/apikey); dry_run=true shows the prompts without one"

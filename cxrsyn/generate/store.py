@@ -40,6 +40,7 @@ from PIL import Image
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import atomic_write
 from cxrsyn.core.manifest import IMAGES_DIRNAME, write_manifest
+from cxrsyn.core.secrets import redact
 from cxrsyn.generate.prompts import ImageRequest
 
 RECORDS_DIRNAME = "records"
@@ -192,8 +193,10 @@ class OutputStore:
             "kind": kind,
             "reason": reason,
         }
+        # an error message can quote the key (an HTTP library, a server echoing it): never stored
+        line = json.dumps(redact({**entry, **fields}, by_name=False))
         with self._lock, open(self.root / ATTEMPTS_NAME, "a") as handle:
-            handle.write(json.dumps({**entry, **fields}) + "\n")
+            handle.write(line + "\n")
 
     # ------------------------------------------------------------------------------------------ resuming
     def kept(self, repair: bool = True) -> dict[str, dict[str, Any]]:

@@ -26,6 +26,9 @@ responses are inlined in the job; with ``"file"`` the job names a results file (
 lines (``{"key": ..., "response": ...}`` or ``{"key": ..., "error": ...}``) ``GET files/<id>:download``
 serves, as Google does for large jobs. ``downloads`` counts the results files served; the first
 ``download_failures`` downloads answer 503 instead.
+
+``echo_key=True`` makes every error message quote the key the request carried, as a careless server or proxy
+might: a test that no key reaches a file or the screen through an error message.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class FakeGemini:
         version_tag: str = "fake-001",
         watermark_fields: dict | None = None,
         download_failures: int = 0,
+        echo_key: bool = False,
     ):
         unknown = set(script) - set(BEHAVIOURS)
         if unknown:
@@ -85,6 +89,7 @@ class FakeGemini:
         self.files: dict[str, bytes] = {}
         self.downloads = 0
         self.download_failures = download_failures
+        self.echo_key = echo_key
         self.script = deque(script)
         self.latency_s = latency_s
         self.slow_s = slow_s
@@ -178,7 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
             behaviour = "ok"
         if behaviour in _STATUS:
             self._count(behaviour)
-            return self._send(int(behaviour), _error(behaviour))
+            payload = _error(behaviour)
+            if fake.echo_key:
+                payload["error"]["message"] += f" for API key {self.headers.get('x-goog-api-key')}"
+            return self._send(int(behaviour), payload)
         if behaviour == "500-html":
             self._count(behaviour)
             return self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
