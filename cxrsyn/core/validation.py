@@ -75,6 +75,8 @@ class Rule:
         return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
 
 
+# Pillow refuses larger images whatever cxrsyn allows (twice its Image.MAX_IMAGE_PIXELS)
+PILLOW_PIXEL_CEILING = 178_956_970
 WHOLE_POSITIVE = Rule("int", low=1)
 FRACTION_BELOW_ONE = Rule("number", low=0, high=1, high_open=True)
 
@@ -90,7 +92,7 @@ DATASET_RULES: dict[str, Rule] = {
     "n_per_class": WHOLE_POSITIVE,
     "image_size": Rule("int", low=8),
     "window": Rule("choice", choices=("full_range", "min_max", "percentile")),
-    "max_image_pixels": Rule("int", low=1),
+    "max_image_pixels": Rule("int", low=1, high=PILLOW_PIXEL_CEILING),
     "cache": Rule("bool"),
 }
 DATASET_NODES = ("data", "data.parts.*", "test_sets.*", "pretrain.data")

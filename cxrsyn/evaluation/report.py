@@ -29,6 +29,7 @@ from cxrsyn.core.config import code_version
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import write_json
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME, patients_of
+from cxrsyn.evaluation.replicates import duplicate_line, one_run_per_seed
 from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
 
 RESULTS_MD = "results.md"
@@ -79,6 +80,7 @@ class Study:
     runs: list[Run]
     unfinished: list[str] = field(default_factory=list)
     excluded: dict[str, list[str]] = field(default_factory=dict)  # job folder -> experiment.exclude cell
+    duplicates: dict[str, str] = field(default_factory=dict)  # run folder left out -> the run of its arm and seed
 
     @property
     def arms(self) -> list[str]:
@@ -121,7 +123,14 @@ def find_runs(folder: str | Path) -> Study:
         if job not in finished and not (job / METRICS_NAME).exists() and not (job / EXCLUDED_NAME).exists()
     ]
     name_arms(runs)
-    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())))
+    runs, duplicates = one_run_per_seed(runs, lambda r: r.arm, lambda r: r.seed, lambda r: _name(r, folder))
+    if duplicates:
+        print(duplicate_line(duplicates))
+    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())), duplicates)
+
+
+def _name(run: Run, root: Path) -> str:
+    return str(run.folder.relative_to(root)) or "."
 
 
 def _natural_key(path: Path, root: Path) -> list[Any]:
@@ -602,6 +611,7 @@ def write_report(
         "arms": study.arms,
         "unfinished": study.unfinished,
         "excluded": study.excluded,
+        "duplicates": study.duplicates,
         "test_sets": study.test_sets,
         "study_comparisons": verdicts,
         "curves": curves,
