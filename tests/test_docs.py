@@ -12,7 +12,11 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "experiments" / "README.md"]
+DOC_FILES = [
+    REPO_ROOT / "README.md",
+    *sorted((REPO_ROOT / "docs").glob("*.md")),
+    REPO_ROOT / "experiments" / "README.md",
+]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 MAX_COMMITTED_RESULT_BYTES = 500 * 1024
 DEMO_SETS = {"rsna": "phantom adult set", "kermany": "phantom paediatric set"}

@@ -37,6 +37,23 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file cxrsyn or Hydra wrote, read with the safe loader (no tag can construct a Python object);
+    a file that is not such YAML is one line naming it."""
+    import yaml
+
+    from cxrsyn.core.errors import CxrsynError
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise CxrsynError(
+            f"{path} is not a plain YAML file ({type(error).__name__}: {reason}); it holds something a run does "
+            "not write: restore the file or remove the run folder"
+        ) from None
+
+
 def sha256_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -110,7 +110,7 @@ def stored_pixels(dataset: Dataset, path: str | os.PathLike) -> np.ndarray:
             reasons = "; ".join(line.strip() for line in str(error).splitlines()[1:])
             raise DicomDecodeError(
                 f"{path}: pixel data are corrupt ({syntax.name if syntax is not None else 'unknown syntax'}: "
-                f"every installed decoder failed: {_reason(RuntimeError(reasons))}); {_FIX}"
+                f"every decoder failed: {_reason(RuntimeError(reasons))}); {_FIX}"
             ) from None
         if syntax is not None and "plugin" in str(error).lower():
             raise DicomDecodeError(

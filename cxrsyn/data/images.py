@@ -26,6 +26,7 @@ DEEP_RANGE_WARNING_MAX = 65536 // 16
 # What Pillow raises for files it cannot read (a decompression bomb: DecompressionBombError, not an OSError)
 PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,14 @@ def check_image_header(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IM
         raise CxrsynError(f"image {path} is empty (0 bytes); {_FIX}")
     if is_dicom(path):
         return None  # DICOM files are checked when they are decoded
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if head.startswith(_PNG) and head[12:16] == b"IHDR":  # the size is in the header: checked before Pillow
+        problem = too_many_pixels(
+            int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), max_pixels
+        )
+        if problem:
+            raise CxrsynError(f"image {path} {problem}; {_FIX}")
     try:
         with opened(path) as image:
             mode, (width, height) = image.mode, image.size

@@ -27,7 +27,7 @@ import pandas as pd
 from cxrsyn.core.compose import override_set
 from cxrsyn.core.config import code_version
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import read_yaml, write_json
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME, patients_of
 from cxrsyn.evaluation.replicates import duplicate_line, one_run_per_seed
 from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
@@ -80,7 +80,9 @@ class Study:
     runs: list[Run]
     unfinished: list[str] = field(default_factory=list)
     excluded: dict[str, list[str]] = field(default_factory=dict)  # job folder -> experiment.exclude cell
-    duplicates: dict[str, str] = field(default_factory=dict)  # run folder left out -> the run of its arm and seed
+    duplicates: dict[str, str] = field(
+        default_factory=dict
+    )  # run folder left out -> the run of its arm and seed
 
     @property
     def arms(self) -> list[str]:
@@ -679,11 +681,9 @@ def config_hash(path: Path) -> str | None:
     placeholders wherever they appear."""
     import hashlib
 
-    import yaml
-
     if not path.is_file():
         return None
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path) or {}
     paths = config.pop("paths", None) or {}
     text = json.dumps(config, sort_keys=True, default=str)
     for key, value in sorted(paths.items(), key=lambda item: -len(str(item[1]))):
@@ -769,12 +769,11 @@ def _verdict_lines(verdicts: Sequence[dict[str, Any]], alpha: float) -> list[str
 
 
 def _experiment(study: Study) -> dict[str, Any]:
-    import yaml
 
     config = study.runs[0].folder / "config.yaml"
     if not config.is_file():
         return {}
-    return (yaml.safe_load(config.read_text()) or {}).get("experiment") or {}
+    return (read_yaml(config) or {}).get("experiment") or {}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -182,7 +182,7 @@ class OutputStore:
             "fingerprint": self.fingerprint,
             **dict(extra or {}),
         }
-        atomic_write(self.records / f"{request.id}.json", json.dumps(record).encode())
+        atomic_write(self.records / f"{request.id}.json", json.dumps(redact(record, by_name=False)).encode())
         os.replace(tmp, final)
         return record
 
