@@ -11,9 +11,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cxrsyn.core.config import CONF_DIR, exit_on_unknown_choice
+from cxrsyn.core.config import CONF_DIR, check_job, exit_on_unknown_choice
 from cxrsyn.core.errors import report_known_errors
-from cxrsyn.core.validation import check_job
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

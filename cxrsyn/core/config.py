@@ -104,8 +104,19 @@ def compose_or_exit(config_name: str, overrides: Sequence[str]):  # noqa: ANN201
             f"error: {line}; check the overrides against conf/{config_name}.yaml", file=sys.stderr, flush=True
         )
         sys.exit(2)
-    check_config(cfg, overrides)  # bad values and +keys nothing reads: one line (CxrsynError)
+    check_config(cfg, overrides, CONF_DIR)  # bad values and +keys nothing reads: one line (CxrsynError)
     return cfg
+
+
+def check_job(cfg) -> None:  # noqa: ANN001 - a DictConfig
+    """``core.validation.check_config`` with the overrides of the Hydra job that composed ``cfg`` (none outside
+    a job): what every Hydra command runs first."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from cxrsyn.core.validation import check_config
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    check_config(cfg, overrides, CONF_DIR)
 
 
 def code_version() -> dict[str, object]:

@@ -12,8 +12,8 @@ have the right type and range, and no ``+key`` is added that nothing reads.
   signature is checked). Anything else would be ignored silently (``+epochs=5``), so it is refused with the
   closest existing key.
 
-Checked: ``check_config``; the Hydra commands call ``check_job`` (the job's overrides from Hydra), the others
-``compose_or_exit`` (``core.config``).
+Checked: ``check_config``; the Hydra commands call ``core.config.check_job`` (the job's overrides from
+Hydra), the others ``core.config.compose_or_exit``.
 """
 
 from __future__ import annotations
@@ -311,10 +311,9 @@ def unread_key_problem(cfg: DictConfig, key: str, interpolated: set[str]) -> str
 
 
 def check_config(cfg: DictConfig, overrides: Iterable[str] = (), conf_dir: Path | None = None) -> None:
-    """Raise one line for the first value its rule does not allow or added key nothing reads."""
-    from cxrsyn.core.config import CONF_DIR
-
-    added = _added_keys(overrides, conf_dir or CONF_DIR)
+    """Raise one line for the first value its rule does not allow or added key nothing reads (``conf_dir``:
+    where the config groups are, ``core.config.CONF_DIR``; None: only values are checked)."""
+    added = _added_keys(overrides, conf_dir) if conf_dir is not None else []
     if added:
         interpolated = _interpolated_keys(cfg)
         for key in added:
@@ -324,11 +323,3 @@ def check_config(cfg: DictConfig, overrides: Iterable[str] = (), conf_dir: Path 
     problems = value_problems(cfg)
     if problems:
         raise CxrsynError(problems[0])
-
-
-def check_job(cfg: DictConfig) -> None:
-    """``check_config`` with the overrides of the Hydra job that composed ``cfg`` (none outside a job)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    check_config(cfg, overrides)

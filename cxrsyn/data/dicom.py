@@ -33,6 +33,9 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 JPEG_BASELINE_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
 PIXEL_DATA_PACKAGES = "pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 _FIX = "replace or re-download the file"
+# Images with more pixels than this are bad files (``max_image_pixels`` of every source): Pillow's own
+# threshold, far above any radiograph (about 4,300 x 3,500 = 15 M), far below what a decompression bomb claims.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 class DicomDecodeError(CxrsynError):
@@ -135,10 +138,8 @@ def stored_pixels(dataset: Dataset, path: str | os.PathLike) -> np.ndarray:
 
 
 def check_dicom_size(dataset: Dataset, path: str | os.PathLike, max_pixels: int | None = None) -> None:
-    """One line for a header claiming more pixels than ``max_pixels`` (default: the image limit of
-    ``cxrsyn.data.images``), before any decoder allocates them."""
-    from cxrsyn.data.images import DEFAULT_MAX_IMAGE_PIXELS
-
+    """One line for a header claiming more pixels than ``max_pixels`` (default ``DEFAULT_MAX_IMAGE_PIXELS``),
+    before any decoder allocates them."""
     limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         pixels = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)

@@ -14,13 +14,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.data.dicom import is_dicom, read_dicom
+from cxrsyn.data.dicom import DEFAULT_MAX_IMAGE_PIXELS, is_dicom, read_dicom
 
 _FIX = "replace the file or remove its row from the manifest"
 DEEP_WINDOWS = ("full_range", "min_max", "percentile")
-# Images with more pixels than this are bad files (``max_image_pixels`` of every source): Pillow's own
-# threshold, far above any radiograph (about 4,300 x 3,500 = 15 M), far below what a decompression bomb claims.
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 # A 16-bit image whose largest value is below this uses less than 1/16 of the range: 12 bits or fewer
 DEEP_RANGE_WARNING_MAX = 65536 // 16
 # What Pillow raises for files it cannot read (a decompression bomb: DecompressionBombError, not an OSError)

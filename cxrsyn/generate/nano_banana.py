@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.secrets import checked_key
+from cxrsyn.core.keys import checked_key
 from cxrsyn.generate.base import (
     Counts,
     FatalRequestError,

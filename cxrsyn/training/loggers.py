@@ -17,7 +17,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from cxrsyn.core.fileio import atomic_write
-from cxrsyn.core.secrets import checked_key, redact, redact_text
+from cxrsyn.core.keys import checked_key
+from cxrsyn.core.secrets import redact, redact_text
 
 WANDB_MODES = ("auto", "online", "offline")
 

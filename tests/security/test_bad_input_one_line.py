@@ -16,10 +16,8 @@ import torch
 from PIL import Image
 from pydicom.encaps import encapsulate, generate_fragmented_frames
 
-from cxrsyn.core.config import duplicate_sweep_message
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.manifest import write_manifest
-from cxrsyn.core.validation import check_config
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.dicom import read_dicom
 from cxrsyn.data.images import read_grayscale
@@ -179,14 +177,17 @@ ALLOWED_ADDITIONS = [
 
 
 def test_bad_values_and_unread_keys_are_one_line_naming_key_value_and_what_is_allowed(tmp_path):
+    from cxrsyn.core.config import CONF_DIR
+    from cxrsyn.core.validation import check_config
+
     base = ["source=phantom", f"paths.data_dir={tmp_path}"]
     for override, message in VALUE_CASES.items():
         cfg = compose_config("train", [*base, override])
         with pytest.raises(CxrsynError) as error:
-            check_config(cfg, [*base, override])
+            check_config(cfg, [*base, override], CONF_DIR)
         assert message in str(error.value) and "\n" not in str(error.value), (override, str(error.value))
     for overrides in ALLOWED_ADDITIONS:
-        check_config(compose_config("train", [*base, *overrides]), [*base, *overrides])
+        check_config(compose_config("train", [*base, *overrides]), [*base, *overrides], CONF_DIR)
     for name, overrides in (
         ("evaluate", ["ckpt_path=x"]),
         ("audit", []),
@@ -194,7 +195,7 @@ def test_bad_values_and_unread_keys_are_one_line_naming_key_value_and_what_is_al
         ("postprocess", ["in_dir=a", "out_dir=b"]),
         ("data_tools", []),
     ):
-        check_config(compose_config(name, overrides), overrides)  # the shipped configs pass
+        check_config(compose_config(name, overrides), overrides, CONF_DIR)  # the shipped configs pass
 
 
 def test_the_commands_print_one_line_for_bad_values_and_unread_keys(tmp_path):
@@ -207,6 +208,8 @@ def test_the_commands_print_one_line_for_bad_values_and_unread_keys(tmp_path):
 
 
 def test_duplicate_seeds_are_refused_before_a_study_starts(tmp_path):
+    from cxrsyn.core.config import duplicate_sweep_message
+
     result = run_cli("cxrsyn.train", "-m", "seed=0,0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert_one_line_error(result, "seed sweeps 0 more than once")
     assert not (tmp_path / "sweep").exists()

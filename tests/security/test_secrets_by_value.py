@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.secrets import REDACTED, checked_key, redact, redact_text
+from cxrsyn.core.secrets import REDACTED, redact
 from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import run_cli, tiny_overrides
 
@@ -29,6 +29,9 @@ def files_holding(folder: Path, *secrets: str) -> list[str]:
 
 
 def test_keys_are_found_by_their_form_and_commits_are_not(tmp_path, monkeypatch):
+    def redact_text(text: str) -> str:
+        return redact([text])[0]
+
     assert GOOGLE_KEY not in redact_text(f"https://proxy.example/?key={GOOGLE_KEY}&x=1")
     assert redact_text(f"token {WANDB_KEY}.") == f"token {REDACTED}."
     assert redact_text("local-" + "ab" * 20) == REDACTED
@@ -45,6 +48,8 @@ def test_keys_are_found_by_their_form_and_commits_are_not(tmp_path, monkeypatch)
 
 
 def test_a_key_that_is_no_header_value_is_one_line_without_the_key(monkeypatch):
+    from cxrsyn.core.keys import checked_key
+
     for bad, why in (
         (GOOGLE_KEY + "\n", "line break"),
         (f"{GOOGLE_KEY[:10]}\n{GOOGLE_KEY[10:]}", "line break"),

@@ -25,7 +25,7 @@ TYPED = "sk-typed-on-the-command-line-42"  # a key typed as an override; in no e
 # a path holding one, and one interpolated from the environment.
 TYPED_OVERRIDES = [
     f"data.root=/nonexistent/see-{ENV_SECRETS['GEMINI_API_KEY']}",
-    "data.max_per_class=${oc.env:NO_SUCH_VARIABLE,5}",
+    "+data.exclude_file=${oc.env:HF_TOKEN}",
 ]
 WANDB_OVERRIDES = [
     f"logger.wandb.group=see {ENV_SECRETS['GEMINI_API_KEY']}",
