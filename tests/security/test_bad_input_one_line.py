@@ -198,6 +198,7 @@ def test_bad_values_and_unread_keys_are_one_line_naming_key_value_and_what_is_al
         check_config(compose_config(name, overrides), overrides, CONF_DIR)  # the shipped configs pass
 
 
+@pytest.mark.slow
 def test_the_commands_print_one_line_for_bad_values_and_unread_keys(tmp_path):
     result = run_cli("cxrsyn.train", "datamodule.image_size=abc", f"hydra.run.dir={tmp_path / 'a'}")
     assert_one_line_error(result, "datamodule.image_size='abc'", "must be a whole number >= 8")

@@ -53,6 +53,7 @@ def one_line_refusal(result, path: Path) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_train_options_never_unpickle_code(planted, tiny_phantom, tmp_path):
     """init_from (the CLI), ckpt_path, ckpt_path=last with a planted last.ckpt, model.weights_path."""
     from cxrsyn.training.run import train
@@ -82,6 +83,7 @@ def test_train_options_never_unpickle_code(planted, tiny_phantom, tmp_path):
         assert not planted["marker"].exists(), name
 
 
+@pytest.mark.slow
 def test_evaluate_never_unpickles_code(planted, tiny_phantom, tmp_path):
     result = run_cli(
         "cxrsyn.evaluate",
@@ -94,6 +96,7 @@ def test_evaluate_never_unpickles_code(planted, tiny_phantom, tmp_path):
     assert not planted["marker"].exists()
 
 
+@pytest.mark.slow
 def test_audit_weights_and_extractor_never_unpickle_code(planted, tiny_phantom, tmp_path):
     """auditor.weights_path through the CLI (torchxrayvision's auditor), then every model the audit can load
     weights into: a whole pickled model with a payload, the pixel auditor's file, a timm extractor's."""
@@ -163,6 +166,7 @@ def test_generate_model_folder_never_runs_code(planted, tmp_path):
     assert not planted["marker"].exists()
 
 
+@pytest.mark.slow
 def test_report_reads_no_pickle_or_yaml_object(planted, tmp_path):
     """The report reads JSON, CSV and YAML only (safe loaders): a run folder whose checkpoint is a payload and
     whose config.yaml holds a Python-object tag is reported or refused in one line, and runs nothing."""
