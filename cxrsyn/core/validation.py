@@ -84,8 +84,8 @@ FRACTION_BELOW_ONE = Rule("number", low=0, high=1, high_open=True)
 DATASET_RULES: dict[str, Rule] = {
     "crop_bottom_fraction": FRACTION_BELOW_ONE,
     "on_bad_file": Rule("choice", choices=("error", "skip")),
-    "max_per_class": Rule("int", low=1, nullable=True),
-    "max_total": Rule("int", low=1, nullable=True),
+    "max_per_class": Rule("int", low=0, nullable=True),
+    "max_total": Rule("int", low=0, nullable=True),
     "repeat": Rule("int", low=1, nullable=True),
     "repeat_to": Rule("int", low=1, nullable=True),
     "subsample_seed": Rule("int", nullable=True),
