@@ -8,12 +8,13 @@ PYTEST_ARGS ?= -q -n auto
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast lint format bench experiments studies clean-outputs help
+.PHONY: install demo test test-fast test-min lint format bench experiments studies clean-outputs help
 
 help:
 	@echo "make demo        the crop ablation on phantom stand-ins (2 arms x 3 seeds) and its report"
 	@echo "make test        run the test suite (installs first if needed)"
 	@echo "make test-fast   the test suite without the slow (training, subprocess) tests"
+	@echo "make test-min    the generation and data tests on the lowest versions pyproject.toml allows"
 	@echo "make lint        ruff check and format check"
 	@echo "make bench       speed benchmarks (ratios against bounds measured in the same run)"
 	@echo "make experiments rerun every study in experiments/ on phantom stand-ins, refresh their results"
@@ -71,6 +72,18 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
+
+# The floors of the generation and data stack, proven: $(MIN_VENV) is a venv that sees $(VENV)'s packages
+# (a .pth file) and holds only these packages, at exactly their pyproject.toml floors, which shadow the
+# newer ones (tests/min_versions.py). Not part of .ci/run; rerun after changing a floor.
+MIN_VENV ?= .venv-min
+MIN_PACKAGES ?= google-genai pydicom diffusers kaggle
+MIN_TESTS ?= tests/generate tests/data
+test-min: $(STAMP)
+	$(PY) tests/min_versions.py --venv $(MIN_VENV) $(MIN_PACKAGES)
+	$(MIN_VENV)/bin/python tests/min_versions.py --check $(MIN_PACKAGES)
+	@PYTHONPATH=$(CURDIR) $(MIN_VENV)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider $(MIN_TESTS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

@@ -34,6 +34,7 @@ def main() -> int:
     os.environ.setdefault("GEMINI_API_KEY", "benchmark-key")
     with tempfile.TemporaryDirectory() as out, FakeGemini(latency_s=args.latency, image_size=256) as server:
         overrides = [
+            "generator=nano_banana",  # the paper's model: no draft images, comparable with earlier runs
             f"out_dir={out}",
             f"generator.n_per_class={args.images // 2}",
             f"generator.base_url={server.url}",

@@ -33,7 +33,7 @@ from cxrsyn.data.dicom import jpeg_baseline_frame, read_dataset
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import BadFiles
 from cxrsyn.models.classifier import PneumoniaClassifier
-from cxrsyn.testing.datasets import rsna_patients, write_rsna_root
+from cxrsyn.testing.datasets.rsna import rsna_patients, write_rsna_root
 
 TARGET_CACHE, TARGET_EVAL = 0.5, 0.9
 

@@ -20,6 +20,8 @@ when lesions hold most of the difference energy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,19 @@ from scipy import ndimage
 from cxrsyn.data.transforms import rows_kept
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+@dataclass(frozen=True)
+class ArtifactsSettings:
+    """The ``artifacts`` block of ``conf/audit.yaml`` (which says what each entry does); ``class_artifacts``
+    takes it as a mapping (``dataclasses.asdict``)."""
+
+    grid: int
+    band_fraction: float
+    corner_fraction: float
+    n_permutations: int
+    alpha: float
+    enabled: bool = True
 
 
 def _masks(grid: int, band_fraction: float, corner_fraction: float) -> dict[str, np.ndarray]:
@@ -62,7 +77,7 @@ def _class_stats(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def class_artifacts(
-    images: torch.Tensor, labels: np.ndarray, settings: dict[str, Any], seed: int
+    images: torch.Tensor, labels: np.ndarray, settings: Mapping[str, Any], seed: int
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Results for ``audit.json`` and the maps for the figure (class means, difference, t, region)."""
     grid = int(settings["grid"])

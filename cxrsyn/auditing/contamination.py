@@ -16,8 +16,8 @@ image than (nearly) any two real patients are to each other: flagged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,8 +27,38 @@ from tqdm.auto import tqdm
 
 from cxrsyn.auditing.descriptors import CorrelationDescriptor, nearest, refine
 from cxrsyn.auditing.sets import Features, ImageSet
+from cxrsyn.core.compose import settings_as
 
 METHODS = ("pixels", "embedding")
+
+
+@dataclass(frozen=True)
+class ContaminationSettings:
+    """The ``contamination`` block of ``conf/audit.yaml`` (which says what each entry does), with its
+    ``coarse`` and ``fine`` entries built into the two descriptors."""
+
+    methods: Sequence[str]
+    quantile: float
+    calibration_n: int
+    candidates: int
+    n_show: int
+    coarse: CorrelationDescriptor = CorrelationDescriptor()
+    fine: CorrelationDescriptor = CorrelationDescriptor(margins=(0.0,))
+    enabled: bool = True
+    extra_references: Mapping[str, str] | None = field(default_factory=dict)
+    cache_dir: str | None = None
+    write_exclude_file: bool = True
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ContaminationSettings:
+        coarse = dict(section.get("coarse") or {})
+        if "margins" in coarse:
+            coarse["margins"] = tuple(coarse["margins"])
+        descriptors = {
+            "coarse": CorrelationDescriptor(**coarse),
+            "fine": CorrelationDescriptor(**(section.get("fine") or {}), margins=(0.0,)),
+        }
+        return settings_as(cls, {**section, **descriptors}, "contamination")
 
 
 @dataclass
@@ -149,17 +179,15 @@ def audit_reference(
     reference_features: Features,
     calibration_images: torch.Tensor,
     calibration_rows: np.ndarray,
-    settings: dict[str, Any],
-    coarse: CorrelationDescriptor,
-    fine: CorrelationDescriptor,
+    settings: ContaminationSettings,
 ) -> dict[str, Any]:
     """Calibrated thresholds and flags of every audited image against one reference set (``audited_pixels``:
     the audited images' pixel matches in it, from ``pixel_matches_many``)."""
     patients = reference.patients
     exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
     centre = reference_features.embeddings.mean(axis=0)
-    quantile = float(settings["quantile"])
-    candidates = int(settings["candidates"])
+    quantile = float(settings.quantile)
+    candidates = int(settings.candidates)
     methods: dict[str, Any] = {}
     matches = {
         "pixels": (
@@ -167,8 +195,8 @@ def audit_reference(
             pixel_matches(
                 calibration_images,
                 reference_features,
-                coarse,
-                fine,
+                settings.coarse,
+                settings.fine,
                 candidates,
                 patients,
                 exclude,
@@ -187,7 +215,7 @@ def audit_reference(
     }
     flagged = []
     for method, (audit_match, calibration_match) in matches.items():
-        if method not in settings["methods"]:
+        if method not in settings.methods:
             continue
         statistic = STATISTICS[method]
         audit_values, within = _statistic(audit_match, method), _statistic(calibration_match, method)

@@ -16,12 +16,27 @@ calibrated contamination thresholds): a generator repeating itself inflates n.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+
+
+@dataclass(frozen=True)
+class DistanceSettings:
+    """The ``distance`` block of ``conf/audit.yaml`` (which says what each entry does)."""
+
+    kid_subsets: int
+    kid_subset_size: int
+    enabled: bool = True
+    n_resamples: int | None = None  # KID bootstrap CI (0 or None: none)
+    alpha: float = 0.05
+    fid: bool = True
+    fid_per_class: bool = False
+    pixel_near_duplicates: bool = False
 
 
 class PassThrough(torch.nn.Module):
@@ -55,26 +70,26 @@ def fid(audited: np.ndarray, reference: np.ndarray) -> float:
 
 
 def distances(
-    audited: np.ndarray, reference: np.ndarray, settings: dict[str, Any], seed: int, with_fid: bool = True
+    audited: np.ndarray, reference: np.ndarray, settings: DistanceSettings, seed: int, with_fid: bool = True
 ) -> dict[str, Any]:
     """KID (with its bootstrap CI) and FID of two feature arrays; None where a set has fewer than 2."""
     if len(audited) < 2 or len(reference) < 2:
         return {"n_audited": len(audited), "n_reference": len(reference), "kid": None, "fid": None}
     torch.manual_seed(seed)  # torchmetrics draws KID's subsets from torch's global generator
-    subsets, subset_size = int(settings["kid_subsets"]), int(settings["kid_subset_size"])
+    subsets, subset_size = int(settings.kid_subsets), int(settings.kid_subset_size)
     value, spread = kid(audited, reference, subsets, subset_size)
     result: dict[str, Any] = {
         "n_audited": len(audited),
         "n_reference": len(reference),
         "kid": value,
         "kid_subset_std": spread,
-        "fid": fid(audited, reference) if with_fid and settings.get("fid", True) else None,
+        "fid": fid(audited, reference) if with_fid and settings.fid else None,
     }
-    n_resamples = int(settings.get("n_resamples") or 0)
+    n_resamples = int(settings.n_resamples or 0)
     if n_resamples:
         rng = np.random.default_rng(seed)
         values = bootstrap_kid(audited, reference, n_resamples, rng)
-        alpha = float(settings.get("alpha", 0.05))
+        alpha = float(settings.alpha)
         result["kid_ci"] = [float(v) for v in np.quantile(values, [alpha / 2, 1 - alpha / 2])]
         result["kid_ci_method"] = (
             f"percentile bootstrap, {n_resamples} resamples of both sets with replacement (seed {seed}), "

@@ -9,6 +9,8 @@ are listed, most contradicting first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,19 @@ from cxrsyn.evaluation.metrics import auroc
 from cxrsyn.evaluation.statistics import bootstrap_ci
 
 CONTRADICTION_COLUMN = "contradiction"
+
+
+@dataclass(frozen=True)
+class LabelAuditSettings:
+    """The ``label_audit`` block of ``conf/audit.yaml`` (which says what each entry does)."""
+
+    classes: Sequence[str]
+    score_class: str
+    n_show: int
+    enabled: bool = True
+    n_resamples: int | None = None  # bootstrap of the AUROC CI (0 or None: none)
+    alpha: float = 0.05
+    n_list: int = 50
 
 
 def auditor_scores(auditor: Any, images: torch.Tensor, classes: list[str]) -> pd.DataFrame:
@@ -41,11 +56,11 @@ def auditor_scores(auditor: Any, images: torch.Tensor, classes: list[str]) -> pd
 
 
 def label_audit(
-    table: pd.DataFrame, scores: pd.DataFrame, settings: dict[str, Any], seed: int
+    table: pd.DataFrame, scores: pd.DataFrame, settings: LabelAuditSettings, seed: int
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Results for ``audit.json`` and the per-image table (path, label, scores, contradiction, rank)."""
     labels = table["label"].to_numpy().astype(int)
-    score_class = settings["score_class"]
+    score_class = settings.score_class
     if score_class not in scores.columns:
         raise CxrsynError(f"label_audit.score_class={score_class!r} must be one of label_audit.classes")
     per_class: dict[str, Any] = {}
@@ -69,10 +84,8 @@ def label_audit(
     for column in scores.columns:
         values = scores[column].to_numpy()
         result: dict[str, Any] = {"auroc": auroc(labels, values) if both else None}
-        if both and settings.get("n_resamples"):
-            ci = bootstrap_ci(
-                labels, values, int(settings["n_resamples"]), seed, float(settings.get("alpha", 0.05))
-            )
+        if both and settings.n_resamples:
+            ci = bootstrap_ci(labels, values, int(settings.n_resamples), seed, float(settings.alpha))
             result["auroc_ci"] = ci["auroc_ci"]
         aurocs[column] = result
     score = scores[score_class].to_numpy()
@@ -86,7 +99,7 @@ def label_audit(
     per_image.loc[order, "rank"] = np.arange(1, len(order) + 1)
     per_image = per_image.sort_values("rank").reset_index(drop=True)
     contradicting = per_image[per_image[CONTRADICTION_COLUMN] > 0.5]
-    n_list = int(settings.get("n_list", 50))
+    n_list = int(settings.n_list)
     result = {
         "classes": list(scores.columns),
         "score_class": score_class,

@@ -1,10 +1,13 @@
 """Config composition shared by every entry point: a config node instantiated (datasets as their phantom
 stand-ins under ``source=phantom``), the DataModule from ``datamodule``, ``data`` and ``test_sets``, a
-section as plain values, and the resolved config without secrets that runs save and log."""
+section as plain values or as a settings dataclass, and the resolved config without secrets that runs save
+and log."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import MISSING, fields
+from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -14,6 +17,7 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.secrets import redact
 
 RESOLVED_CONFIG_NAME = "config.yaml"
+T = TypeVar("T")
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -136,6 +140,16 @@ def settings_at(cfg: DictConfig, key: str) -> dict[str, Any]:
     """The config section at ``key`` as plain, resolved values ({} when absent or null)."""
     settings = OmegaConf.select(cfg, key)
     return dict(OmegaConf.to_container(settings, resolve=True)) if settings else {}
+
+
+def settings_as(cls: type[T], section: Mapping[str, Any], key: str) -> T:
+    """The config section at ``key`` (``settings_at``) as the dataclass ``cls``: each field from the entry of
+    its name; entries ``cls`` has no field for are not used; a missing required field is a one-line error."""
+    names = [f.name for f in fields(cls)]
+    for f in fields(cls):
+        if f.name not in section and f.default is MISSING and f.default_factory is MISSING:
+            raise CxrsynError(f"config key {key}.{f.name} is missing; set it (e.g. +{key}.{f.name}=VALUE)")
+    return cls(**{name: section[name] for name in names if name in section})
 
 
 def bootstrap_settings(cfg: DictConfig) -> dict[str, Any] | None:

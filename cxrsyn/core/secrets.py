@@ -14,7 +14,8 @@ job's overrides) and rewrites Hydra's files as soon as Hydra has written them.
 
 Secrets are also found by their form, whatever name they were typed under and inside any other value: Google
 API keys (``AIza`` + 35 URL-safe characters), W&B keys (``wandb_v1_...``, ``local-`` + 40 hex digits, and
-the key ``wandb login`` saved in ``~/.netrc``) and Hugging Face tokens (``hf_...``). A bare 40-hex-digit
+the key ``wandb login`` saved in ``~/.netrc``), Hugging Face tokens (``hf_...``) and Google OAuth access
+tokens (``ya29.``..., Vertex AI's bearer tokens). A bare 40-hex-digit
 legacy W&B key cannot be told from a git commit id: it is found only as the value of ``WANDB_API_KEY``, of the
 netrc login or of a secret-looking key. Command lines print through ``redact_streams``: what cxrsyn, Hydra or a
 library writes to stdout and stderr has its secrets replaced too.
@@ -36,7 +37,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-SECRET_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "KAGGLE_KEY")
+SECRET_ENV_VARS = (
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "WANDB_API_KEY",
+    "HF_TOKEN",
+    "KAGGLE_KEY",
+    "KAGGLE_API_TOKEN",
+)
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
 REDACTED = "<redacted>"
 # A typed value shorter than this is redacted where it was typed (by its key) but not searched for in
@@ -51,6 +59,7 @@ KEY_PATTERNS = (
     re.compile(r"wandb_v1_[0-9A-Za-z_\-]{20,}"),  # W&B keys issued since 2025 (about 86 characters)
     re.compile(r"(?<![0-9A-Za-z])local-[0-9a-f]{40}(?![0-9a-f])"),  # W&B server keys
     re.compile(r"(?<![0-9A-Za-z_])hf_[0-9A-Za-z]{30,}"),  # Hugging Face tokens
+    re.compile(r"ya29\.[0-9A-Za-z_\-]{20,}"),  # Google OAuth access tokens (Vertex AI's bearer tokens)
 )
 WANDB_HOST = "api.wandb.ai"
 

@@ -47,7 +47,7 @@ from cxrsyn.data.label_tables import (
     value_counts,
     with_age,
 )
-from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
+from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, PublishedCounts, SourceIndex
 
 LABEL_FILES = {"train": "train.csv", "valid": "valid.csv"}
 SPLITS = ("all", "train", "valid")
@@ -71,7 +71,7 @@ PUBLISHED_COUNTS = {
 
 @dataclass
 class CheXpert(DatasetFolder):
-    """CheXpert's labelled images as a test (or training) source."""
+    """CheXpert (Irvin et al., AAAI 2019; Stanford AIMI): its labelled images as a test (or training) source."""
 
     split: str = "all"  # all (every CSV present) | train | valid
     uncertain: str = "exclude"  # what Pneumonia -1 does: exclude | positive | negative
@@ -90,6 +90,15 @@ class CheXpert(DatasetFolder):
             f"CheXpert root {self.root} does not exist: {WHERE}, then point data.root (or the test set's root, "
             "or $CXRSYN_CHEXPERT_ROOT) at the folder"
         )
+
+    def published_counts(self) -> PublishedCounts | None:
+        if self.split == "valid" or not self.frontal_only or self.view is not None:
+            return None
+        reference = (
+            f"CheXpert train.csv (v1.0-small, 223,414 rows), frontal, uncertain={self.uncertain}: "
+            "computed from the table torchxrayvision ships; valid.csv has no reference count"
+        )
+        return PublishedCounts({"train": dict(PUBLISHED_COUNTS[self.uncertain])}, reference)
 
     def index(self) -> SourceIndex:
         self.check()
@@ -246,7 +255,3 @@ def _with_attributes(table: pd.DataFrame) -> pd.DataFrame:
             "sex": normalized_sex(table["Sex"], {"Male": "M", "Female": "F", "Unknown": ""}),
         }
     )
-
-
-def published_counts(uncertain: str) -> dict[str, int]:
-    return dict(PUBLISHED_COUNTS[uncertain])

@@ -1,9 +1,12 @@
 """Download RSNA, Kermany or NIH ChestX-ray14 from Kaggle with the ``kaggle`` package and unpack to the layout
 the readers expect.
 
-Needs a Kaggle account: an API token (https://www.kaggle.com/settings -> API -> Create New Token) saved as
-``~/.kaggle/kaggle.json``, or ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` in the environment. RSNA is a competition:
-its rules must be accepted once on the website before the API may download it.
+Needs a Kaggle account and one of the ways the current Kaggle CLI (kaggle >= 1.8) authenticates: an API token
+(https://www.kaggle.com/settings/api -> Generate New Token) in ``KAGGLE_API_TOKEN`` or saved as
+``~/.kaggle/access_token``, or ``kaggle auth login`` (kaggle >= 2.2). The legacy ``~/.kaggle/kaggle.json`` (or
+``KAGGLE_USERNAME`` and ``KAGGLE_KEY``) still works. RSNA is a competition: its rules must be accepted once on
+the website before the API may download it, and Kaggle may ask to verify the account by phone first (a 403
+until then).
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ SOURCES = {
     ),
 }
 CREDENTIALS_HELP = (
-    "create an API token at https://www.kaggle.com/settings (API -> Create New Token) and save it as "
-    "~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY"
+    "generate an API token at https://www.kaggle.com/settings/api and set KAGGLE_API_TOKEN=<token> or save it "
+    "as ~/.kaggle/access_token (chmod 600), or run `kaggle auth login` (kaggle >= 2.2); the legacy "
+    "~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY still work"
 )
 SKIPPED_IN_ZIP = ("__MACOSX/",)  # Finder resource forks: never images
 
@@ -72,9 +76,14 @@ def download(dataset: str, root: str | os.PathLike, keep_zip: bool = False) -> P
     except Exception as error:  # noqa: BLE001 - the client raises HTTP errors of several types
         text = redact(" ".join(str(error).split()))  # no KAGGLE_KEY in the message
         if "403" in text or "Forbidden" in text:
+            rules = (
+                f"accept the competition rules at {source.page} while logged in (Kaggle may first ask you to "
+                "verify your account by phone at https://www.kaggle.com/settings)"
+                if source.kind == "competition"
+                else f"check that the account may download {source.page} (logged in, terms accepted)"
+            )
             raise CxrsynError(
-                f"Kaggle refused the download of {source.ref} (403): accept the rules at {source.page} "
-                "while logged in, then run the command again"
+                f"Kaggle refused the download of {source.ref} (403): {rules}, then run the command again"
             ) from None
         if "401" in text or "Unauthorized" in text:
             raise CxrsynError(f"Kaggle rejected the credentials (401); {CREDENTIALS_HELP}") from None
@@ -101,6 +110,8 @@ def _authenticated_api():  # noqa: ANN202 - kaggle's class, imported lazily
         raise CxrsynError(
             f"the kaggle package cannot be imported (missing module {error.name!r}): pip install 'cxrsyn[download]'"
         ) from None
+    except SystemExit:  # kaggle 1.8 to 2.1 exit while importing when they find no credentials
+        raise CxrsynError(f"no usable Kaggle credentials; {CREDENTIALS_HELP}") from None
     api = KaggleApi()
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -27,7 +27,14 @@ import pandas as pd
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.data.images import check_image_header
-from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex, missing_root_error
+from cxrsyn.data.sources import (
+    FILE_COLUMN,
+    BadFiles,
+    DatasetFolder,
+    PublishedCounts,
+    SourceIndex,
+    missing_root_error,
+)
 
 SPLITS = ("train", "val", "test")
 CLASS_FOLDERS = {"NORMAL": 0, "PNEUMONIA": 1}
@@ -44,7 +51,8 @@ PUBLISHED_COUNTS = {
 
 @dataclass
 class Kermany(DatasetFolder):
-    """All 5,856 images (``selection: all``, the paper's) or chosen splits (``selection: [train, test]``)."""
+    """Kermany et al. pediatric chest X-rays (Cell 2018; Kaggle "Chest X-Ray Images (Pneumonia)"): all 5,856
+    images (``selection: all``, the paper's) or chosen splits (``selection: [train, test]``)."""
 
     selection: str | Sequence[str] = "all"
 
@@ -67,6 +75,17 @@ class Kermany(DatasetFolder):
 
     def missing_root(self) -> CxrsynError:
         return missing_root_error(self.root, "Kermany", DOWNLOAD_COMMAND, "CXRSYN_KERMANY_ROOT")
+
+    def published_counts(self) -> PublishedCounts:
+        splits = self.splits()
+        expected = {split: dict(PUBLISHED_COUNTS[split]) for split in splits}
+        if sorted(splits) == sorted(SPLITS):
+            expected["all"] = dict(PUBLISHED_COUNTS["all"])
+        else:
+            expected["all"] = {
+                key: sum(PUBLISHED_COUNTS[split][key] for split in splits) for key in ("n", "n_pos", "n_neg")
+            }
+        return PublishedCounts(expected, "Kermany (Kaggle release; Mendeley v2/v3 differ)")
 
     def index(self) -> SourceIndex:
         self.check()
@@ -178,9 +197,3 @@ def _one_tree(trees: dict[Path, set[str]], root: Path) -> tuple[Path, list[Path]
             f"{root} holds several Kermany trees with different images: {listing}; point data.root at the one to use"
         )
     return chosen, sorted(others)
-
-
-def published_counts(selection: Sequence[str]) -> dict[str, int]:
-    if sorted(selection) == sorted(SPLITS):
-        return dict(PUBLISHED_COUNTS["all"])
-    return {key: sum(PUBLISHED_COUNTS[split][key] for split in selection) for key in ("n", "n_pos", "n_neg")}

@@ -54,7 +54,7 @@ from cxrsyn.data.label_tables import (
     with_age,
 )
 from cxrsyn.data.rsna import NIH_OVERLAP_NOTE
-from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
+from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, PublishedCounts, SourceIndex
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # the first present is read
 SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
@@ -88,7 +88,8 @@ _PATIENT = re.compile(r"^(\d+)_\d+\.png$")
 
 @dataclass
 class NIH(DatasetFolder):
-    """NIH ChestX-ray14 as a test (or training) source."""
+    """NIH ChestX-ray14 (Wang et al., CVPR 2017), with Google's expert labels (Majkowska et al., Radiology
+    2020), as a test (or training) source."""
 
     selection: str = "pneumonia_vs_no_finding"
     split: str = "all"  # all | train_val | test (the official lists)
@@ -106,6 +107,13 @@ class NIH(DatasetFolder):
         return CxrsynError(
             f"NIH ChestX-ray14 root {self.root} does not exist: {WHERE}, then point data.root (or the test "
             "set's root, or $CXRSYN_NIH_ROOT) at the folder"
+        )
+
+    def published_counts(self) -> PublishedCounts | None:
+        if self.split != "all" or self.view is not None:
+            return None
+        return PublishedCounts(
+            {"all": dict(PUBLISHED_COUNTS[self.selection])}, f"NIH ChestX-ray14 selection {self.selection}"
         )
 
     def index(self) -> SourceIndex:
@@ -305,7 +313,3 @@ def _with_attributes(table: pd.DataFrame, found: dict[str, Any]) -> pd.DataFrame
         str(row["Image Index"]): f"{row['age_flag']} ({row['Patient Age']})" for _, row in flagged.iterrows()
     }
     return table
-
-
-def published_counts(selection: str) -> dict[str, int]:
-    return dict(PUBLISHED_COUNTS[selection])

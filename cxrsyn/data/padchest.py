@@ -55,7 +55,7 @@ from cxrsyn.data.label_tables import (
     value_counts,
     with_age,
 )
-from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, SourceIndex
+from cxrsyn.data.sources import FILE_COLUMN, BadFiles, DatasetFolder, PublishedCounts, SourceIndex
 
 LABEL_FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 LABEL_FILES = (f"{LABEL_FILE}.gz", LABEL_FILE)
@@ -114,7 +114,8 @@ PUBLISHED_COUNTS = {"n": 41162, "n_pos": 5221, "n_neg": 35941}
 
 @dataclass
 class PadChest(DatasetFolder):
-    """PadChest's pneumonia and normal images as a test (or training) source."""
+    """PadChest (Bustos et al., Medical Image Analysis 2020; BIMCV): its pneumonia and normal images as a test
+    (or training) source."""
 
     projection: str | Sequence[str] = field(default_factory=lambda: list(FRONTAL))
     labels_by: str = "any"  # any | physician (MethodLabel)
@@ -210,10 +211,11 @@ class PadChest(DatasetFolder):
             return f"percentile {window.percentiles[0]:g}-{window.percentiles[1]:g}"
         return window.method
 
-    def published_counts(self) -> dict[str, int] | None:
+    def published_counts(self) -> PublishedCounts | None:
         default = sorted(choices(self.projection, PROJECTIONS, "projection", "PadChest")) == sorted(FRONTAL)
         if default and self.labels_by == "any" and self.exclude_known_broken:
-            return dict(PUBLISHED_COUNTS)
+            reference = "PadChest 160K table, PA/AP/AP_horizontal: computed from the shipped table"
+            return PublishedCounts({"all": dict(PUBLISHED_COUNTS)}, reference)
         return None
 
 

@@ -38,6 +38,7 @@ from cxrsyn.data.sources import (
     FILE_COLUMN,
     BadFiles,
     DatasetFolder,
+    PublishedCounts,
     SourceIndex,
     label_counts,
     missing_root_error,
@@ -63,7 +64,8 @@ PUBLISHED_COUNTS = {
 
 @dataclass
 class RSNA(DatasetFolder):
-    """The RSNA challenge's labelled training images as a test (or training) source."""
+    """RSNA Pneumonia Detection Challenge (Shih et al., Radiology: Artificial Intelligence 2019; Kaggle 2018):
+    the challenge's labelled training images as a test (or training) source."""
 
     selection: str = "normal_vs_opacity"
     view: str | Sequence[str] | None = None  # PA, AP or both (null)
@@ -85,6 +87,13 @@ class RSNA(DatasetFolder):
 
     def missing_root(self) -> CxrsynError:
         return missing_root_error(self.root, "RSNA", DOWNLOAD_COMMAND, "CXRSYN_RSNA_ROOT")
+
+    def published_counts(self) -> PublishedCounts | None:
+        if self.view is not None:
+            return None
+        return PublishedCounts(
+            {"all": dict(PUBLISHED_COUNTS[self.selection])}, f"RSNA selection {self.selection}"
+        )
 
     def index(self) -> SourceIndex:
         self.check()
@@ -364,8 +373,4 @@ def _with_attributes(table: pd.DataFrame, found: dict[str, Any]) -> pd.DataFrame
     return table
 
 
-def published_counts(selection: str) -> dict[str, int]:
-    return dict(PUBLISHED_COUNTS[selection])
-
-
-__all__ = ["RSNA", "label_counts", "parse_age", "read_labels", "published_counts"]
+__all__ = ["RSNA", "label_counts", "parse_age", "read_labels"]

@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 ON_BAD_FILE = ("error", "skip")
 
 
+@dataclass(frozen=True)
+class PublishedCounts:
+    """What a dataset's owners or the literature report for a selection: per part (``all`` or a split) the
+    counts ``n``, ``n_pos`` and ``n_neg``, and where they come from (``python -m cxrsyn.data summarize
+    verify=true`` compares them with what was read)."""
+
+    parts: dict[str, dict[str, int]]
+    reference: str
+
+
 @dataclass
 class SourceIndex:
     table: pd.DataFrame
@@ -129,6 +139,11 @@ class DatasetFolder:
     def deep_window(self) -> DeepWindow:
         """How this source's 16-bit images become [0, 1] (``DeepWindow``: ``window``, ``window_percentiles``)."""
         return DeepWindow(self.window, tuple(self.window_percentiles))
+
+    def published_counts(self) -> PublishedCounts | None:
+        """The published counts of what this source selects, or None when there are none to compare with;
+        readers of public datasets override it."""
+        return None
 
     def index(self) -> SourceIndex:
         window = self.deep_window()  # a bad window setting stops here, before any work

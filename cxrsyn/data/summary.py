@@ -1,5 +1,5 @@
-"""What a source holds: counts read, selected and skipped, per split and attribute; checked against the
-published counts on request."""
+"""What a source holds: counts read, selected and skipped, per split and attribute; checked on request
+against the counts the source's reader says were published (``DatasetFolder.published_counts``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-from cxrsyn.data import chexpert, kermany, nih, padchest, rsna
 from cxrsyn.data.sources import DatasetFolder, SourceIndex, label_counts
 
 # Per-attribute breakdowns worth printing, by the column that holds them.
@@ -52,45 +51,12 @@ def _breakdown(table: pd.DataFrame, column: str) -> dict[str, dict[str, int]]:
     }
 
 
-def published_counts(source: DatasetFolder) -> tuple[dict[str, dict[str, int]], str] | None:
-    """The counts the literature reports for what ``source`` selects, or None when there are none to compare."""
-    if isinstance(source, rsna.RSNA):
-        if source.view is not None:
-            return None
-        return {"all": rsna.published_counts(source.selection)}, f"RSNA selection {source.selection}"
-    if isinstance(source, kermany.Kermany):
-        splits = source.splits()
-        expected = {split: dict(kermany.PUBLISHED_COUNTS[split]) for split in splits}
-        expected["all"] = kermany.published_counts(splits)
-        return expected, "Kermany (Kaggle release; Mendeley v2/v3 differ)"
-    if isinstance(source, nih.NIH):
-        if source.split != "all" or source.view is not None:
-            return None
-        return {
-            "all": nih.published_counts(source.selection)
-        }, f"NIH ChestX-ray14 selection {source.selection}"
-    if isinstance(source, chexpert.CheXpert):
-        if source.split == "valid" or not source.frontal_only or source.view is not None:
-            return None
-        reference = (
-            f"CheXpert train.csv (v1.0-small, 223,414 rows), frontal, uncertain={source.uncertain}: "
-            "computed from the table torchxrayvision ships; valid.csv has no reference count"
-        )
-        return {"train": chexpert.published_counts(source.uncertain)}, reference
-    if isinstance(source, padchest.PadChest):
-        counts = source.published_counts()
-        if counts is None:
-            return None
-        return {"all": counts}, "PadChest 160K table, PA/AP/AP_horizontal: computed from the shipped table"
-    return None
-
-
 def verify(source: DatasetFolder, summary: dict[str, Any]) -> dict[str, Any]:
     """Compare ``summary`` with the published counts: ``{"matches", "reference", "differences"}``."""
-    published = published_counts(source)
+    published = source.published_counts()
     if published is None:
         return {"matches": None, "reference": "none published for this selection", "differences": []}
-    expected, reference = published
+    expected, reference = published.parts, published.reference
     actual = {"all": {key: summary[key] for key in ("n", "n_pos", "n_neg")}, **summary.get("splits", {})}
     differences = []
     for part, counts in expected.items():

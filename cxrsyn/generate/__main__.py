@@ -1,9 +1,11 @@
 """Generate a synthetic dataset folder.
 
-    python -m cxrsyn.generate generator=nano_banana out_dir=DIR generator.n_per_class=N [dry_run=true]
+    python -m cxrsyn.generate [generator=nano_banana_2] [out_dir=DIR] [generator.n_per_class=N] [dry_run=true]
+    python -m cxrsyn.generate generator=nano_banana      # the paper's model (gemini-2.5-flash-image)
     python -m cxrsyn.generate generator=phantom out_dir=DIR
 
-Rerunning the same command resumes: only missing images are made. Config: ``conf/generate.yaml``.
+Rerunning the same command resumes: only missing images are made, nothing is paid twice. Config:
+``conf/generate.yaml``; prices: ``conf/prices/gemini.yaml``; guide: ``docs/generating.md``.
 """
 
 from __future__ import annotations

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 from tqdm.auto import tqdm
 
 from cxrsyn.generate.base import Counts
+from cxrsyn.generate.cost import Billing
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore
 from cxrsyn.phantom.grid import GridCell
@@ -27,9 +28,9 @@ class PhantomGenerator:
     image_size: int = 256
     shortcut_strength: float = 0.5
     show_progress: bool = True
+    grid_attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     name = "phantom"
-    paid = False
 
     @property
     def model(self) -> str:
@@ -44,8 +45,14 @@ class PhantomGenerator:
             "shortcut_strength": self.shortcut_strength,
         }
 
+    def billing(self) -> Billing | None:
+        return None
+
     def paid_calls(self, n: int) -> str:
         return "none (the phantom is drawn locally)"
+
+    def check_ready(self) -> None:
+        pass
 
     def generate(self, requests: Sequence[ImageRequest], store: OutputStore) -> Counts:
         counts = Counts()

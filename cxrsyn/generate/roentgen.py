@@ -5,23 +5,33 @@ log in (``huggingface-cli login`` or ``HF_TOKEN``), or download once and set ``g
 folder. Real use needs a GPU (reference: 512 px, 75 PNDM steps, guidance 3, bf16). Install with the
 ``roentgen`` extra. Each image has its own seed (its own ``torch.Generator``), so an image does not depend on
 the batch it was drawn in, and a resumed run makes the same images.
+
+Prompts follow RoentGen-v2's published format, ``"<age> year old <race> <sex>. <finding>"`` (e.g. "50 year old
+White female. Normal chest radiograph."): the format of its demo prompts (``demo_data/demo_inference_prompts.csv``
+in github.com/StanfordMIMI/RoentGen-v2, column ``prompt_variation``), whose race values are ``RACES``. The demo
+file writes them in capitals (``WHITE``); CLIP's tokenizer lowercases every prompt, so the model sees the same
+tokens either way. Race is a grid attribute of this generator (``grid_attributes``), recorded per image.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.generate.base import Counts
+from cxrsyn.generate.cost import Billing
 from cxrsyn.generate.prompts import ImageRequest
 from cxrsyn.generate.store import OutputStore
 
 DTYPES = ("float32", "float16", "bfloat16")
+# The race categories of RoentGen-v2's demo prompts (demo_data/demo_inference_prompts.csv)
+RACES = ("White", "Black", "Asian", "Hispanic")
+TEMPLATE = "{age} year old {race} {sex}. {finding}."
 
 
 @dataclass
@@ -29,7 +39,7 @@ class RoentGen:
     """``generator=roentgen``."""
 
     n_per_class: int = 150
-    prompt_template: str = "{age} year old {sex}. {finding}."
+    prompt_template: str = TEMPLATE
     model_id: str = "stanfordmimi/RoentGen-v2"
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "bfloat16"  # float32 on CPU whatever is set here: CPU half precision is slow or unsupported
@@ -39,9 +49,9 @@ class RoentGen:
     batch_size: int = 4
     local_files_only: bool = False
     show_progress: bool = True
+    grid_attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: {"race": list(RACES)})
 
     name = "roentgen"
-    paid = False
 
     @property
     def model(self) -> str:
@@ -58,8 +68,14 @@ class RoentGen:
             "dtype": self.dtype,
         }
 
+    def billing(self) -> Billing | None:
+        return None
+
     def paid_calls(self, n: int) -> str:
         return f"none; {n} images x {self.steps} denoising steps on {self.device}"
+
+    def check_ready(self) -> None:
+        pass
 
     def generate(self, requests: Sequence[ImageRequest], store: OutputStore) -> Counts:
         import torch
@@ -112,8 +128,9 @@ class RoentGen:
         except ImportError:
             raise CxrsynError("generator=roentgen needs diffusers: pip install -e '.[roentgen]'") from None
         try:
+            # dtype=, not torch_dtype= (deprecated in diffusers 0.40, removed in 1.0); 0.40 is the floor
             return DiffusionPipeline.from_pretrained(
-                self.model_id, torch_dtype=dtype, local_files_only=self.local_files_only
+                self.model_id, dtype=dtype, local_files_only=self.local_files_only
             )
         except (OSError, ValueError) as error:
             detail = " ".join(str(error).split())[:160]

@@ -15,7 +15,8 @@ from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.sources import BadFiles
-from cxrsyn.testing.datasets import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
+from cxrsyn.testing.datasets.kermany import write_kermany_root
+from cxrsyn.testing.datasets.rsna import RSNA_IMAGES, rsna_patients, write_rsna_root
 from tests.conftest import run_cli
 
 PREP = Preprocessing(image_size=32)

@@ -15,7 +15,7 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.chexpert import CheXpert
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.testing.datasets import CheXpertImage, write_chexpert_root
+from cxrsyn.testing.datasets.chexpert import CheXpertImage, write_chexpert_root
 from tests.data.shipped_tables import link_images, torchxrayvision_file
 
 IMAGES = [

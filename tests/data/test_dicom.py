@@ -13,7 +13,7 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.dicom import read_dicom
 from cxrsyn.data.images import read_grayscale
-from cxrsyn.testing.datasets import chest_pixels, write_dicom
+from cxrsyn.testing.datasets.common import chest_pixels, write_dicom
 
 # One adult PA chest radiograph, MONOCHROME1, 15 bits stored: uncompressed (two byte orders) and JPEG 2000.
 RG1_ENCODINGS = ("RG1_UNCR.dcm", "RG1_UNCI.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm")

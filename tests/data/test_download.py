@@ -16,13 +16,9 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.download import download, unpack
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.rsna import RSNA
-from cxrsyn.testing.datasets import (
-    chest_pixels,
-    rsna_patients,
-    write_dicom,
-    write_kermany_root,
-    write_rsna_root,
-)
+from cxrsyn.testing.datasets.common import chest_pixels, write_dicom
+from cxrsyn.testing.datasets.kermany import write_kermany_root
+from cxrsyn.testing.datasets.rsna import rsna_patients, write_rsna_root
 from tests.conftest import run_cli
 
 
@@ -40,7 +36,30 @@ def test_missing_kaggle_credentials_is_one_line(tmp_path):
     result = run_cli("cxrsyn.data", "download", "rsna", "--root", str(tmp_path / "rsna"), env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Kaggle credentials" in lines[0] and "kaggle.json" in lines[0], result.stderr
+    assert len(lines) == 1 and "Kaggle credentials" in lines[0], result.stderr
+    # the current ways first (kaggle >= 1.8: an API token; kaggle >= 2.2: kaggle auth login), the legacy file last
+    line = lines[0]
+    assert line.index("KAGGLE_API_TOKEN") < line.index("~/.kaggle/access_token") < line.index("kaggle.json")
+    assert "kaggle auth login" in line and "https://www.kaggle.com/settings/api" in line
+
+
+def test_a_403_says_the_rules_must_be_accepted_and_the_phone_verified(tmp_path, monkeypatch):
+    class Refusing:
+        def competition_download_files(self, competition: str, path: str, quiet: bool = True) -> None:
+            raise RuntimeError(
+                "403 Client Error: Forbidden for url: https://www.kaggle.com/api/v1/competitions"
+            )
+
+    monkeypatch.setattr("cxrsyn.data.download._authenticated_api", lambda: Refusing())
+    with pytest.raises(CxrsynError) as raised:
+        download("rsna", tmp_path / "rsna")
+    message = str(raised.value)
+    assert "\n" not in message and "(403)" in message
+    assert (
+        "accept the competition rules at https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/rules"
+        in message
+    )
+    assert "verify your account by phone" in message
 
 
 def test_unpacked_kaggle_zip_reads_as_downloaded(tmp_path):

@@ -13,14 +13,9 @@ from cxrsyn.data.chexpert import CheXpert
 from cxrsyn.data.nih import NIH
 from cxrsyn.data.padchest import PadChest
 from cxrsyn.data.sources import PhantomFolder
-from cxrsyn.testing.datasets import (
-    CheXpertImage,
-    NihImage,
-    PadChestImage,
-    write_chexpert_root,
-    write_nih_root,
-    write_padchest_root,
-)
+from cxrsyn.testing.datasets.chexpert import CheXpertImage, write_chexpert_root
+from cxrsyn.testing.datasets.nih import NihImage, write_nih_root
+from cxrsyn.testing.datasets.padchest import PadChestImage, write_padchest_root
 from cxrsyn.training.run import instantiate_node, train
 from tests.conftest import compose_config, tiny_overrides
 
@@ -108,8 +103,8 @@ def test_training_run_tested_on_the_external_sets(tmp_path, tiny_phantom):
 
 
 def test_report_repeats_the_nih_note(tmp_path):
-    from cxrsyn.evaluation.report import write_report
-    from tests.evaluation.test_report import make_run
+    from cxrsyn.reporting.write import write_report
+    from tests.reporting.test_report import make_run
 
     for job, data in enumerate(("synthetic_raw", "synthetic_cropped")):
         metrics = make_run(tmp_path / str(job), data, 0, 1.0, test_sets=("rsna", "nih"))

@@ -14,7 +14,7 @@ from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.kermany import Kermany
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.testing.datasets import write_kermany_root
+from cxrsyn.testing.datasets.kermany import write_kermany_root
 from tests.conftest import run_cli
 
 COUNTS = {"train": (4, 6), "val": (1, 1), "test": (2, 3)}  # (normal, pneumonia) per split: 17 images

@@ -19,7 +19,7 @@ from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.download import unpack
 from cxrsyn.data.nih import NIH
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.testing.datasets import NihImage, write_nih_root
+from cxrsyn.testing.datasets.nih import NihImage, write_nih_root
 from tests.conftest import run_cli
 from tests.data.shipped_tables import link_images, torchxrayvision_file
 

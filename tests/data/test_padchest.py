@@ -22,7 +22,8 @@ from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.images import DeepWindow, read_grayscale
 from cxrsyn.data.padchest import PadChest
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.testing.datasets import PadChestImage, write_padchest_root, write_png16
+from cxrsyn.testing.datasets.common import write_png16
+from cxrsyn.testing.datasets.padchest import PadChestImage, write_padchest_root
 from tests.data.shipped_tables import link_images, torchxrayvision_file
 
 

@@ -17,13 +17,13 @@ import pytest
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.rsna import RSNA, parse_age
 from cxrsyn.data.summary import summarize, verify
-from cxrsyn.testing.datasets import (
+from cxrsyn.testing.datasets.common import write_dicom
+from cxrsyn.testing.datasets.rsna import (
     RSNA_CLASSES_CSV,
     RSNA_IMAGES,
     RSNA_LABELS_CSV,
     RsnaPatient,
     rsna_patients,
-    write_dicom,
     write_rsna_root,
 )
 from tests.conftest import run_cli

@@ -15,7 +15,7 @@ from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.rsna import RSNA
 from cxrsyn.data.selection import class_quotas, patient_split, repeat_rows, subsample
 from cxrsyn.data.sources import PhantomFolder
-from cxrsyn.testing.datasets import rsna_patients, write_rsna_root
+from cxrsyn.testing.datasets.rsna import rsna_patients, write_rsna_root
 
 
 def grid_table(seed: int = 0) -> pd.DataFrame:

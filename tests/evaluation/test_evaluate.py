@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrsyn.testing.datasets import RSNA_IMAGES, rsna_patients, write_kermany_root, write_rsna_root
+from cxrsyn.testing.datasets.kermany import write_kermany_root
+from cxrsyn.testing.datasets.rsna import RSNA_IMAGES, rsna_patients, write_rsna_root
 from tests.conftest import run_cli, tiny_overrides
 from tests.training.test_secrets import ENV_SECRETS, TYPED_OVERRIDES, leaks
 

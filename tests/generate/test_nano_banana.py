@@ -24,8 +24,7 @@ from cxrsyn.generate.run import generate
 from cxrsyn.generate.store import OutputStore, exclusive
 from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import REPO_ROOT, compose_config, run_cli
-
-KEY = "AIza-test-key-0123456789-do-not-leak"
+from tests.generate.conftest import KEY
 
 
 def overrides(server: FakeGemini, out_dir: Path, n_per_class: int, **extra: object) -> list[str]:
@@ -46,12 +45,6 @@ def overrides(server: FakeGemini, out_dir: Path, n_per_class: int, **extra: obje
 
 def compose(args: list[str]):
     return compose_config("generate", args)
-
-
-@pytest.fixture
-def key(monkeypatch):
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    return KEY
 
 
 def assert_complete(out_dir: Path, n_per_class: int) -> pd.DataFrame:
@@ -137,15 +130,19 @@ def test_missing_key_and_dry_run(tmp_path, monkeypatch):
     lines = result.stdout.strip().splitlines()
     assert sum(line.startswith(("pneumonia-", "normal-")) for line in lines) == 4
     assert "4 to make; paid calls: 4 generate_content calls" in lines[-2]
-    # the last line is the estimate: 4 images at the paper model's $0.039 (study.md section 8)
-    assert json.loads(lines[-1]) == {
+    # the last line is the estimate: 4 images at the paper model's $0.039 (study.md section 8), which does
+    # not think, plus its prompt tokens at $0.30/M (about 70 each; the estimate is rounded to 0.0001)
+    estimate = json.loads(lines[-1])
+    assert {key: estimate[key] for key in ("requests", "model", "image_size", "batch", "prices_as_of")} == {
         "requests": 4,
         "model": "gemini-2.5-flash-image",
         "image_size": None,
         "batch": False,
-        "estimated_cost_usd": pytest.approx(4 * 0.039),
         "prices_as_of": "2026-11",
     }
+    assert estimate["usd_per_image"] == {"image": 0.039, "thinking": 0.0}
+    assert estimate["estimated_cost_usd"] == pytest.approx(4 * 0.039 + estimate["prompt_usd"], abs=1e-4)
+    assert 0 < estimate["prompt_usd"] < 4 * 100 * 0.30 / 1e6
     assert not (tmp_path / "b").exists()
 
 
@@ -350,7 +347,9 @@ def test_successor_configs_write_to_their_own_folders_and_train_from_there(tmp_p
         assert estimate["model"] == model
         assert f"already in {tmp_path / 'synthetic' / generator / 'raw'}," in result.stdout
         assert estimate["image_size"] == "1K" and estimate["requests"] == 300
-        assert estimate["estimated_cost_usd"] == pytest.approx(300 * price)  # study.md section 8
+        # study.md section 8, plus the assumed 1,000 thinking tokens per image (conf/prices/gemini.yaml)
+        thinking = 1000 * {"nano_banana_2": 3.0, "nano_banana_pro": 12.0}[generator] / 1e6
+        assert estimate["estimated_cost_usd"] == pytest.approx(300 * (price + thinking), abs=0.05)
         for variant, crop in (("raw", 0.0), ("cropped", 0.3)):
             real = compose_train([f"data={generator}_{variant}", f"paths.data_dir={tmp_path}"])
             assert Path(real.data.root) == tmp_path / "synthetic" / generator / variant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -105,3 +106,96 @@ def test_postprocess_cli(phantom_folder, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: crop_bottom_fraction=1.2 is not allowed: crop_bottom_fraction must be a number in [0, 1)"
     )
+
+
+# RoentGen-v2's demo prompts (github.com/StanfordMIMI/RoentGen-v2, demo_data/demo_inference_prompts.csv) use
+# these race values, in capitals: "28 year old WHITE female. No evidence of acute cardiopulmonary disease ."
+ROENTGEN_DEMO_RACES = {"WHITE", "BLACK", "ASIAN", "HISPANIC"}
+
+
+def test_roentgen_prompts_follow_the_published_format_with_race(tmp_path, capsys):
+    from cxrsyn.generate.roentgen import RACES
+    from cxrsyn.generate.run import generate
+    from tests.generate.test_nano_banana import compose
+
+    assert {race.upper() for race in RACES} == ROENTGEN_DEMO_RACES
+    assert list(compose(["generator=roentgen"]).generator.grid_attributes.race) == list(RACES)  # one list
+    generate(
+        compose(["generator=roentgen", "generator.n_per_class=8", f"out_dir={tmp_path}", "dry_run=true"])
+    )
+    prompts = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
+    assert len(prompts) == 16
+    races = Counter()
+    for request_id, prompt in prompts:
+        match = re.fullmatch(r"(\d+) year old (White|Black|Asian|Hispanic) (female|male)\. (.+)\.", prompt)
+        assert match, prompt
+        races[(request_id.split("-")[0], match.group(2))] += 1
+    # balanced within each class: 8 images over 4 categories
+    assert races == {(cls, race): 2 for cls in ("pneumonia", "normal") for race in RACES}
+
+
+def test_race_is_recorded_per_image_and_becomes_a_subgroup_where_present(tmp_path):
+    from cxrsyn.core.config import CONF_DIR  # noqa: F401 - the composed configs below come from conf/
+    from cxrsyn.evaluation.outputs import subgroup_metrics
+    from cxrsyn.generate.run import generate
+    from tests.conftest import compose_config
+    from tests.generate.test_nano_banana import compose
+
+    generate(
+        compose(
+            [
+                "generator=phantom",
+                "generator.n_per_class=24",
+                "generator.image_size=64",
+                "generator.show_progress=false",
+                "+generator.grid_attributes={race:[White,Black]}",
+                f"out_dir={tmp_path}",
+            ]
+        )
+    )
+    table = read_manifest(tmp_path)
+    assert table.groupby(["label", "race"]).size().to_dict() == {
+        (lab, r): 12 for lab in (0, 1) for r in ("Black", "White")
+    }
+    table["prob"] = np.random.default_rng(0).random(len(table))
+    for config in ("train", "evaluate"):
+        columns = list(compose_config(config, []).evaluation.subgroups.columns)
+        assert "race" in columns, config
+        result = subgroup_metrics(table, columns, None, min_per_class=5)
+        assert set(result["race"]) == {"Black", "White"} and result["race"]["White"]["n"] == 24
+
+
+class NotAGenerator:
+    """Takes the phantom's settings but keeps none of the Generator interface beyond them."""
+
+    def __init__(self, **settings):
+        self.n_per_class = settings["n_per_class"]
+        self.prompt_template = settings["prompt_template"]
+
+
+def test_a_generator_class_without_the_interface_is_one_line(tmp_path):
+    from cxrsyn.generate.generator import Generator
+    from cxrsyn.generate.nano_banana import NanoBanana
+    from cxrsyn.generate.phantom_generator import PhantomGenerator
+    from cxrsyn.generate.roentgen import RoentGen
+    from cxrsyn.generate.run import generate
+    from tests.generate.test_nano_banana import compose
+
+    for kept in (NanoBanana(), RoentGen(), PhantomGenerator()):
+        assert isinstance(kept, Generator)
+    target = f"{__name__}.NotAGenerator"
+    with pytest.raises(CxrsynError) as raised:
+        generate(compose(["generator=phantom", f"generator._target_={target}", f"out_dir={tmp_path}"]))
+    message = str(raised.value)
+    assert "\n" not in message and f"generator._target_={target} does not keep" in message
+    for member in (
+        "name",
+        "grid_attributes",
+        "model",
+        "image_settings",
+        "billing",
+        "check_ready",
+        "generate",
+    ):
+        assert member in message
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

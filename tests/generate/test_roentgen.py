@@ -8,8 +8,10 @@ import pytest
 
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.manifest import read_manifest
+from cxrsyn.generate.roentgen import RACES, RoentGen
 from cxrsyn.generate.run import generate
 from tests.conftest import run_cli
+from tests.generate.conftest import PRODUCT_ROOT
 from tests.generate.test_nano_banana import compose
 from tests.generate.tiny_pipeline import build_tiny_pipeline
 
@@ -66,6 +68,40 @@ def test_an_image_does_not_depend_on_its_batch(pipeline_dir, tmp_path):
     first = read_manifest(tmp_path / "one").set_index("request_id")["sha256"]
     second = read_manifest(tmp_path / "three").set_index("request_id")["sha256"]
     assert first.to_dict() == second.to_dict()
+
+
+def test_the_default_prompts_are_roentgens_published_format_with_race(pipeline_dir, tmp_path):
+    two = settings(pipeline_dir, tmp_path, **{"generator.n_per_class": 1})
+    args = [arg for arg in two if not arg.startswith("generator.prompt_template")]
+    generate(compose(args))
+    for row in read_manifest(tmp_path).itertuples():  # race is recorded beside the prompt it made
+        assert row.race in RACES and row.prompt == f"{row.age} year old {row.race} {row.sex}. {row.finding}."
+
+
+def test_the_pipeline_is_loaded_in_the_dtype_asked(pipeline_dir):
+    """``dtype=`` reaches the weights (diffusers before 0.40 ignored it silently and loaded float32)."""
+    import torch
+
+    pipeline = RoentGen(model_id=str(pipeline_dir), local_files_only=True)._load(torch.bfloat16)
+    assert pipeline.unet.dtype == torch.bfloat16 and pipeline.text_encoder.dtype == torch.bfloat16
+
+
+def test_the_warning_guard_catches_a_torch_dtype_call_from_cxrsyn(
+    pipeline_dir, our_deprecated_calls_are_errors
+):
+    """The guard of tests/generate/conftest.py fails a test whose cxrsyn code passes ``torch_dtype=``: the call
+    below is compiled as if it were in cxrsyn/generate/roentgen.py."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    source = "DiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True)\n"
+    code = compile(source, str(PRODUCT_ROOT / "generate" / "roentgen.py"), "exec")
+    exec(code, {"DiffusionPipeline": DiffusionPipeline, "torch": torch, "path": str(pipeline_dir)})  # noqa: S102
+    offences = our_deprecated_calls_are_errors
+    assert any(
+        "torch_dtype" in offence and "cxrsyn/generate/roentgen.py:1" in offence for offence in offences
+    )
+    offences.clear()  # caught: this test passes
 
 
 def test_unloadable_model_is_one_line(tmp_path):

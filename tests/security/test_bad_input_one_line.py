@@ -23,7 +23,7 @@ from cxrsyn.data.dicom import read_dicom
 from cxrsyn.data.images import read_grayscale
 from cxrsyn.data.label_tables import header_problem
 from cxrsyn.data.sources import DatasetFolder
-from cxrsyn.testing.datasets import chest_pixels, write_dicom
+from cxrsyn.testing.datasets.common import chest_pixels, write_dicom
 from tests.conftest import compose_config, run_cli, tiny_overrides
 
 
@@ -220,8 +220,8 @@ def test_duplicate_seeds_are_refused_before_a_study_starts(tmp_path):
 def test_the_report_counts_each_arm_and_seed_once(tmp_path, capsys):
     """Two folders of one arm and seed (a repeated job) are one replicate: the study comparison pairs one
     seed, and report.json lists the folder left out."""
-    from cxrsyn.evaluation.report import write_report
-    from tests.evaluation.test_report import make_run
+    from cxrsyn.reporting.write import write_report
+    from tests.reporting.test_report import make_run
 
     make_run(tmp_path / "0", "synthetic_raw", 0, 0.2)
     make_run(tmp_path / "1", "synthetic_cropped", 0, 1.5)

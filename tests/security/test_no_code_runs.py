@@ -170,7 +170,7 @@ def test_generate_model_folder_never_runs_code(planted, tmp_path):
 def test_report_reads_no_pickle_or_yaml_object(planted, tmp_path):
     """The report reads JSON, CSV and YAML only (safe loaders): a run folder whose checkpoint is a payload and
     whose config.yaml holds a Python-object tag is reported or refused in one line, and runs nothing."""
-    from tests.evaluation.test_report import make_run
+    from tests.reporting.test_report import make_run
 
     for job, seed in enumerate((0, 1)):
         run = tmp_path / "study" / str(job)

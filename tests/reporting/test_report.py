@@ -15,7 +15,9 @@ from cxrsyn.evaluation.metrics import pr_curve
 from cxrsyn.evaluation.metrics import roc_curve as our_roc_curve
 from cxrsyn.evaluation.outputs import test_set_metrics as score_table
 from cxrsyn.evaluation.outputs import write_predictions
-from cxrsyn.evaluation.report import find_runs, write_report
+from cxrsyn.reporting.paper import PAPER_FILE
+from cxrsyn.reporting.runs import find_runs
+from cxrsyn.reporting.write import write_report
 from tests.conftest import run_cli
 
 N = 300
@@ -281,3 +283,35 @@ def test_report_names_each_training_environment_and_warns_when_they_differ(sweep
     write_json(sweep / "3" / "metrics.json", metrics)
     write_report(sweep, n_resamples=50, figures=False)
     assert "Runs from more than one environment" not in (sweep / "results.md").read_text()
+
+
+def test_paper_rows_are_read_from_the_paper_file(tmp_path):
+    paper = yaml.safe_load(PAPER_FILE.read_text())
+    paper["citation"] = "Someone, arXiv 0000.00000"
+    paper["arms"]["synthetic_raw"]["test_sets"]["kermany"] = {
+        "n": 99,
+        "auroc": 0.5,
+        "aupr": 0.25,
+        "aupr_ci": [0.2, 0.3],
+    }
+    changed = tmp_path / "paper.yaml"
+    changed.write_text(yaml.safe_dump(paper))
+    for job, data in enumerate(("synthetic_raw", "synthetic_cropped")):
+        make_run(tmp_path / "study" / str(job), data, 0, 1.0)
+    write_report(tmp_path / "study", n_resamples=50, figures=False, paper_file=changed)
+    markdown = (tmp_path / "study" / "results.md").read_text()
+    assert "| paper: Nano Banana, raw | 0.853 | n/r | 14863 | 0.500 | 0.250 [0.200, 0.300] | 99 |" in markdown
+    assert "Paper rows: Someone, arXiv 0000.00000 (one run per arm; 95% CI in brackets)." in markdown
+    write_report(tmp_path / "study", n_resamples=50, figures=False, paper_file=None)
+    assert "paper:" not in (tmp_path / "study" / "results.md").read_text()
+
+
+def test_a_paper_file_without_a_label_is_one_line(tmp_path):
+    paper = yaml.safe_load(PAPER_FILE.read_text())
+    del paper["arms"]["synthetic_raw"]["label"]
+    broken = tmp_path / "paper.yaml"
+    broken.write_text(yaml.safe_dump(paper))
+    make_run(tmp_path / "study" / "0", "synthetic_raw", 0, 1.0)
+    result = run_cli("cxrsyn.report", str(tmp_path / "study"), "--no-figures", "--paper", str(broken))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"{broken}: arms.synthetic_raw.label is missing" in result.stderr

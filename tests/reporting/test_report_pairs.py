@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrsyn.evaluation.report import Run, Study, pairs_to_compare
+from cxrsyn.reporting.compare import pairs_to_compare
+from cxrsyn.reporting.runs import Run, Study
 
 
 def study(*arms: str) -> Study:
@@ -47,7 +48,7 @@ def test_booleans_match_however_hydra_spells_them():
 def test_excluded_and_unfinished_jobs_are_told_apart(tmp_path):
     import json
 
-    from cxrsyn.evaluation.report import find_runs
+    from cxrsyn.reporting.runs import find_runs
 
     for job in ("0", "1", "2"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
