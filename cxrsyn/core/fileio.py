@@ -82,7 +82,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    return atomic_write(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    """``data`` as JSON, atomically, with every secret found by value replaced (``core.secrets``)."""
+    from cxrsyn.core.secrets import redact
+
+    return atomic_write(path, json.dumps(redact(data, by_name=False), indent=2, allow_nan=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------- spreadsheet-safe CSV
@@ -124,10 +127,13 @@ def _map_text(table: pd.DataFrame, cell: Any) -> pd.DataFrame:
 
 
 def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> Path:
-    """The one CSV writer: ``table`` without its index, text cells made spreadsheet-safe, written atomically.
-    ``read_csv`` gives the cells back."""
+    """The one CSV writer: ``table`` without its index, secrets found by value redacted (``core.secrets``;
+    path columns kept), text cells made spreadsheet-safe, written atomically. ``read_csv`` gives the cells
+    back."""
+    from cxrsyn.core.secrets import redact_table
+
     buffer = io.StringIO(newline="")
-    _map_text(table, spreadsheet_safe).to_csv(buffer, index=False)
+    _map_text(redact_table(table), spreadsheet_safe).to_csv(buffer, index=False)
     return atomic_write(path, buffer.getvalue())
 
 
@@ -247,6 +253,23 @@ def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     finally:
         plt.close(figure)
     return atomic_write(path, buffer.getvalue())
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file cxrsyn or Hydra wrote, read with the safe loader (no tag can construct a Python object);
+    a file that is not such YAML is one line naming it."""
+    import yaml
+
+    from cxrsyn.core.errors import CxrsynError
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise CxrsynError(
+            f"{path} is not a plain YAML file ({type(error).__name__}: {reason}); it holds something a run does "
+            "not write: restore the file or remove the run folder"
+        ) from None
 
 
 def sha256_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

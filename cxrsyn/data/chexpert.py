@@ -152,7 +152,7 @@ class CheXpert(DatasetFolder):
             index=False
         ):
             bad(path, f"{name} is listed in {LABEL_FILES[split]} but its image file is missing")
-        selected = check_files(selected[exists], root, bad, self.show_progress)
+        selected = check_files(selected[exists], root, bad, self.show_progress, self.max_image_pixels)
 
         table = _with_attributes(selected)
         table = table.sort_values(PATH_COLUMN, kind="stable").reset_index(drop=True)

@@ -10,6 +10,7 @@ naming the file, the reason and the fix; ``skip`` leaves the file out and lists 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,11 +27,12 @@ from cxrsyn.core.manifest import (
     read_manifest,
 )
 from cxrsyn.core.paths import normalize_relative, outside_root
-from cxrsyn.data.images import DeepWindow, check_image_header
+from cxrsyn.data.images import DEFAULT_MAX_IMAGE_PIXELS, DeepWindow, check_image_header, deep_range_warning
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 
 FILE_COLUMN = "file"
+log = logging.getLogger(__name__)
 ON_BAD_FILE = ("error", "skip")
 
 
@@ -97,8 +99,21 @@ class DatasetFolder:
     # files listed (or found through symlinks) outside ``root`` are refused unless this is true; the run then
     # records that it allowed them (metrics.json data: found.allow_outside_root, found.outside_root)
     allow_outside_root: bool = False
+    # how 16-bit images become [0, 1] (cxrsyn.data.images.DeepWindow): full_range divides by 65535, min_max
+    # and percentile stretch each image (10- or 12-bit values in 16-bit PNGs need one of those)
+    window: str = "full_range"
+    window_percentiles: Sequence[float] = (0.5, 99.5)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are bad files (decompression bombs)
 
     kind = "folder"
+
+    def __post_init__(self) -> None:
+        fraction = self.crop_bottom_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise CxrsynError(
+                f"crop_bottom_fraction={fraction!r} of {self.root} must be a number in [0, 1) (0.3 cuts the "
+                "bottom 30%); fix the data config's crop_bottom_fraction"
+            )
 
     SELECTION_FIELDS = ("max_per_class", "max_total", "repeat", "repeat_to")
 
@@ -126,8 +141,8 @@ class DatasetFolder:
         """Nothing to make."""
 
     def deep_window(self) -> DeepWindow:
-        """How this source's 16-bit images become [0, 1] (``DeepWindow``); readers of deep data override it."""
-        return DeepWindow()
+        """How this source's 16-bit images become [0, 1] (``DeepWindow``: ``window``, ``window_percentiles``)."""
+        return DeepWindow(self.window, tuple(self.window_percentiles))
 
     def published_counts(self) -> PublishedCounts | None:
         """The published counts of what this source selects, or None when there are none to compare with;
@@ -135,19 +150,25 @@ class DatasetFolder:
         return None
 
     def index(self) -> SourceIndex:
+        window = self.deep_window()  # a bad window setting stops here, before any work
         bad = BadFiles(self.on_bad_file, f"dataset folder {self.root}")
         table = read_manifest(self.root, self.allow_outside_root)
         table.insert(0, FILE_COLUMN, [str(Path(self.root) / path) for path in table[PATH_COLUMN]])
         with_patients(table)
-        keep = []
+        keep, deep = [], None
         for file in table[FILE_COLUMN]:
             try:
-                check_image_header(file)
+                mode = check_image_header(file, self.max_image_pixels)
                 keep.append(True)
+                deep = deep or (file if mode and mode.startswith("I;16") else None)
             except CxrsynError as error:
                 bad(file, str(error).split("; ")[0].removeprefix(f"image {file} "))
                 keep.append(False)
-        found = {"manifest_rows": len(table)}
+        found: dict[str, Any] = {"manifest_rows": len(table)}
+        warning = deep_range_warning(deep, window) if deep else None
+        if warning:  # the first 16-bit image stands for the folder: one decode, one line, also in the summary
+            log.warning(warning)
+            found["window_warning"] = warning
         return SourceIndex(table[keep].reset_index(drop=True), bad.skipped, found)
 
 

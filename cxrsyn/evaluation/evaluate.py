@@ -51,14 +51,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             f"ckpt_path={ckpt_path} is not a file; give a checkpoint of a training run "
             "(e.g. <run>/checkpoints/last.ckpt or best-epoch*.ckpt)"
         )
-    try:
-        checkpoint = load_checkpoint(ckpt_path)  # weights_only: a foreign pickle never runs
-    except CxrsynError:
-        raise
-    except Exception as error:  # noqa: BLE001 - truncated or foreign files
-        raise CxrsynError(
-            f"{ckpt_path} is not a readable checkpoint ({type(error).__name__}); re-copy it"
-        ) from None
+    checkpoint = load_checkpoint(ckpt_path, "ckpt_path")  # weights_only: a foreign pickle never runs
     preprocessing = checkpoint_preprocessing(checkpoint)
     if preprocessing is not None:
         for key, value in preprocessing.items():

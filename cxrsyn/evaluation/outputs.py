@@ -71,7 +71,7 @@ def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame)
     path = inside(folder, Path(PREDICTIONS_DIRNAME) / f"{name}.csv")
     # probabilities as shortest round-trip text: metrics recomputed from this file reproduce metrics.json
     exact = table.assign(**{PROB_COLUMN: [repr(float(p)) for p in table[PROB_COLUMN]]})
-    write_csv(path, exact)
+    write_csv(path, exact)  # attributes carried from manifests: no key in the file (write_csv redacts)
     return path
 
 

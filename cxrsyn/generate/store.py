@@ -37,6 +37,7 @@ from PIL import Image
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import atomic_write
 from cxrsyn.core.manifest import IMAGES_DIRNAME, write_manifest
+from cxrsyn.core.secrets import redact
 from cxrsyn.generate.prompts import ImageRequest
 
 RECORDS_DIRNAME = "records"
@@ -146,7 +147,7 @@ class OutputStore:
             "fingerprint": self.fingerprint,
             **dict(extra or {}),
         }
-        atomic_write(self.records / f"{request.id}.json", json.dumps(record).encode())
+        atomic_write(self.records / f"{request.id}.json", json.dumps(redact(record, by_name=False)).encode())
         os.replace(tmp, final)
         return record
 
@@ -157,8 +158,10 @@ class OutputStore:
             "kind": kind,
             "reason": reason,
         }
+        # an error message can quote the key (an HTTP library, a server echoing it): never stored
+        line = json.dumps(redact({**entry, **fields}, by_name=False))
         with self._lock, open(self.root / ATTEMPTS_NAME, "a") as handle:
-            handle.write(json.dumps({**entry, **fields}) + "\n")
+            handle.write(line + "\n")
 
     # ------------------------------------------------------------------------------------------ resuming
     def kept(self, repair: bool = True) -> dict[str, dict[str, Any]]:

@@ -12,9 +12,10 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import read_csv
+from cxrsyn.core.fileio import read_csv, read_yaml
 from cxrsyn.core.paths import check_name, inside
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME
+from cxrsyn.reporting.replicates import duplicate_line, one_run_per_seed
 
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "hydra/")
 
@@ -50,6 +51,9 @@ class Study:
     runs: list[Run]
     unfinished: list[str] = field(default_factory=list)
     excluded: dict[str, list[str]] = field(default_factory=dict)  # job folder -> experiment.exclude cell
+    duplicates: dict[str, str] = field(
+        default_factory=dict
+    )  # run folder left out -> the run of its arm and seed
 
     @property
     def arms(self) -> list[str]:
@@ -107,7 +111,14 @@ def find_runs(folder: str | Path) -> Study:
         if job not in finished and not (job / METRICS_NAME).exists() and not (job / EXCLUDED_NAME).exists()
     ]
     name_arms(runs)
-    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())))
+    runs, duplicates = one_run_per_seed(runs, lambda r: r.arm, lambda r: r.seed, lambda r: _name(r, folder))
+    if duplicates:
+        print(duplicate_line(duplicates))
+    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())), duplicates)
+
+
+def _name(run: Run, root: Path) -> str:
+    return str(run.folder.relative_to(root)) or "."
 
 
 def _checked_names(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -150,12 +161,11 @@ def varying_keys(per_run: Sequence[dict[str, str]]) -> list[str]:
 
 def experiment_settings(study: Study) -> dict[str, Any]:
     """The ``experiment`` block of the first run's resolved config ({} when absent)."""
-    import yaml
 
     config = study.runs[0].folder / "config.yaml"
     if not config.is_file():
         return {}
-    return (yaml.safe_load(config.read_text()) or {}).get("experiment") or {}
+    return (read_yaml(config) or {}).get("experiment") or {}
 
 
 def notes_by_test_set(study: Study) -> dict[str, str]:

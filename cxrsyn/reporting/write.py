@@ -99,6 +99,7 @@ def report_json(folder: str | Path, analysis: StudyAnalysis, figures: Sequence[P
         "arms": study.arms,
         "unfinished": study.unfinished,
         "excluded": study.excluded,
+        "duplicates": study.duplicates,
         "test_sets": study.test_sets,
         "endpoints": {"primary": analysis.endpoint, "families": analysis.families},
         "study_comparisons": analysis.verdicts,

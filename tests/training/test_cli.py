@@ -199,7 +199,7 @@ def test_wandb_offline_without_a_key_and_no_secret_in_any_file(tmp_path, phantom
         "cxrsyn.train",
         *tiny_overrides(phantom_data_dir),
         "logger=wandb",
-        "+notes=${oc.env:GEMINI_API_KEY}",
+        "logger.wandb.group=${oc.env:GEMINI_API_KEY}",
         f"hydra.run.dir={run_dir}",
         env={"GEMINI_API_KEY": secret, "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")},
     )
@@ -209,8 +209,8 @@ def test_wandb_offline_without_a_key_and_no_secret_in_any_file(tmp_path, phantom
     assert len(runs) == 1
     # offline, W&B keeps the logged config inside the run's record file
     (record,) = runs[0].glob("run-*.wandb")
-    assert b"notes" in record.read_bytes() and b"<redacted>" in record.read_bytes()
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["notes"] == "<redacted>"
+    assert b"group" in record.read_bytes() and b"<redacted>" in record.read_bytes()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["logger"]["wandb"]["group"] == "<redacted>"
     leaks = [p for p in run_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
     assert secret not in result.stdout + result.stderr
