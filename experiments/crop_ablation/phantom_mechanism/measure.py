@@ -61,6 +61,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the paper's mechanism at full strength: a label bar on every pneumonia film and no normal one, the mark
     # real films carry too (rsna_like_marked)
     "label_mark": {"watermark_shape": "label", "shortcut_strength": 1.0},
+    # the film still runs below the chest, but no mark: what the crop does by reframing alone
+    "no_mark": {"watermark_shape": "none", "shortcut_strength": 0.0},
     # no generator artifact: framed like a real film, no mark; the crop cuts lung bases
     "no_artifact": {"field_of_view": "chest", "watermark_shape": "none", "shortcut_strength": 0.0},
 }
