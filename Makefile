@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -q -n auto
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast test-min lint format bench experiments studies clean-outputs help
+.PHONY: install demo test test-fast test-min lint format bench experiments studies notebooks clean-outputs help
 
 help:
 	@echo "make demo        the crop ablation on phantom stand-ins (2 arms x 3 seeds) and its report"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench       speed benchmarks (ratios against bounds measured in the same run)"
 	@echo "make experiments rerun every study in experiments/ on phantom stand-ins, refresh their results"
 	@echo "make studies     write experiments/README.md and the W&B sweep files from conf/experiment/"
+	@echo "make notebooks   execute the notebooks on phantom outputs and save them with their outputs"
 	@echo "make format      ruff format and autofix"
 	@echo "make install     create $(VENV) and install cxrsyn with its dev extra"
 
@@ -60,6 +61,10 @@ experiments: $(STAMP)
 	  echo "python -m cxrsyn.train +experiment=$$study source=phantom $$args" > experiments/$$study/phantom/COMMAND; \
 	  echo "python -m cxrsyn.report <sweep dir> --out experiments/$$study/phantom" >> experiments/$$study/phantom/COMMAND; \
 	done
+
+# The notebooks executed on phantom outputs and saved with their (downsampled) outputs
+notebooks: $(STAMP)
+	$(PY) notebooks/execute.py
 
 # experiments/README.md (the table of studies) and every wandb_sweep.yaml, from conf/experiment/*.yaml
 studies: $(STAMP)
