@@ -161,7 +161,9 @@ def _single_modality(
     se = float(np.sqrt(denominator / readers))
     ddf = float(denominator**2 / (ms_r**2 / (readers - 1))) if ms_r > 0 else float("inf")
     quantile = float(t_distribution.ppf(1 - alpha / 2, ddf))
-    entry.update({"ms_r": ms_r, "se": se, "ddf": ddf, "ci": [mean - quantile * se, mean + quantile * se]})
+    entry.update(
+        {"ms_r": ms_r, "se": se, "ddf": _finite(ddf), "ci": [mean - quantile * se, mean + quantile * se]}
+    )
     entry["method"] = METHOD
     if null_value is not None and se > 0:
         statistic = (mean - null_value) / se
@@ -206,8 +208,13 @@ def _compare_modalities(foms: np.ndarray, covariances: dict[str, float], alpha: 
         "error_term": float(error_term),
         "f": float(statistic),
         "ndf": modalities - 1,
-        "ddf": float(ddf),
+        "ddf": _finite(ddf),
         "p_value": p_value,
         "differences": differences,
         "method": METHOD,
     }
+
+
+def _finite(ddf: float) -> float | None:
+    """ddf for JSON: None when infinite (MS = 0: no reader variation; the t quantile is the normal one)."""
+    return float(ddf) if np.isfinite(ddf) else None
