@@ -18,7 +18,10 @@ KAPPA_CI_METHOD = "percentile bootstrap over cases"
 
 def fleiss_kappa(counts: np.ndarray) -> float | None:
     """Fleiss' kappa of a cases x categories count table (rows with equal sums); None when undefined."""
-    values = _kappas(np.asarray(counts, np.float64)[None])
+    counts = np.asarray(counts, np.float64)
+    if not len(counts) or counts[0].sum() < 2:
+        return None  # agreement needs at least two readers
+    values = _kappas(counts[None])
     return None if np.isnan(values[0]) else float(values[0])
 
 
@@ -40,7 +43,7 @@ def fleiss_kappa_ci(
 ) -> dict[str, Any]:
     """Fleiss' kappa with its case-bootstrap percentile CI (``KAPPA_CI_METHOD``)."""
     counts = np.asarray(counts, np.float64)
-    kappa = fleiss_kappa(counts)
+    kappa = fleiss_kappa(counts) if len(counts) and counts[0].sum() >= 2 else None
     result: dict[str, Any] = {
         "kappa": kappa,
         "ci": None,

@@ -87,8 +87,8 @@ def jackknife_covariances(left_out: np.ndarray) -> dict[str, float]:
     same_t = modality[:, None] == modality[None, :]
     same_r = reader[:, None] == reader[None, :]
 
-    def mean_over(mask: np.ndarray) -> float:
-        return float(covariance[mask].mean()) if mask.any() else float("nan")
+    def mean_over(mask: np.ndarray) -> float | None:  # None: no such pair (one modality, or one reader)
+        return float(covariance[mask].mean()) if mask.any() else None
 
     return {
         "var_error": mean_over(same_t & same_r),
@@ -139,14 +139,15 @@ def _single_modality(
     readers = len(foms)
     mean = float(foms.mean())
     covariances = jackknife_covariances(left_out[None])
-    cov2, var_error = covariances["cov2"], covariances["var_error"]
+    var_error = covariances["var_error"]
+    cov2 = covariances["cov2"] if readers >= 2 else 0.0
     fixed_se = float(np.sqrt(max(var_error + (readers - 1) * max(cov2, 0.0), 0.0) / readers))
     z = norm.ppf(1 - alpha / 2)
     entry: dict[str, Any] = {
         "fom": mean,
         "reader_foms": foms.tolist(),
         "var_error": var_error,
-        "cov2": cov2 if readers >= 2 else None,
+        "cov2": covariances["cov2"],
         "readers_fixed": {
             "se": fixed_se,
             "ci": [mean - z * fixed_se, mean + z * fixed_se],
@@ -185,7 +186,7 @@ def _compare_modalities(foms: np.ndarray, covariances: dict[str, float], alpha: 
     ms_r = modalities * float(((reader_means - grand) ** 2).sum()) / (readers - 1)
     interaction = foms - modality_means[:, None] - reader_means[None, :] + grand
     ms_tr = float((interaction**2).sum()) / ((modalities - 1) * (readers - 1))
-    error_term = ms_tr + readers * max(covariances["cov2"] - covariances["cov3"], 0.0)
+    error_term = ms_tr + readers * max(float(covariances["cov2"]) - float(covariances["cov3"]), 0.0)
     ddf = error_term**2 / (ms_tr**2 / ((modalities - 1) * (readers - 1))) if ms_tr > 0 else float("inf")
     statistic = ms_t / error_term
     p_value = float(f_distribution.sf(statistic, modalities - 1, ddf))

@@ -13,8 +13,9 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
+from cxrsyn.core.errors import CxrsynError
 from cxrsyn.readers.order import reader_order
-from cxrsyn.readers.score import score
+from cxrsyn.readers.score import score, score_command
 from tests.conftest import run_cli
 
 
@@ -157,9 +158,9 @@ def test_bad_files_are_skipped_with_one_line_and_partial_readers_are_marked(read
 def test_no_usable_file_stops_with_one_line(reader_study, tmp_path):
     broken = tmp_path / "x.json"
     broken.write_text("[]")
-    done = run_cli("cxrsyn.readers", "score", str(reader_study), str(broken), "--out", str(tmp_path / "o"))
-    assert done.returncode == 2 and "not a cxrsyn reader answer file" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    with pytest.raises(CxrsynError, match="not a cxrsyn reader answer file") as raised:
+        score_command([str(reader_study), str(broken), "--out", str(tmp_path / "o")])
+    assert str(broken) in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_simulated_readers_score_end_to_end(reader_study, tmp_path):
