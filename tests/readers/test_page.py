@@ -7,6 +7,7 @@ Skipped, saying why, where selenium, chromium or chromedriver is missing (``.ci/
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import time
@@ -35,14 +36,20 @@ CHROMIUM_FLAGS = (
 )
 
 
-def browser_binaries() -> tuple[str, str]:
-    selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
-    del selenium
+def browser_binaries() -> tuple[str | None, str | None]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    return chromium, driver
+    return chromium, shutil.which("chromedriver")
+
+
+def why_no_browser() -> str | None:
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    if not all(browser_binaries()):
+        return "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
 
 
 def start_browser(download_dir: Path, profile_dir: Path):
