@@ -8,11 +8,14 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from cxrsyn.readers.order import reader_order
 from tests.conftest import run_cli
 from tests.readers.conftest import N_PER_SOURCE, make_overrides
+
+pytestmark = pytest.mark.slow  # the study is made by `python -m cxrsyn.readers make` (a subprocess)
 
 
 def page_study(reader_dir: Path) -> dict:

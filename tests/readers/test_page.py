@@ -49,7 +49,10 @@ def why_no_browser() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
+pytestmark = [
+    pytest.mark.slow,  # a browser, and the study made by a subprocess
+    pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser())),
+]
 
 
 def start_browser(download_dir: Path, profile_dir: Path):

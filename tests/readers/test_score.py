@@ -18,6 +18,8 @@ from cxrsyn.readers.order import reader_order
 from cxrsyn.readers.score import score, score_command
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # the study is made by `python -m cxrsyn.readers make` (a subprocess)
+
 
 def answer_file(study_dir: Path, reader: str, answers: dict[str, dict], folder: Path, **changes) -> Path:
     """An answer file as the page exports it."""
