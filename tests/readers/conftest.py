@@ -14,6 +14,7 @@ N_PER_SOURCE = 12
 def make_overrides(data_dir: Path, out_dir: Path, **extra: object) -> list[str]:
     values: dict[str, object] = {
         "source": "phantom",
+        "reference": "rsna",  # the shorthand for data@reference=rsna
         "paths.data_dir": data_dir,
         "data.phantom.n_per_class": 8,
         "data.phantom.image_size": 64,
