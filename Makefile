@@ -47,7 +47,7 @@ demo: $(STAMP)
 # can compare seed 0 with it; the other studies at smaller settings (PHANTOM_ARGS).
 # every study in conf/experiment/ (the one list of studies)
 STUDIES ?= $(basename $(notdir $(wildcard conf/experiment/*.yaml)))
-PHANTOM_ARGS ?= datamodule.image_size=64 trainer.max_epochs=6 seed=0,1
+PHANTOM_ARGS ?= datamodule.image_size=64 trainer.max_steps=48 seed=0,1
 DEMO_SETTINGS_STUDIES ?= crop_ablation
 experiments: $(STAMP)
 	@for study in $(STUDIES); do \

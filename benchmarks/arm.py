@@ -50,6 +50,8 @@ def overrides(args: argparse.Namespace, sizes: dict[str, int], data_dir: Path) -
         f"test_sets.rsna.phantom.n_per_class={sizes['rsna_per_class']}",
         f"test_sets.kermany.phantom.n_per_class={sizes['kermany_per_class']}",
         f"trainer={'gpu' if cuda else 'cpu'}",
+        "experiment.held_equal=epochs",  # the benchmark counts epochs, not the study's step budget
+        "trainer.max_steps=-1",
         f"trainer.max_epochs={sizes['epochs']}",
         "trainer.enable_progress_bar=false",
         f"num_threads={args.threads or 'null'}",

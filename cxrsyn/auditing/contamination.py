@@ -8,10 +8,13 @@ Two methods, each with its own calibrated threshold:
   a finer, high-passed descriptor: the similarity is that correlation (see ``descriptors``).
 - ``embedding``: cosine similarity of model embeddings, centred on the reference set's mean embedding.
 
-Threshold rule, per reference set and method: the ``quantile`` of the nearest-neighbour similarities of
-``calibration_n`` sampled reference images to the other reference images of *different patients*, computed
-by the very procedure that scores audited images. An audited image above it is more similar to a reference
-image than (nearly) any two real patients are to each other: flagged.
+Threshold rule, per reference set and method: the order-statistic rule of ``thresholds`` for a stated
+per-image false-positive rate (``false_positive_rate``), calibrated on the nearest-neighbour statistics of
+``calibration_n`` sampled reference images against the other reference images of *different patients*,
+computed by the very procedure that scores audited images. An audited image above it is more similar to a
+reference image than all but a stated share of real patients are to each other: flagged. A clean audited
+image is flagged with probability at most that rate, so ``expected_false_flags`` = n audited x the rate
+achieved is reported beside the flags.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tqdm.auto import tqdm
 
 from cxrsyn.auditing.descriptors import CorrelationDescriptor, nearest, refine
 from cxrsyn.auditing.sets import Features, ImageSet
+from cxrsyn.auditing.thresholds import order_statistic_threshold
 from cxrsyn.core.compose import settings_as
 
 METHODS = ("pixels", "embedding")
@@ -38,7 +42,7 @@ class ContaminationSettings:
     ``coarse`` and ``fine`` entries built into the two descriptors."""
 
     methods: Sequence[str]
-    quantile: float
+    false_positive_rate: float
     calibration_n: int
     candidates: int
     n_show: int
@@ -186,7 +190,7 @@ def audit_reference(
     patients = reference.patients
     exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
     centre = reference_features.embeddings.mean(axis=0)
-    quantile = float(settings.quantile)
+    rate = float(settings.false_positive_rate)
     candidates = int(settings.candidates)
     methods: dict[str, Any] = {}
     matches = {
@@ -219,16 +223,20 @@ def audit_reference(
             continue
         statistic = STATISTICS[method]
         audit_values, within = _statistic(audit_match, method), _statistic(calibration_match, method)
+        calibrated = order_statistic_threshold(within, rate, name=f"{reference.name} {method}")
+        threshold = calibrated.pop("threshold")
         within = within[np.isfinite(within)]
-        threshold = float(np.quantile(within, quantile))
         hits = np.flatnonzero(audit_values > threshold)
         methods[method] = {
             "statistic": statistic,
-            "threshold": threshold,
+            "threshold": threshold if np.isfinite(threshold) else None,  # None: no calibration, no flags
             "rule": (
-                f"{statistic} above the {quantile:g} quantile of the same statistic for {len(within)} sampled "
+                f"{statistic} {calibrated.pop('rule')}; calibration: {calibrated['n']} sampled "
                 f"{reference.name} images against the {reference.name} images of other patients"
             ),
+            "calibration": calibrated,
+            "n_audited": int(len(audit_values)),
+            "expected_false_flags": len(audit_values) * (calibrated["achieved_rate"] or 0.0),
             "within_reference": _summary(within),
             "audited": _summary(audit_values),
             "audited_similarity": _summary(audit_match.similarity),

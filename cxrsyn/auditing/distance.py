@@ -5,8 +5,11 @@ KID and FID between the audited set and each reference set, overall and per clas
 embedding model's: by default the auditor's penultimate layer; Inception needs torch-fidelity and weights
 this project does not fetch). Features enter through a pass-through module, as torchmetrics allows a custom
 feature extractor. KID gets a percentile bootstrap CI (both sets resampled with replacement,
-``n_resamples`` times). FID is a point estimate and biased upward at small n (a few hundred images):
-compare FIDs only at equal n.
+``n_resamples`` times; within a resample, two copies of one image are not a pair, as in the unbiased
+estimate itself). Measured in a seeded simulation (tests/auditing/test_parts.py): under a shift the CI
+covers the true KID 95% of the time; under identical distributions it covers 0 every time (the unbiased
+estimate is degenerate there and the bootstrap cautious: no false alarm). FID is a point estimate and biased
+upward at small n (a few hundred images): compare FIDs only at equal n.
 
 Diversity inside the audited set: the mean pairwise cosine similarity of its embeddings (beside the same
 number for each reference set) and the share of near-duplicate pairs (pairs above the reference set's
@@ -93,7 +96,8 @@ def distances(
         result["kid_ci"] = [float(v) for v in np.quantile(values, [alpha / 2, 1 - alpha / 2])]
         result["kid_ci_method"] = (
             f"percentile bootstrap, {n_resamples} resamples of both sets with replacement (seed {seed}), "
-            "each scored by the unbiased polynomial-kernel MMD of KID on the whole resample"
+            "each scored by the unbiased polynomial-kernel MMD of KID on the whole resample, pairs of copies "
+            "of one image left out"
         )
     return result
 
@@ -106,25 +110,25 @@ def poly_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def bootstrap_kid(
     audited: np.ndarray, reference: np.ndarray, n_resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """KID of ``n_resamples`` bootstrap resamples. The kernel matrices are computed once; a resample
-    indexes them and takes the unbiased MMD estimate (off-diagonal means within each set minus twice the
-    mean across), which is KID on one subset as large as the sets."""
+    """KID of ``n_resamples`` bootstrap resamples. The kernel matrices are computed once; a resample is a
+    vector of draw counts c per set and takes the unbiased MMD estimate over pairs of *different* original
+    images: copies of one image drawn twice are not a pair (their kernel value is the image's similarity
+    with itself, which the unbiased estimate leaves out). Within a set: (c'Kc - (c*c)'diag K) / (m^2 - sum
+    c^2); across: c'K d / (m n). Without duplicates this is KID on one subset as large as the sets."""
     x = torch.from_numpy(audited).double()
     y = torch.from_numpy(reference).double()
     k_xx, k_yy, k_xy = poly_kernel(x, x), poly_kernel(y, y), poly_kernel(x, y)
     m, n = len(x), len(y)
-    # a resample is a vector of counts c: the sum of K over its pairs is c K c, the diagonal's c . diag(K)
-    c = torch.from_numpy(
-        np.stack([np.bincount(rng.integers(m, size=m), minlength=m) for _ in range(n_resamples)])
-    )
-    d = torch.from_numpy(
-        np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(n_resamples)])
-    )
-    c, d = c.double(), d.double()
-    within_x = (((c @ k_xx) * c).sum(1) - c @ k_xx.diagonal()) / (m * (m - 1))
-    within_y = (((d @ k_yy) * d).sum(1) - d @ k_yy.diagonal()) / (n * (n - 1))
-    across = ((c @ k_xy) * d).sum(1) / (m * n)
-    return (within_x + within_y - 2 * across).numpy()
+    # draw counts of each image in each resample (m draws with replacement: multinomial)
+    c = torch.from_numpy(rng.multinomial(m, np.full(m, 1.0 / m), size=n_resamples)).double()
+    d = torch.from_numpy(rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples)).double()
+    return (_within(c, k_xx) + _within(d, k_yy) - 2 * ((c @ k_xy) * d).sum(1) / (m * n)).numpy()
+
+
+def _within(counts: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Mean kernel value over pairs of different original images of each resample (rows of draw counts)."""
+    pairs = ((counts @ kernel) * counts).sum(1) - (counts * counts) @ kernel.diagonal()
+    return pairs / (counts.sum(1) ** 2 - (counts * counts).sum(1))
 
 
 def mean_pairwise_cosine(embeddings: np.ndarray, max_n: int = 2000, seed: int = 0) -> float | None:

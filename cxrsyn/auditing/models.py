@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.models.checkpoints import load_checkpoint, load_module_weights
 
 DEFAULT_XRV_WEIGHTS = "densenet121-res224-chex"  # CheXpert only: has seen neither RSNA/NIH nor Kermany
 
@@ -30,12 +31,12 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     stat = path.stat()
     return hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -44,7 +45,8 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 class TorchXRayVisionAuditor:
     """A torchxrayvision DenseNet-121 (default ``densenet121-res224-chex``, trained on CheXpert only).
 
-    Weights: ``weights_path`` (a file saved from the model or its state dict) or torchxrayvision's cache
+    Weights: ``weights_path`` (a file saved from the model or its state dict, read without running any of its
+    code: see ``cxrsyn.models.checkpoints.load_module_weights``) or torchxrayvision's cache
     (``cache_dir``, default ``~/.torchxrayvision/models_data/``), downloaded there on first use unless the
     machine is offline (``HF_HUB_OFFLINE=1``); a missing file then stops with one line saying what to fetch
     and where to put it (``download: false``: never downloaded, e.g. as a feature space of the distance part;
@@ -75,11 +77,11 @@ class TorchXRayVisionAuditor:
         if not path.is_file():
             raise CxrsynError(f"{key}.weights_path={path} does not exist; give the weights file or null")
         model = xrv.models.DenseNet(weights=None, num_classes=len(entry["labels"]))
+        # no code of the file runs: a state dict, or torchxrayvision's whole pickled model read inertly
+        state = load_module_weights(path, "auditor.weights_path")
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-            state = saved.state_dict() if isinstance(saved, torch.nn.Module) else saved
             model.load_state_dict(state)
-        except Exception as error:  # noqa: BLE001 - a truncated or foreign file
+        except (RuntimeError, KeyError, ValueError) as error:  # a foreign model
             raise CxrsynError(
                 f"{path} is not a torchxrayvision DenseNet-121 weights file for {weights} "
                 f"({type(error).__name__}); download it again or fix {key}.weights_path"
@@ -91,7 +93,7 @@ class TorchXRayVisionAuditor:
         self.input_size = input_size
         self.batch_size = batch_size
         self.device = device
-        self.identity = f"torchxrayvision:{weights}:{_file_digest(path)}:{input_size}"
+        self.identity = f"torchxrayvision:{weights}:{file_digest(path)}:{input_size}"
 
     @staticmethod
     def _cached_file(
@@ -118,7 +120,7 @@ class TorchXRayVisionAuditor:
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         # torchxrayvision's scale: [0, 1] -> [-1024, 1024]
-        return (_resize(images.float(), self.input_size) * 2048.0 - 1024.0).to(self.device)
+        return (resize_images(images.float(), self.input_size) * 2048.0 - 1024.0).to(self.device)
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,12 +150,12 @@ class TimmExtractor:
         self.input_size = input_size
         self.batch_size = batch_size
         self.device = device
-        weights = _file_digest(Path(weights_path)) if weights_path else ("hub" if pretrained else "random")
+        weights = file_digest(Path(weights_path)) if weights_path else ("hub" if pretrained else "random")
         self.identity = f"timm:{name}:{weights}:{input_size}"
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = (_resize(images.float(), self.input_size) - self.mean) / self.std
+        x = (resize_images(images.float(), self.input_size) - self.mean) / self.std
         features = self.net.forward_features(x.to(self.device))
         return self.net.forward_head(features, pre_logits=True).flatten(1).float().cpu()
 
@@ -185,11 +187,11 @@ class PixelAuditor:
             path = Path(weights_path)
             if not path.is_file():
                 raise CxrsynError(f"auditor.weights_path={path} does not exist; give a PixelAuditor file")
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            saved = load_checkpoint(path, "auditor.weights_path")  # plain data only: no code runs
             self.grid = grid = int(saved.get("grid", grid))  # the file knows the grid it was fitted on
             self.weight, self.bias = saved["weight"].float(), saved["bias"].float()
             self.pathologies = list(saved["pathologies"])
-            self.identity = f"pixels:{grid}:{_file_digest(path)}"
+            self.identity = f"pixels:{grid}:{file_digest(path)}"
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         small = F.adaptive_avg_pool2d(images.float(), self.grid).flatten(1)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrsyn.auditing.models import _file_digest, _resize
+from cxrsyn.auditing.models import file_digest, resize_images
 from cxrsyn.core.errors import CxrsynError
 
 XRV_RELEASES = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
@@ -55,7 +55,7 @@ def _xrv_weights(reader: str, weights_path: str | None, cache_dir: str | None, k
 
 
 def _imagenet(images: torch.Tensor, size: int) -> torch.Tensor:
-    x = _resize(images.float(), size).repeat(1, 3, 1, 1)
+    x = resize_images(images.float(), size).repeat(1, 3, 1, 1)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -120,11 +120,11 @@ class TorchXRayVisionSexReader(_LogitReader):
         self.attribute, self.classes = "sex", ["male", "female"]  # the model's order: Male, Female
         self.value_map: dict[str, str] = {}
         self.batch_size = batch_size
-        self.identity = f"torchxrayvision:mira-sex:{_file_digest(path)}"
+        self.identity = f"torchxrayvision:mira-sex:{file_digest(path)}"
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         # MIRA's scale: 0-255 gray copied to three channels, no further normalisation
-        return _resize(images.float(), 224).repeat(1, 3, 1, 1) * 255.0
+        return resize_images(images.float(), 224).repeat(1, 3, 1, 1) * 255.0
 
 
 class TorchXRayVisionViewReader(_LogitReader):
@@ -152,7 +152,7 @@ class TorchXRayVisionViewReader(_LogitReader):
         self.attribute, self.classes = "projection", ["Frontal", "Lateral"]
         self.value_map = dict(value_map or FRONTAL_VIEWS)
         self.batch_size = batch_size
-        self.identity = f"torchxrayvision:xinario-view:{_file_digest(path)}"
+        self.identity = f"torchxrayvision:xinario-view:{file_digest(path)}"
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         return _imagenet(images, 224)
@@ -180,7 +180,7 @@ class TorchXRayVisionAgeReader(_Reader):
         self.attribute, self.classes = "age_band", []
         self.value_map = {}
         self.batch_size = batch_size
-        self.identity = f"torchxrayvision:riken-age:{_file_digest(path)}"
+        self.identity = f"torchxrayvision:riken-age:{file_digest(path)}"
 
     @torch.no_grad()
     def _read(self, images: torch.Tensor) -> list[float]:
@@ -248,10 +248,10 @@ class TimmAttributeReader(_LogitReader):
         self.value_map = dict(value_map or {})
         self.input_size = input_size
         self.batch_size = batch_size
-        self.identity = f"timm:{backbone}:{attribute}:{_file_digest(path)}"
+        self.identity = f"timm:{backbone}:{attribute}:{file_digest(path)}"
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return (_resize(images.float(), self.input_size) - self.mean) / self.std
+        return (resize_images(images.float(), self.input_size) - self.mean) / self.std
 
 
 def _load_weights_only(path: Path, key: str) -> dict[str, Any]:
@@ -302,7 +302,7 @@ class PixelAttributeReader(_Reader):
             self.grid = int(saved["grid"])
             self.weight, self.bias = saved["weight"].float(), saved["bias"].float()
             self.classes = list(saved["classes"])
-            self.identity = f"pixels:{attribute}:{self.grid}:{_file_digest(path)}"
+            self.identity = f"pixels:{attribute}:{self.grid}:{file_digest(path)}"
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         small = F.adaptive_avg_pool2d(images.float(), self.grid).flatten(1)
@@ -386,7 +386,7 @@ class PhantomAttributeReader(PixelAttributeReader):
             table = read_manifest(folder)
             for path, value in zip(table[PATH_COLUMN], table[attribute].astype(str), strict=True):
                 pixels = torch.from_numpy(read_grayscale(folder / path))[None, None]
-                images.append(_resize(pixels, image_size)[0])
+                images.append(resize_images(pixels, image_size)[0])
                 values.append(value)
         self.fit(torch.stack(images), values)
         self.identity = f"phantom-pixels:{attribute}:{grid}:{seed}:{n_per_class}:{image_size}"

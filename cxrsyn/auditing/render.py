@@ -50,18 +50,23 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Contamination",
             "",
-            f"Search: {c['search']}. {c['n_flagged_images']} audited image(s) flagged.",
+            f"Search: {c['search']}. {c['n_flagged_images']} audited image(s) flagged. Each threshold is set for "
+            f"a per-image false-positive rate of {c['false_positive_rate']:g} (or the rate its calibration "
+            f"allows): about {c['expected_false_flags']:.2f} false flag(s) expected among clean images over all "
+            "reference sets and methods.",
             "",
+            *(f"- {note}" for note in c.get("notes", [])),
+            *([""] if c.get("notes") else []),
         ]
         lines += [
-            "| reference | method | threshold | rule | audited max | flagged |",
-            "|---|---|---|---|---|---|",
+            "| reference | method | threshold | rule | audited max | flagged | expected false flags |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, methods in c["by_reference"].items():
             for method, m in methods.items():
                 lines.append(
-                    f"| {name} | {method} | {m['threshold']:.4f} | {m['rule']} | "
-                    f"{_fmt(m['audited'].get('max'), 4)} | {m['n_flagged']} |"
+                    f"| {name} | {method} | {_fmt(m['threshold'], 4)} | {m['rule']} | "
+                    f"{_fmt(m['audited'].get('max'), 4)} | {m['n_flagged']} | {m['expected_false_flags']:.2f} |"
                 )
         if c["flagged"]:
             lines += [
@@ -94,6 +99,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(la['scores_by_prompt_class']['pneumonia'][cls]['mean'])} | "
                 f"{_fmt(la['scores_by_prompt_class']['normal'][cls]['mean'])} |"
             )
+        lines += _label_yardstick(la)
         lines += ["", f"{la['n_contradicting']} image(s) contradict their label; the first:", ""]
         lines += [
             f"- {item['path']} (label {item['label']}, score {item['score']:.3f})"
@@ -162,6 +168,38 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _label_yardstick(la: dict[str, Any]) -> list[str]:
+    """The auditor on the audited set beside the same auditor on each real reference set (its own labels)."""
+    score_class = la["score_class"]
+    rows = []
+    for name, ref in {"audited (prompt labels)": None, **la.get("on_references", {})}.items():
+        item = (
+            la["auroc_vs_prompt_labels"][score_class] if ref is None else ref["auroc_vs_labels"][score_class]
+        )
+        ci = item.get("auroc_ci")
+        n = (
+            sum(la["scores_by_prompt_class"][c]["n"] for c in ("pneumonia", "normal"))
+            if ref is None
+            else ref["n"]
+        )
+        rate = la.get("contradiction_rate") if ref is None else ref["contradiction_rate"]
+        rows.append(
+            f"| {name} | {n} | {_fmt(item['auroc'])} | {'n/a' if not ci else f'{ci[0]:.3f}-{ci[1]:.3f}'} | "
+            f"{_fmt(rate)} |"
+        )
+    if len(rows) == 1:
+        return []
+    return [
+        "",
+        f"The same auditor on the real reference sets, against their own labels: the audited set's {score_class} "
+        "AUROC and contradiction rate read against these (a sample of each reference set, `label_audit.reference_n`).",
+        "",
+        f"| set | n | {score_class} AUROC | 95% CI | contradiction rate |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def print_summary(results: dict[str, Any]) -> None:
     """The parts' headline numbers, printed after the audit."""
     print("")
@@ -173,8 +211,8 @@ def print_summary(results: dict[str, Any]) -> None:
         for name, methods in c["by_reference"].items():
             for method, m in methods.items():
                 print(
-                    f"  {name} {method}: threshold {m['threshold']:.4g}, audited max {_fmt(m['audited'].get('max'), 4)}, "
-                    f"flagged {m['n_flagged']}"
+                    f"  {name} {method}: threshold {_fmt(m['threshold'], 4)}, audited max {_fmt(m['audited'].get('max'), 4)}, "
+                    f"flagged {m['n_flagged']} (expected false flags {m['expected_false_flags']:.2f})"
                 )
     if "label_audit" in results:
         la = results["label_audit"]
@@ -182,6 +220,12 @@ def print_summary(results: dict[str, Any]) -> None:
         print(
             f"label fidelity: auditor AUROC vs prompt labels: {aurocs}; {la['n_contradicting']} image(s) contradict their label"
         )
+        for name, ref in la.get("on_references", {}).items():
+            item = ref["auroc_vs_labels"][la["score_class"]]
+            print(
+                f"  the same auditor on {name} ({ref['n']} images, real labels): {la['score_class']} AUROC "
+                f"{_fmt(item['auroc'])}, contradiction rate {_fmt(ref['contradiction_rate'])}"
+            )
     if "attributes" in results:
         print_attributes(results["attributes"])
     if "distance" in results:

@@ -1,6 +1,10 @@
 """One audit from a composed config (``conf/audit.yaml``): read the sets, run the enabled parts, write
 ``audit.json`` with ``label_audit.csv``, ``exclude.txt`` and the figures; ``render`` turns the results into
-``audit.md``, the printed summary and the W&B log."""
+``audit.md``, the printed summary and the W&B log.
+
+The outputs are published together (``cxrsyn.core.fileio.publishing``: a staging folder, ``audit.json``
+last) while the folder is locked (``cxrsyn.core.runfolder``): a kill or a full disk leaves the previous audit
+as it was. ``label_audit.csv`` is spreadsheet-safe."""
 
 from __future__ import annotations
 
@@ -26,7 +30,14 @@ from cxrsyn.auditing.contamination import (
     pixel_matches_many,
 )
 from cxrsyn.auditing.distance import DistanceSettings, distances, mean_pairwise_cosine
-from cxrsyn.auditing.labels import LabelAuditSettings, auditor_scores, grid_figure, label_audit
+from cxrsyn.auditing.labels import (
+    LabelAuditSettings,
+    auditor_scores,
+    grid_figure,
+    label_audit,
+    reference_label_audit,
+    reference_sample,
+)
 from cxrsyn.auditing.render import log_to_wandb, markdown, print_sets, print_summary
 from cxrsyn.auditing.sets import (
     Features,
@@ -40,7 +51,9 @@ from cxrsyn.auditing.sets import (
 from cxrsyn.auditing.spaces import SpaceSettings, feature_spaces
 from cxrsyn.core.compose import instantiate_node, resolved_config, settings_as, settings_at
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import publishing, save_figure, write_csv, write_text
+from cxrsyn.core.paths import inside
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.data.sources import DatasetFolder
 
 AUDIT_JSON, AUDIT_MD, EXCLUDE_NAME = "audit.json", "audit.md", "exclude.txt"
@@ -84,6 +97,21 @@ class AuditData:
 
 
 def audit(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.out_dir)
+    with exclusive(out_dir, "cxrsyn.audit"), publishing(out_dir, AUDIT_JSON) as publication:
+        results, figures = _audit(cfg, publication.staging)
+        results = publication.write_manifest(results)
+    figures = {name: out_dir / path.relative_to(publication.staging) for name, path in figures.items()}
+    print_summary(results)
+    print(
+        f"audit: {out_dir / AUDIT_JSON}, {out_dir / AUDIT_MD}, figures in {out_dir / FIGURES} ({results['seconds']} s)"
+    )
+    log_to_wandb(cfg, results, figures)
+    return results
+
+
+def _audit(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Every output but audit.json into ``out_dir`` (a staging folder); the results and the figures' paths."""
     started = time.time()
     timings: dict[str, float] = {}
 
@@ -91,7 +119,6 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
         timings[step] = time.time() - started - sum(timings.values())
 
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
-    out_dir = Path(cfg.out_dir)
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved_config(cfg)), out_dir / "config.yaml")
     settings = AuditSettings.from_config(cfg)
@@ -180,14 +207,8 @@ def audit(cfg: DictConfig) -> dict[str, Any]:
     results["seconds_by_step"] = {name: round(value, 1) for name, value in timings.items()}
     results["figures"] = {name: str(path.relative_to(out_dir)) for name, path in figures.items()}
     results["seconds"] = round(time.time() - started, 1)
-    write_json(out_dir / AUDIT_JSON, results)
-    (out_dir / AUDIT_MD).write_text(markdown(results))
-    print_summary(results)
-    print(
-        f"audit: {out_dir / AUDIT_JSON}, {out_dir / AUDIT_MD}, figures in {out_dir / FIGURES} ({results['seconds']} s)"
-    )
-    log_to_wandb(cfg, results, figures)
-    return results
+    write_text(out_dir / AUDIT_MD, markdown(results))
+    return results, figures
 
 
 def _instantiate_each(cfg: DictConfig, key: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -237,8 +258,7 @@ def _save(figures: dict[str, Figure], out_dir: Path) -> dict[str, Path]:
     """Each figure as ``figures/<name>.png``; returns the paths by name."""
     paths = {}
     for name, figure in figures.items():
-        paths[name] = out_dir / FIGURES / f"{name}.png"
-        figure.savefig(paths[name], dpi=100)
+        paths[name] = save_figure(figure, inside(out_dir, Path(FIGURES) / f"{name}.png"), dpi=100)
     return paths
 
 
@@ -299,13 +319,20 @@ def _contamination(
     result["flagged"] = sorted(flagged, key=lambda f: (-f["similarity"], f["path"]))
     paths = sorted({item["path"] for item in flagged})
     result["n_flagged_images"] = len(paths)
+    methods = [m for by_method in result["by_reference"].values() for m in by_method.values()]
+    # a clean audited image is flagged by each reference x method with probability <= its rate
+    result["false_positive_rate"] = float(settings.false_positive_rate)
+    result["expected_false_flags"] = float(sum(m["expected_false_flags"] for m in methods))
+    result["notes"] = [m["calibration"]["note"] for m in methods if m["calibration"]["note"]]
+    for note in result["notes"]:
+        print(f"audit: {note}")
     if settings.write_exclude_file:
         lines = [
             "# images python -m cxrsyn.audit flagged as near-copies of reference images;",
             "# leave them out of training with data.exclude_file=<this file>",
             *paths,
         ]
-        (out_dir / EXCLUDE_NAME).write_text("\n".join(lines) + "\n")
+        write_text(out_dir / EXCLUDE_NAME, "\n".join(lines) + "\n")
         result["exclude_file"] = EXCLUDE_NAME
     return result, figures
 
@@ -315,7 +342,7 @@ def _thresholds(contamination: dict[str, Any] | None) -> dict[str, dict[str, flo
     if not contamination:
         return {}
     return {
-        name: {method: item["threshold"] for method, item in methods.items()}
+        name: {method: item["threshold"] for method, item in methods.items() if item["threshold"] is not None}
         for name, methods in contamination["by_reference"].items()
     }
 
@@ -326,8 +353,19 @@ def _labels(
     """Part 2; writes ``label_audit.csv``; returns the results, the figure and the score_class scores."""
     scores = auditor_scores(auditor, data.images, list(settings.classes))
     result, per_image = label_audit(data.audited.table, scores, settings, data.seed)
-    per_image.to_csv(out_dir / "label_audit.csv", index=False)
+    write_csv(out_dir / "label_audit.csv", per_image)
     result["per_image"] = "label_audit.csv"
+    result["on_references"] = {}
+    for ref in data.references:  # the yardstick: the same auditor against real labels
+        rows = reference_sample(len(ref.table), settings.reference_n, data.seed)
+        images = torch.cat([p for _, p in decode_rows(ref, rows, data.workers, f"{ref.name}: label audit")])
+        result["on_references"][ref.name] = reference_label_audit(
+            ref.labels[rows],
+            auditor_scores(auditor, images, list(settings.classes)),
+            settings,
+            data.seed,
+            patients=ref.patients[rows],
+        )
     rows = {path: i for i, path in enumerate(data.audited.table["path"].astype(str))}
     shown = result["contradicting"][: int(settings.n_show)]
     figure = grid_figure(

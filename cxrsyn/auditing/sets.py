@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from cxrsyn.auditing.descriptors import CorrelationDescriptor
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.core.parallel import chunked, map_chunks
+from cxrsyn.core.paths import check_name
 from cxrsyn.data.cache import cache_key, decode_chunk
 from cxrsyn.data.decode import Preprocessing
-from cxrsyn.data.sources import FILE_COLUMN, DatasetFolder, apply_exclude_file
+from cxrsyn.data.sources import FILE_COLUMN, DatasetFolder, read_source
 
 PATIENT_COLUMN = "patient"
 CHUNK = 64
@@ -57,8 +58,9 @@ class ImageSet:
 def read_set(name: str, source: DatasetFolder, image_size: int) -> ImageSet:
     """Prepare (the phantom generates itself) and index a source; samples without a ``patient`` column
     count as one patient per image path."""
+    check_name(name, "audit set name ")  # names its figures and entries
     source.prepare()
-    index = apply_exclude_file(source, source.index())
+    index = read_source(source)
     table = index.table.reset_index(drop=True)
     has_patient = PATIENT_COLUMN in table.columns
     if not has_patient:

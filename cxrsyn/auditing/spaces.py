@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrsyn.auditing.distance import DistanceSettings, distances
-from cxrsyn.auditing.models import TimmExtractor, _file_digest, _resize
+from cxrsyn.auditing.models import TimmExtractor, file_digest, resize_images
 from cxrsyn.auditing.sets import ImageSet, decode_rows
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.cache import cache_key
@@ -106,7 +106,7 @@ class InceptionExtractor:
         self.net = net.to(device)
         self.batch_size = batch_size
         self.device = device
-        self.identity = f"torch-fidelity:inception-v3-compat:2048:{_file_digest(path)}"
+        self.identity = f"torch-fidelity:inception-v3-compat:2048:{file_digest(path)}"
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -151,12 +151,12 @@ class HuggingFaceExtractor:
         digest = hashlib.sha256()
         for file in sorted(folder.glob("*")):
             if file.is_file():
-                digest.update(f"{file.name}\0{_file_digest(file)}".encode())
+                digest.update(f"{file.name}\0{file_digest(file)}".encode())
         self.identity = f"transformers:{folder.name}:{digest.hexdigest()[:16]}:{self.input_size}"
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = _resize(images.float(), self.input_size).repeat(1, 3, 1, 1)
+        x = resize_images(images.float(), self.input_size).repeat(1, 3, 1, 1)
         x = (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
         out = self.net(pixel_values=x.to(self.device))
         pooled = getattr(out, "pooler_output", None)

@@ -45,28 +45,78 @@ def unknown_choice_message(overrides: Sequence[str], conf_dir: Path = CONF_DIR) 
 
 
 def exit_on_unknown_choice(argv: Sequence[str] | None = None) -> None:
-    message = unknown_choice_message(list(sys.argv[1:] if argv is None else argv))
+    """What every command checks before Hydra starts: secrets are redacted from everything printed from now
+    on, a config-group choice exists, and a sweep does not list one value twice (``-m seed=0,0``)."""
+    from cxrsyn.core.secrets import redact_streams
+
+    redact_streams()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    message = unknown_choice_message(argv) or duplicate_sweep_message(argv)
     if message:
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
+def duplicate_sweep_message(overrides: Sequence[str]) -> str | None:
+    """The first sweep override that lists a value twice (``seed=0,0``, ``seed=range(0,3),2``), as one line:
+    its jobs would be the same run twice, counted twice by a report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([item for item in overrides if "=" in item])
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself
+        return None
+    for override in parsed:
+        if not override.is_sweep_override():
+            continue
+        try:
+            values = [str(value) for value in override.sweep_string_iterator()]
+        except Exception:  # noqa: BLE001 - interval sweeps (for optimisers) have no list of values
+            continue
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        if repeated:
+            key = override.get_key_element()
+            return (
+                f"{key} sweeps {', '.join(repeated)} more than once ({override.input_line}): the same job would "
+                f"run twice and count as two; give each value once"
+            )
+    return None
+
+
 def compose_or_exit(config_name: str, overrides: Sequence[str]):  # noqa: ANN201 - DictConfig
     """Compose ``conf/<config_name>.yaml`` with overrides (no run folder, no logging set-up); a bad override
-    is reported in one line with exit status 2."""
+    is reported in one line with exit status 2, a bad value or an added key nothing reads raises one line
+    (``core.validation``)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from cxrsyn.core.secrets import redact_streams
+    from cxrsyn.core.validation import check_config
+
+    redact_streams()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides))
+            cfg = compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
         line = " ".join(str(error).split())
         print(
             f"error: {line}; check the overrides against conf/{config_name}.yaml", file=sys.stderr, flush=True
         )
         sys.exit(2)
+    check_config(cfg, overrides, CONF_DIR)  # bad values and +keys nothing reads: one line (CxrsynError)
+    return cfg
+
+
+def check_job(cfg) -> None:  # noqa: ANN001 - a DictConfig
+    """``core.validation.check_config`` with the overrides of the Hydra job that composed ``cfg`` (none outside
+    a job): what every Hydra command runs first."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from cxrsyn.core.validation import check_config
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    check_config(cfg, overrides, CONF_DIR)
 
 
 def code_version() -> dict[str, object]:

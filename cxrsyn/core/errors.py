@@ -35,14 +35,18 @@ def one_line(error: BaseException) -> str:
 
 
 def report_known_errors(fn: F) -> F:
-    """Run ``fn``; on a ``CxrsynError`` print ``error: <line>`` to stderr and exit with status 2."""
+    """Run ``fn``; on a ``CxrsynError`` print ``error: <line>`` (secrets redacted) to stderr and exit with
+    status 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except CxrsynError as error:
-            print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+            from cxrsyn.core.secrets import redact_text
+
+            # a key can reach a message through a value the user typed or a server echoed: never printed
+            print(f"error: {redact_text(one_line(error))}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]

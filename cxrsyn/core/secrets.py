@@ -11,14 +11,25 @@ Hydra writes ``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` (and 
 writes a run folder (train, evaluate, generate), registers the typed secrets, redacts ``sys.argv`` at the
 start of the run (W&B reads it later), redacts every log record from then on (Hydra's launcher logs each
 job's overrides) and rewrites Hydra's files as soon as Hydra has written them.
+
+Secrets are also found by their form, whatever name they were typed under and inside any other value: Google
+API keys (``AIza`` + 35 URL-safe characters), W&B keys (``wandb_v1_...``, ``local-`` + 40 hex digits, and
+the key ``wandb login`` saved in ``~/.netrc``), Hugging Face tokens (``hf_...``) and Google OAuth access
+tokens (``ya29.``..., Vertex AI's bearer tokens). A bare 40-hex-digit
+legacy W&B key cannot be told from a git commit id: it is found only as the value of ``WANDB_API_KEY``, of the
+netrc login or of a secret-looking key. Command lines print through ``redact_streams``: what cxrsyn, Hydra or a
+library writes to stdout and stderr has its secrets replaced too.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import netrc
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,13 +53,43 @@ MIN_TYPED_SECRET_LENGTH = 8
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 MULTIRUN_FILE = "multirun.yaml"
 
+# Keys recognised by their form (see the module doc), wherever they appear.
+KEY_PATTERNS = (
+    re.compile(r"AIza[0-9A-Za-z_\-]{35}"),  # Google API keys: Gemini, GOOGLE_API_KEY
+    re.compile(r"wandb_v1_[0-9A-Za-z_\-]{20,}"),  # W&B keys issued since 2025 (about 86 characters)
+    re.compile(r"(?<![0-9A-Za-z])local-[0-9a-f]{40}(?![0-9a-f])"),  # W&B server keys
+    re.compile(r"(?<![0-9A-Za-z_])hf_[0-9A-Za-z]{30,}"),  # Hugging Face tokens
+    re.compile(r"ya29\.[0-9A-Za-z_\-]{20,}"),  # Google OAuth access tokens (Vertex AI's bearer tokens)
+)
+WANDB_HOST = "api.wandb.ai"
+
 _typed_secrets: set[str] = set()
+
+
+@functools.lru_cache(maxsize=4)
+def _netrc_secrets(path: str | None) -> frozenset[str]:
+    """The W&B key ``wandb login`` saved in the netrc file (``NETRC``, default ``~/.netrc``)."""
+    try:
+        entry = netrc.netrc(path).authenticators(WANDB_HOST)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return frozenset()
+    return frozenset({entry[2]}) if entry and entry[2] else frozenset()
 
 
 def secret_values() -> list[str]:
     """Every known secret, longest first (so that a secret containing another is replaced whole)."""
     values = {value for name in SECRET_ENV_VARS if (value := os.environ.get(name))} | _typed_secrets
+    values |= _netrc_secrets(os.environ.get("NETRC"))
     return sorted(values, key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: list[str] | None = None) -> str:
+    """``text`` with every known secret and every string of a key's form replaced by ``<redacted>``."""
+    for secret in secret_values() if secrets is None else secrets:
+        text = text.replace(secret, REDACTED)
+    for pattern in KEY_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
 
 
 def _is_secret_key(key: object) -> bool:
@@ -65,20 +106,35 @@ def register_typed_secrets(overrides: Iterable[str]) -> None:
             _typed_secrets.add(value)
 
 
-def redact(value: Any, _secrets: list[str] | None = None) -> Any:
-    """A copy of ``value`` (nested dicts, lists, strings) with secrets replaced by ``<redacted>``."""
+def redact(value: Any, _secrets: list[str] | None = None, by_name: bool = True) -> Any:
+    """A copy of ``value`` (nested dicts, lists, strings) with secrets replaced by ``<redacted>``: by value
+    always, and (``by_name``, for configs) every value under a secret-looking key."""
     secrets = secret_values() if _secrets is None else _secrets
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if _is_secret_key(key) and item not in (None, "") else redact(item, secrets)
+            key: REDACTED
+            if by_name and _is_secret_key(key) and item not in (None, "")
+            else redact(item, secrets, by_name)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):
-        return type(value)(redact(item, secrets) for item in value)
+        return type(value)(redact(item, secrets, by_name) for item in value)
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
+        return redact_text(value, secrets)
     return value
+
+
+def redact_table(table: Any, keep: tuple[str, ...] = ("path", "file")) -> Any:
+    """A copy of a pandas table whose text cells have their secrets replaced, except the columns in ``keep``
+    (file paths: a path names a file on disk and is written as it is)."""
+    secrets = secret_values()
+    columns = [c for c in table.columns if c not in keep and table[c].dtype == object]
+    if not columns:
+        return table
+    cleaned = table.copy()
+    for column in columns:
+        cleaned[column] = [redact_text(v, secrets) if isinstance(v, str) else v for v in cleaned[column]]
+    return cleaned
 
 
 def redact_overrides(overrides: Iterable[str]) -> list[str]:
@@ -106,19 +162,62 @@ def redact_logging() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        secrets = secret_values()
-        if secrets:
-            try:
-                message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a malformed call: logging reports it when the record is emitted
-                return record
-            cleaned = redact(message, secrets)
-            if cleaned != message:
-                record.msg, record.args = cleaned, None
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call: logging reports it when the record is emitted
+            return record
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:  # the traceback's last line quotes the error
+            error = record.exc_info[1]
+            if redact_text(str(error)) != str(error):
+                record.exc_info, record.exc_text = None, None
+                record.msg = f"{record.msg} ({type(error).__name__}: {redact_text(str(error))})"
         return record
 
     factory.redacts_secrets = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+class _RedactingStream:
+    """stdout or stderr with secrets replaced in every write. A console capture that patches ``write``
+    (W&B's) is handed the redacted text."""
+
+    def __init__(self, stream: Any):
+        object.__setattr__(self, "_stream", stream)
+        object.__setattr__(self, "_outer", None)
+        object.__setattr__(self, "_local", threading.local())
+
+    def write(self, data: Any) -> int:
+        cleaned = redact_text(data) if isinstance(data, str) else data
+        local = self._local
+        if self._outer is not None and not getattr(local, "inside", False):
+            local.inside = True
+            try:
+                self._outer(cleaned)
+            finally:
+                local.inside = False
+            return len(data)
+        self._stream.write(cleaned)
+        return len(data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "write":  # a capture patching write: it runs around ours, on redacted text
+            object.__setattr__(self, "_outer", value)
+        else:
+            setattr(self._stream, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def redact_streams() -> None:
+    """From now on, secrets written to ``sys.stdout`` or ``sys.stderr`` are replaced (idempotent)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _RedactingStream):
+            setattr(sys, name, _RedactingStream(stream))
 
 
 def redact_yaml_file(path: Path) -> bool:
@@ -187,3 +286,4 @@ class RedactSecretsCallback(Callback):
         register_typed_secrets(sys.argv[1:])
         redact_argv()
         redact_logging()
+        redact_streams()

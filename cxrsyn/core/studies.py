@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cxrsyn.core.config import CONF_DIR
 
 EXPERIMENTS_DIR = CONF_DIR.parent / "experiments"
 SEED_KEY = "seed"
+SOURCES = ("real", "phantom")  # conf/source/: each profile names the seeds experiments run (profile.seeds)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,11 @@ class StudyConfig:
     question: str
     published: str
     primary: dict[str, str]
-    sweep: dict[str, list[str]]  # swept key -> its values, in the config's order (seed included)
+    sweep: dict[str, list[str]]  # swept key -> its values on real data, in the config's order (seed included)
+    seeds_by_source: dict[str, list[str]]  # the seeds under each source (they may come from its profile)
+    held_equal: str | None = None  # what every arm shares: steps or epochs (experiment.held_equal)
+    budget: int | None = None  # how many of them (trainer.max_steps or trainer.max_epochs)
+    compare_test_sets: tuple[tuple[str, str], ...] = ()
 
     @property
     def arm_keys(self) -> list[str]:
@@ -38,16 +43,51 @@ def study_names() -> list[str]:
 
 
 def load_study(name: str) -> StudyConfig:
-    """One study's facts, read from its file without composing (no data root or source needed)."""
+    """One study's facts, read from its file without composing (no data root needed); an interpolation in
+    its sweep (``seed: ${profile.seeds}``) is resolved against each source's profile (conf/source/); the
+    training budget from the study, else from what every study shares (conf/study/default.yaml)."""
     cfg = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
-    params = cfg.hydra.sweeper.params
+    sweeps = {source: _sweep(cfg, source) for source in SOURCES}
+    shared = OmegaConf.load(CONF_DIR / "study" / "default.yaml")
+    held_equal = cfg.experiment.get("held_equal")
+    limit = {"steps": "trainer.max_steps", "epochs": "trainer.max_epochs"}.get(str(held_equal))
+    budget = None
+    if limit:
+        budget = OmegaConf.select(cfg, limit, default=OmegaConf.select(shared, limit, default=None))
     return StudyConfig(
         name=cfg.experiment.name,
         question=cfg.experiment.question,
         published=cfg.experiment.published,
         primary=dict(cfg.experiment.primary),
-        sweep={key: [value.strip() for value in str(params[key]).split(",")] for key in params},
+        sweep=sweeps["real"],
+        seeds_by_source={source: sweep.get(SEED_KEY, []) for source, sweep in sweeps.items()},
+        held_equal=held_equal,
+        budget=None if budget is None else int(budget),
+        compare_test_sets=tuple(
+            tuple(map(str, pair)) for pair in cfg.experiment.get("compare_test_sets") or ()
+        ),
     )
+
+
+def _sweep(cfg: DictConfig, source: str) -> dict[str, list[str]]:
+    merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "source" / f"{source}.yaml"), cfg)
+    params = merged.hydra.sweeper.params
+    return {key: [value.strip() for value in str(params[key]).split(",")] for key in params}
+
+
+def primary_text(study: StudyConfig) -> str:
+    """The primary endpoint as the table of studies states it."""
+    metric, test_set = study.primary["metric"].upper(), study.primary["test_set"]
+    if study.primary.get("comparison") == "test_sets":
+        pairs = [pair for pair in study.compare_test_sets if test_set in pair] or [(test_set, "?")]
+        return "; ".join(f"Δ{metric} `{a}` - `{b}`, same models" for a, b in pairs)
+    return f"{metric} on `{test_set}`"
+
+
+def held_equal_text(study: StudyConfig) -> str:
+    if not study.held_equal:
+        return "not stated"
+    return f"{study.budget} {study.held_equal}" if study.budget is not None else str(study.held_equal)
 
 
 def wandb_sweep(study: StudyConfig) -> str:
@@ -75,7 +115,8 @@ def wandb_sweep(study: StudyConfig) -> str:
         f"# edit. `wandb sweep experiments/{study.name}/wandb_sweep.yaml`, then `wandb agent <id>`. The agent\n"
         "# runs one cxrsyn.train job per grid point (hydra.mode=RUN turns the experiment's own multirun off),\n"
         "# each its own W&B run, grouped under the experiment; cells the experiment excludes finish at once.\n"
-        "# Add source=phantom to the command to try it offline.\n"
+        "# Seeds: the real-data profile's (conf/source/real.yaml). Add source=phantom to the command to try it\n"
+        "# offline.\n"
     )
     return header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=False, width=110)
 
@@ -84,10 +125,15 @@ def _arms(study: StudyConfig) -> str:
     return " x ".join(f"`{key}` = {', '.join(study.sweep[key])}" for key in study.arm_keys)
 
 
+def _seeds(study: StudyConfig) -> str:
+    real, phantom = (", ".join(study.seeds_by_source[source]) for source in SOURCES)
+    return real if real == phantom else f"{real} (phantom: {phantom})"
+
+
 def studies_readme(studies: list[StudyConfig]) -> str:
     rows = [
-        f"| [{s.name}]({s.name}/) | {_arms(s)} | {', '.join(s.sweep.get(SEED_KEY, []))} | {s.question} | "
-        f"{s.primary['metric'].upper()} on `{s.primary['test_set']}` | {s.published} |"
+        f"| [{s.name}]({s.name}/) | {_arms(s)} | {_seeds(s)} | {held_equal_text(s)} | {s.question} | "
+        f"{primary_text(s)} | {s.published} |"
         for s in studies
     ]
     return "\n".join(
@@ -102,13 +148,22 @@ def studies_readme(studies: list[StudyConfig]) -> str:
             "with `python -m cxrsyn.train +experiment=NAME` (every arm and seed) and read it with",
             "`python -m cxrsyn.report <its multirun folder>` ([docs/studies.md](../docs/studies.md)).",
             "",
-            "| study | arms | seeds | question | primary endpoint | read it against |",
-            "|---|---|---|---|---|---|",
+            "| study | arms | seeds | held equal | question | primary endpoint | read it against |",
+            "|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            "*Held equal*: what every arm of a study shares (`experiment.held_equal`), so that arms differ only in",
+            "what they train on: optimiser steps (`trainer.max_steps`, batches of 32), however many images an arm",
+            "has. *Primary endpoint*: the comparison the study's question rests on (`experiment.primary`); the report",
+            "labels it and every other comparison secondary, and Holm-adjusts each family of comparisons apart.",
             "",
             "`make experiments` reruns every study with `source=phantom` and rewrites each `phantom/` folder",
             "(results.md, csv, report.json, small figures and `COMMAND`, the settings used). Phantom results show",
             "that a study runs end to end and what it writes; they are not evidence about radiographs.",
+            "",
+            "Seeds come from the source's profile (`profile.seeds` in conf/source/): five on real data, where the",
+            "study-level interval (Student's t with seeds - 1 df) needs them; three on the phantom, which the",
+            "report flags as underpowered. More: `'seed=range(0,10)'`.",
             "",
         ]
     )

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import building, write_json
+from cxrsyn.core.fileio import building, write_csv, write_json
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.core.parallel import chunked, map_chunks
 from cxrsyn.data.decode import Preprocessing, decode_with_size
@@ -106,9 +106,7 @@ def _start(folder: Path, table: pd.DataFrame, prep: Preprocessing, key: str, nam
     ).flush()
     np.save(folder / SIZES_NAME, np.zeros((len(table), 2), np.int32))
     np.save(folder / STATE_NAME, np.zeros(len(table), np.int8))
-    tmp = folder / f"{INDEX_NAME}.tmp"
-    table.drop(columns=[FILE_COLUMN]).to_csv(tmp, index=False)
-    os.replace(tmp, folder / INDEX_NAME)
+    write_csv(folder / INDEX_NAME, table.drop(columns=[FILE_COLUMN]))
     meta = {
         "format": CACHE_FORMAT,
         "key": key,

@@ -37,6 +37,7 @@ import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
+from cxrsyn.core.paths import normalize_relative
 from cxrsyn.data.label_tables import (
     ATTRIBUTE_COLUMNS,
     PATIENT_COLUMN,
@@ -151,7 +152,7 @@ class CheXpert(DatasetFolder):
             index=False
         ):
             bad(path, f"{name} is listed in {LABEL_FILES[split]} but its image file is missing")
-        selected = check_files(selected[exists], root, bad, self.show_progress)
+        selected = check_files(selected[exists], root, bad, self.show_progress, self.max_image_pixels)
 
         table = _with_attributes(selected)
         table = table.sort_values(PATH_COLUMN, kind="stable").reset_index(drop=True)
@@ -226,6 +227,7 @@ def read_labels(path: Path) -> pd.DataFrame:
         rows[column] = values
     if rows["Path"].isna().any():
         raise CxrsynError(f"{path} line {int(rows.index[rows['Path'].isna()][0]) + 2}: empty Path; {fix}")
+    rows["Path"] = rows["Path"].astype(str).map(normalize_relative)  # one file, one spelling
     if rows["Path"].duplicated().any():
         raise CxrsynError(
             f"{path}: image {rows.loc[rows['Path'].duplicated(), 'Path'].iloc[0]} has more than one row; {fix}"

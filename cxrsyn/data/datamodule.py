@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_csv, write_json, write_text
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.core.paths import check_name, inside
 from cxrsyn.core.seeding import derive_seed
 from cxrsyn.data.cache import build_cache
 from cxrsyn.data.dataset import ImageTableDataset
@@ -23,10 +24,11 @@ from cxrsyn.data.decode import Preprocessing
 from cxrsyn.data.overlap import KIND_COLUMN, check_overlap
 from cxrsyn.data.samplers import EpochSampler
 from cxrsyn.data.selection import repeat_rows, subsample
-from cxrsyn.data.sources import BadFiles, DatasetFolder, apply_exclude_file, label_counts
+from cxrsyn.data.sources import BadFiles, DatasetFolder, label_counts, read_source
 from cxrsyn.data.transforms import Augmentation, build_transform
 
 SOURCE_COLUMN = "source"
+VAL_COLUMN = "_in_val"  # while the training table is built: the row's side of the train/validation split
 TRAIN_FILES_NAME = "train_files.csv"
 
 
@@ -45,12 +47,17 @@ def split_groups(table: pd.DataFrame) -> tuple[str, np.ndarray]:
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, seed: int, groups: np.ndarray | None = None
+    labels: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+    require_both_sides: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, val). Per class, rows are shuffled (seeded) and whole groups are moved to the
     validation side in order of first appearance until it holds round(val_fraction * class size) rows of
     that class (at least one); a group never straddles the split. ``groups`` None: each row its own group,
-    which gives exactly that many validation rows per class."""
+    which gives exactly that many validation rows per class. ``require_both_sides`` False: a class that
+    cannot be on both sides (one group) stays in training, for a caller that checks the combined split."""
     labels = np.asarray(labels)
     groups = np.arange(labels.size) if groups is None else pd.factorize(pd.Series(groups))[0]
     rng = np.random.default_rng(derive_seed(seed, 0x5A11))
@@ -67,13 +74,19 @@ def stratified_split(
             in_val[group] = taken < wanted and taken + size <= len(rows) - 1
             taken += size if in_val[group] else 0
     val = np.array([in_val[group] for group in groups], dtype=bool)
+    if require_both_sides:
+        check_both_sides(labels, val)
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def check_both_sides(labels: np.ndarray, val: np.ndarray) -> None:
+    """Every class of ``labels`` on both sides of the split (``val`` marks the validation rows)."""
     for label in np.unique(labels):
         if not val[labels == label].any() or val[labels == label].all():
             raise CxrsynError(
                 f"the train/validation split cannot keep class {label} on both sides without splitting a "
                 "prompt or patient group; add images from more prompts or patients"
             )
-    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 class CXRDataModule(pl.LightningDataModule):
@@ -107,6 +120,11 @@ class CXRDataModule(pl.LightningDataModule):
         else:
             self.train_sources = [train] if isinstance(train, DatasetFolder) else list(train)
         self.test_sources = dict(test_sets or {})
+        for name in self.test_sources:  # names of predictions/<name>.csv, gradcam/<name>_*, report figures
+            check_name(name, "test set name ")
+        for source in self.train_sources:
+            if source.part:
+                check_name(source.part, "training part name data.parts.")
         if not self.train_sources and not self.test_sources:
             raise CxrsynError(
                 "no data: configure a training source (data=...) or a test set (test_sets=[...])"
@@ -175,13 +193,23 @@ class CXRDataModule(pl.LightningDataModule):
         self._print_summary()
 
     def _setup_training(self) -> None:
-        tables, used = [], {}
+        # Each part is split on its own, with the run's seed, before it is repeated: a part's images fall on
+        # the same side whatever the other parts are (the mixing study's arms train on the same real images
+        # at a given k and seed), and every copy of an image falls on the side of the image.
+        parts, used, split_by, n_groups = [], {}, [], 0
         for i, source in enumerate(self.train_sources):
             table, summary = self.index_source(source)
             seed = self.seed if source.subsample_seed is None else source.subsample_seed
             table, selection = subsample(
                 table, source.max_per_class, source.max_total, seed, source.stratify_by, source.label
             )
+            group_column, groups = split_groups(table)
+            _, val_rows = stratified_split(
+                table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed, groups, require_both_sides=False
+            )
+            split_by.append(group_column)
+            n_groups += len(np.unique(groups))
+            table = table.assign(**{VAL_COLUMN: np.isin(np.arange(len(table)), val_rows)})
             table = repeat_rows(table, source.repeat, source.repeat_to, source.label)
             if selection is not None or source.repeat is not None or source.repeat_to is not None:
                 summary["selection"] = {
@@ -191,8 +219,8 @@ class CXRDataModule(pl.LightningDataModule):
                 }
             self.summary["train_sources"][source.label] = summary
             used[source.label] = label_counts(table)
-            tables.append(table.assign(**{SOURCE_COLUMN: i, KIND_COLUMN: source.kind}))
-        train_table = pd.concat(tables, ignore_index=True)
+            parts.append(table.assign(**{SOURCE_COLUMN: i, KIND_COLUMN: source.kind}))
+        train_table = pd.concat(parts, ignore_index=True)
         self.summary["mix"] = {  # what each source gave after selection, and its share of the training data
             label: {**counts, "share": counts["n"] / max(1, len(train_table))}
             for label, counts in used.items()
@@ -204,19 +232,18 @@ class CXRDataModule(pl.LightningDataModule):
                     f"training data ({', '.join(s.root for s in self.train_sources)}) has "
                     f"{counts.get(label, 0)} {name} image(s); a train/val split needs at least 2 of each class"
                 )
-        group_column, groups = split_groups(train_table)
-        train_rows, val_rows = stratified_split(
-            train_table[LABEL_COLUMN].to_numpy(), self.val_fraction, self.seed, groups
-        )
-        self.tables["train"] = train_table.iloc[train_rows].reset_index(drop=True)
-        self.tables["val"] = train_table.iloc[val_rows].reset_index(drop=True)
+        val = train_table.pop(VAL_COLUMN).to_numpy(dtype=bool)
+        check_both_sides(train_table[LABEL_COLUMN].to_numpy(), val)
+        self.tables["train"] = train_table[~val].reset_index(drop=True)
+        self.tables["val"] = train_table[val].reset_index(drop=True)
         self.summary["train"] = label_counts(self.tables["train"])
         self.summary["val"] = label_counts(self.tables["val"])
         self.summary["split"] = {
-            "by": group_column,
-            "groups": int(len(np.unique(groups))),
+            "by": "/".join(dict.fromkeys(split_by)),
+            "groups": n_groups,
             "val_fraction": self.val_fraction,
             "seed": self.seed,
+            "per_part": len(self.train_sources) > 1,
         }
         train_transforms = [self._transform(s, self.augmentation) for s in self.train_sources]
         eval_transforms = [self._transform(s) for s in self.train_sources]
@@ -245,7 +272,7 @@ class CXRDataModule(pl.LightningDataModule):
 
     def index_source(self, source: DatasetFolder) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The source's samples (from its cache when it has one) and what was read, selected and skipped."""
-        index = apply_exclude_file(source, source.index())
+        index = read_source(source)
         table, skipped = index.table, list(index.skipped)
         if index.held_out:
             self.held_out[source.part or source.name] = list(index.held_out)
@@ -311,7 +338,7 @@ class CXRDataModule(pl.LightningDataModule):
         """Nothing to restore: the config decides; ``state_dict`` is there for ``cxrsyn.evaluate``."""
 
     def save_summary(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.summary, indent=2) + "\n")
+        write_json(path, self.summary)
 
     def save_lists(self, folder: str | Path) -> dict[str, str]:
         """``train_files.csv`` (every training and validation image used, one row per use: a repeated image
@@ -327,13 +354,12 @@ class CXRDataModule(pl.LightningDataModule):
             table = pd.concat(parts, ignore_index=True)
             table = table.assign(source=table[SOURCE_COLUMN].map(labels))
             columns = [PATH_COLUMN, LABEL_COLUMN, PATIENT_COLUMN, "source", KIND_COLUMN, "split", "file"]
-            table[[c for c in columns if c in table.columns]].to_csv(folder / TRAIN_FILES_NAME, index=False)
+            write_csv(folder / TRAIN_FILES_NAME, table[[c for c in columns if c in table.columns]])
             written["train_files"] = TRAIN_FILES_NAME
             self.summary["train"]["files"] = TRAIN_FILES_NAME  # metrics.json data.train: counts and the list
         for name, patients in self.held_out.items():
-            path = folder / "held_out" / f"{name}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(f"{patient}\n" for patient in sorted(patients)))
+            path = inside(folder, Path("held_out") / f"{name}.txt")
+            write_text(path, "".join(f"{patient}\n" for patient in sorted(patients)))
             written[f"held_out/{name}"] = str(path.relative_to(folder))
         return written
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import albumentations as A
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.dicom import (
@@ -28,7 +28,7 @@ from cxrsyn.data.dicom import (
     stored_pixels,
     to_display,
 )
-from cxrsyn.data.images import DeepWindow, read_grayscale
+from cxrsyn.data.images import PIL_ERRORS, DeepWindow, opened, read_grayscale
 from cxrsyn.data.transforms import crop_bottom, resize_ops, rows_kept
 
 # Bump when decoding changes what lands in a cache: every cache built before is rebuilt.
@@ -76,7 +76,7 @@ def _decode_cropped(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.nd
         if jpeg is not None:
             try:
                 reduced = _pillow_draft(io.BytesIO(jpeg), prep)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # pydicom's decoder judges it
+            except (*PIL_ERRORS, CxrsynError):  # pydicom's decoder judges it
                 reduced = None
             if reduced is not None:
                 image, size = reduced
@@ -85,7 +85,7 @@ def _decode_cropped(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.nd
     if not prep.fast_jpeg:
         return _cropped(read_grayscale(path, prep.window), prep)
     try:
-        with Image.open(path) as probe:
+        with opened(path) as probe:
             is_jpeg = probe.format == "JPEG"
     except (UnidentifiedImageError, OSError) as error:
         raise CxrsynError(
@@ -95,7 +95,7 @@ def _decode_cropped(path: str | os.PathLike, prep: Preprocessing) -> tuple[np.nd
         return _cropped(read_grayscale(path, prep.window), prep)
     try:
         reduced = _pillow_draft(path, prep)
-    except (OSError, SyntaxError, ValueError) as error:
+    except PIL_ERRORS as error:
         raise DicomDecodeError(
             f"{path}: JPEG data could not be decoded ({error}); replace or re-download the file"
         ) from None
@@ -111,7 +111,7 @@ def _pillow_draft(
 ) -> tuple[np.ndarray, tuple[int, int]] | None:
     """Decode JPEG data at the reduced scale ``draft_scale`` picks and crop it (with the stored size); None
     when Pillow's decoder did not reduce as asked (the caller then decodes in full)."""
-    with Image.open(source) as image:
+    with opened(source) as image:
         width, height = image.size
         scale = draft_scale(width, height, prep)
         wanted = (math.ceil(width / scale), math.ceil(height / scale))

@@ -14,7 +14,9 @@ decode-once cache can use Pillow's DCT-domain downscaling.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -31,10 +33,29 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 JPEG_BASELINE_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
 PIXEL_DATA_PACKAGES = "pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 _FIX = "replace or re-download the file"
+# Images with more pixels than this are bad files (``max_image_pixels`` of every source): Pillow's own
+# threshold, far above any radiograph (about 4,300 x 3,500 = 15 M), far below what a decompression bomb claims.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 class DicomDecodeError(CxrsynError):
     """A DICOM file that cannot become an image; the message names the file and the reason."""
+
+
+# pydicom logs each plugin's failure with a traceback before raising; while we decode, those records are
+# dropped: the one line we raise names the file and every plugin's reason.
+_DECODING = threading.local()
+_ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins"
+
+
+class _WhileDecoding(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_DECODING, "active", False)
+
+
+_PYDICOM_DECODER_LOG = logging.getLogger("pydicom.pixels.decoders.base")
+if not any(isinstance(f, _WhileDecoding) for f in _PYDICOM_DECODER_LOG.filters):
+    _PYDICOM_DECODER_LOG.addFilter(_WhileDecoding())
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -82,10 +103,18 @@ def stored_pixels(dataset: Dataset, path: str | os.PathLike) -> np.ndarray:
     """The stored values of the first frame (grayscale; colour is reduced to ITU-R 601 luma)."""
     if "PixelData" not in dataset and "FloatPixelData" not in dataset:
         raise DicomDecodeError(f"{path}: DICOM file has no pixel data (no image in it); {_FIX}")
+    check_dicom_size(dataset, path)
+    _DECODING.active = True
     try:
         array = dataset.pixel_array
     except (RuntimeError, NotImplementedError) as error:
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        if str(error).startswith(_ALL_PLUGINS_FAILED):  # handlers are there: the data are broken
+            reasons = "; ".join(line.strip() for line in str(error).splitlines()[1:])
+            raise DicomDecodeError(
+                f"{path}: pixel data are corrupt ({syntax.name if syntax is not None else 'unknown syntax'}: "
+                f"every decoder failed: {_reason(RuntimeError(reasons))}); {_FIX}"
+            ) from None
         if syntax is not None and "plugin" in str(error).lower():
             raise DicomDecodeError(
                 f"{path}: no installed pixel-data handler decodes transfer syntax {syntax.name} ({syntax}); "
@@ -98,12 +127,29 @@ def stored_pixels(dataset: Dataset, path: str | os.PathLike) -> np.ndarray:
         raise DicomDecodeError(
             f"{path}: pixel data could not be decoded ({_reason(error)}); {_FIX}"
         ) from None
+    finally:
+        _DECODING.active = False
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         array = array[0]
     if array.ndim == 3:  # colour: pydicom returns RGB for RGB and YBR photometric interpretations
         array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     return array
+
+
+def check_dicom_size(dataset: Dataset, path: str | os.PathLike, max_pixels: int | None = None) -> None:
+    """One line for a header claiming more pixels than ``max_pixels`` (default ``DEFAULT_MAX_IMAGE_PIXELS``),
+    before any decoder allocates them."""
+    limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        pixels = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        return
+    if pixels > limit:
+        raise DicomDecodeError(
+            f"{path}: the header claims {dataset.Columns} x {dataset.Rows} = {pixels:,} pixels, more than the "
+            f"limit of {limit:,} (a decompression bomb, or not a radiograph); {_FIX}"
+        )
 
 
 def to_display(dataset: Dataset, stored: np.ndarray, path: str | os.PathLike = "") -> np.ndarray:

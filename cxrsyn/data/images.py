@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +14,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.data.dicom import is_dicom, read_dicom
+from cxrsyn.data.dicom import DEFAULT_MAX_IMAGE_PIXELS, is_dicom, read_dicom
 
 _FIX = "replace the file or remove its row from the manifest"
 DEEP_WINDOWS = ("full_range", "min_max", "percentile")
+# A 16-bit image whose largest value is below this uses less than 1/16 of the range: 12 bits or fewer
+DEEP_RANGE_WARNING_MAX = 65536 // 16
+# What Pillow raises for files it cannot read (a decompression bomb: DecompressionBombError, not an OSError)
+PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+log = logging.getLogger(__name__)
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -57,20 +67,75 @@ class DeepWindow:
         return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 
-def check_image_header(path: str | os.PathLike) -> None:
-    """Cheap check (header only, no decode) that ``path`` exists and is an image Pillow can open."""
+@contextmanager
+def opened(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """``Image.open`` without Pillow's decompression-bomb warning (sizes are checked by
+    ``check_image_header``); an image Pillow refuses outright (over twice its limit) is one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                yield image
+        except Image.DecompressionBombError as error:
+            raise CxrsynError(f"image {path} is too large to decode ({error}); {_FIX}") from None
+
+
+def too_many_pixels(width: int, height: int, limit: int) -> str | None:
+    """The reason an image of ``width`` x ``height`` is refused (None when it is within ``limit``)."""
+    if width * height <= limit:
+        return None
+    return (
+        f"has {width} x {height} = {width * height:,} pixels, more than max_image_pixels={limit:,} (a "
+        "decompression bomb, or not a radiograph; raise the source's max_image_pixels if it is a real image)"
+    )
+
+
+def check_image_header(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str | None:
+    """Cheap check (header only, no decode) that ``path`` exists, is an image Pillow can open and has at most
+    ``max_pixels`` pixels; returns Pillow's mode (None for DICOM, checked when decoded)."""
     path = Path(path)
     if not path.is_file():
         raise CxrsynError(f"image {path} is listed in the manifest but missing; {_FIX}")
     if path.stat().st_size == 0:
         raise CxrsynError(f"image {path} is empty (0 bytes); {_FIX}")
     if is_dicom(path):
-        return  # DICOM files are checked when they are decoded
+        return None  # DICOM files are checked when they are decoded
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if head.startswith(_PNG) and head[12:16] == b"IHDR":  # the size is in the header: checked before Pillow
+        problem = too_many_pixels(
+            int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), max_pixels
+        )
+        if problem:
+            raise CxrsynError(f"image {path} {problem}; {_FIX}")
     try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018 - touching the header is the check
+        with opened(path) as image:
+            mode, (width, height) = image.mode, image.size
     except (UnidentifiedImageError, OSError) as error:
         raise CxrsynError(f"image {path} is not a readable image ({type(error).__name__}); {_FIX}") from None
+    problem = too_many_pixels(width, height, max_pixels)
+    if problem:
+        raise CxrsynError(f"image {path} {problem}; {_FIX}")
+    return mode
+
+
+def deep_range_warning(path: str | os.PathLike, window: DeepWindow) -> str | None:
+    """A warning when a 16-bit image read with ``window=full_range`` uses less than 1/16 of the range (10- or
+    12-bit values in a 16-bit PNG: it would decode nearly black); None otherwise."""
+    if window.method != "full_range":
+        return None
+    with opened(path) as image:
+        if not image.mode.startswith("I;16"):
+            return None
+        image.load()
+        largest = int(np.asarray(image).max())
+    if largest >= DEEP_RANGE_WARNING_MAX:
+        return None
+    return (
+        f"16-bit image {path} holds values up to {largest} (less than 1/16 of 0-65535, about "
+        f"{max(1, largest).bit_length()} bits) and window=full_range divides by 65535: it decodes nearly black; "
+        "set the source's window=min_max (or percentile), as PadChest does"
+    )
 
 
 def read_grayscale(path: str | os.PathLike, window: DeepWindow | None = None) -> np.ndarray:
@@ -83,12 +148,12 @@ def read_grayscale(path: str | os.PathLike, window: DeepWindow | None = None) ->
     if is_dicom(path):
         return read_dicom(path)
     try:
-        with Image.open(path) as image:
+        with opened(path) as image:
             image.load()
             return _to_unit_float(image, window or DeepWindow())
     except FileNotFoundError:
         raise CxrsynError(f"image {path} is listed in the manifest but missing; {_FIX}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except PIL_ERRORS as error:
         raise CxrsynError(f"image {path} could not be decoded ({error}); {_FIX}") from None
 
 

@@ -106,7 +106,7 @@ class Kermany(DatasetFolder):
                 continue
             file = chosen / relative
             try:
-                check_image_header(file)
+                check_image_header(file, self.max_image_pixels)
             except CxrsynError as error:
                 bad(file.relative_to(root), str(error).split("; ")[0].removeprefix(f"image {file} "))
                 continue

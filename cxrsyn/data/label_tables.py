@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.manifest import PATH_COLUMN, PATIENT_COLUMN
-from cxrsyn.data.images import check_image_header
+from cxrsyn.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_image_header, too_many_pixels
 from cxrsyn.data.rsna import age_band, parse_age
 from cxrsyn.data.sources import FILE_COLUMN, BadFiles
 
@@ -89,8 +89,15 @@ def find_images(root: Path, suffixes: Sequence[str], max_depth: int = 2) -> tupl
     return files, duplicates
 
 
-def check_files(table: pd.DataFrame, root: Path, bad: BadFiles, show_progress: bool = False) -> pd.DataFrame:
-    """The rows whose ``file`` exists, is not empty and starts like an image; the others go to ``bad``."""
+def check_files(
+    table: pd.DataFrame,
+    root: Path,
+    bad: BadFiles,
+    show_progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> pd.DataFrame:
+    """The rows whose ``file`` exists, is not empty and starts like an image (a PNG of at most ``max_pixels``
+    pixels); the others go to ``bad``."""
     keep = []
     for file, path in tqdm(
         table[[FILE_COLUMN, PATH_COLUMN]].itertuples(index=False),
@@ -100,7 +107,7 @@ def check_files(table: pd.DataFrame, root: Path, bad: BadFiles, show_progress: b
         disable=not show_progress or len(table) < 1000,
         leave=False,
     ):
-        problem = header_problem(file)
+        problem = header_problem(file, max_pixels)
         if problem:
             bad(path, problem)
         keep.append(not problem)
@@ -111,9 +118,10 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
 
-def header_problem(file: str) -> str:
+def header_problem(file: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
     """Why ``file`` cannot be an image ("" when its header looks right). PNG and JPEG headers are checked
-    here with one read (the tables name tens of thousands); other formats are opened by Pillow."""
+    here with one read (the tables name tens of thousands; a PNG's size is in it, a JPEG's is checked when
+    decoded); other formats are opened by Pillow."""
     try:
         with open(file, "rb") as handle:
             head = handle.read(24)
@@ -126,11 +134,12 @@ def header_problem(file: str) -> str:
     if head.startswith(_PNG):
         if head[12:16] != b"IHDR" or int.from_bytes(head[16:20], "big") == 0:
             return "not a readable image (broken PNG header)"
-        return ""
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return too_many_pixels(width, height, max_pixels) or ""
     if head.startswith(_JPEG):
         return ""
     try:
-        check_image_header(file)
+        check_image_header(file, max_pixels)
     except CxrsynError as error:
         return str(error).split("; ")[0].removeprefix(f"image {file} ")
     return ""

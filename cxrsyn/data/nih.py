@@ -168,7 +168,7 @@ class NIH(DatasetFolder):
         selected = selected.assign(**{PATH_COLUMN: names.map(files).fillna(names)})
         selected = selected[missing_files(selected, names, files, label_path.name, bad)]
         selected = selected.assign(**{FILE_COLUMN: [str(root / path) for path in selected[PATH_COLUMN]]})
-        selected = check_files(selected, root, bad, self.show_progress)
+        selected = check_files(selected, root, bad, self.show_progress, self.max_image_pixels)
 
         table = _with_attributes(selected, found)
         table = table.sort_values(PATH_COLUMN, kind="stable").reset_index(drop=True)

@@ -196,7 +196,7 @@ class PadChest(DatasetFolder):
         rows = rows.assign(**{PATH_COLUMN: names.map(files).fillna(names)})
         rows = rows[missing_files(rows, names, files, label_path.name, bad)]
         rows = rows.assign(**{FILE_COLUMN: [str(root / path) for path in rows[PATH_COLUMN]]})
-        rows = check_files(rows, root, bad, self.show_progress)
+        rows = check_files(rows, root, bad, self.show_progress, self.max_image_pixels)
 
         table = _with_attributes(rows, found)
         table = table.sort_values(PATH_COLUMN, kind="stable").reset_index(drop=True)

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import read_csv, write_csv
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
 from cxrsyn.core.parallel import chunked, map_chunks
 from cxrsyn.data.dicom import DicomDecodeError, read_dataset
@@ -198,7 +199,7 @@ class RSNA(DatasetFolder):
         files = patients[FILE_COLUMN].tolist()
         cache_file = self._header_cache_file(files)
         if cache_file is not None and cache_file.is_file():
-            headers = pd.read_csv(cache_file, dtype=str, keep_default_na=False)
+            headers = read_csv(cache_file, dtype=str, keep_default_na=False)
         else:
             rows: list[dict[str, str]] = []
             chunks = chunked(files, 256)
@@ -212,10 +213,7 @@ class RSNA(DatasetFolder):
                 rows.extend(result)
             headers = pd.DataFrame(rows, columns=["file", "error", *HEADER_FIELDS])
             if cache_file is not None and not (headers["error"] != "").any():
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_file.with_suffix(".tmp")
-                headers.to_csv(tmp, index=False)
-                os.replace(tmp, cache_file)
+                write_csv(cache_file, headers)
         for file, error in headers.loc[headers["error"] != "", ["file", "error"]].itertuples(index=False):
             bad(Path(file).relative_to(self.root), error)
         headers = headers[headers["error"] == ""]

@@ -1,11 +1,18 @@
 """Choosing which images of a training source are used: a seeded, attribute-stratified subsample
 (``max_per_class``, ``max_total``), duplication (``repeat``), and the patient split of a real dataset.
 
-Subsampling is proportional allocation by sorted keys: within each stratum (label x the attribute values in
-``stratify_by``) rows are shuffled (seeded) and the i-th of n gets the key (i + u) / n, u uniform per stratum;
-the rows with the smallest keys are taken. Every stratum then gives floor or ceil of its proportional share,
-the total is exact, and a smaller subsample is always part of a larger one with the same seed (nested
-scaling arms, not unrelated draws).
+Subsampling, within each class, apportions the images among the strata (the values of the attributes in
+``stratify_by``) by Balinski and Young's quota method (1975), seat by seat: the t-th image goes to the
+stratum with the largest N_h / (a_h + 1) among those whose count a_h is still below t N_h / N (N_h images in
+the stratum, N in the class; ties broken in a seeded order of the strata), and is the next of that stratum's
+images in a seeded shuffle. The quota method is house-monotone and satisfies quota, so for every n:
+
+- every stratum gives the floor or the ceiling of its proportional share n N_h / N, and the count is exact;
+- a smaller subsample is part of a larger one with the same seed (nested scaling arms, not unrelated draws).
+
+With ``max_total`` the classes first get the floor or ceiling of their share of the total (largest
+remainder, also nested for two classes); each stratum then gets the floor or ceiling of its share of its
+class's count.
 """
 
 from __future__ import annotations
@@ -26,19 +33,29 @@ STRATIFY_BY = ("sex", "age_band", "habitus", "projection", "view")
 SPLITS = ("all", "train", "test")
 
 
-def stratum_keys(table: pd.DataFrame, columns: Sequence[str], seed: int) -> np.ndarray:
-    """Per row, its sorting key in [0, 1) (module docstring): small keys first, proportional in every stratum."""
-    keys = np.empty(len(table))
+def selection_order(table: pd.DataFrame, columns: Sequence[str], seed: int, count: int) -> np.ndarray:
+    """The first ``count`` rows (positions in ``table``) in the order the quota method takes them (module
+    docstring): the first n of this order are the subsample of n, for every n <= ``count``."""
     rng = np.random.default_rng(derive_seed(seed, 0x5E1EC7))
     strata = (
         table.groupby(list(columns), sort=True, dropna=False).indices
         if columns
         else {(): np.arange(len(table))}
     )
-    for _, rows in sorted(strata.items(), key=lambda item: str(item[0])):
-        rows = rng.permutation(rows)
-        keys[rows] = (np.arange(rows.size) + rng.random()) / rows.size
-    return keys
+    members = [rng.permutation(rows) for _, rows in sorted(strata.items(), key=lambda item: str(item[0]))]
+    sizes = np.array([rows.size for rows in members], dtype=np.int64)
+    total = int(sizes.sum())
+    tie_rank = rng.permutation(sizes.size)  # among equal priorities, the stratum ranked first gets the image
+    taken = np.zeros(sizes.size, dtype=np.int64)
+    order = np.empty(count, dtype=np.int64)
+    for t in range(1, count + 1):
+        eligible = taken * total < t * sizes  # a_h < t N_h / N: one more keeps it within its upper quota
+        priority = np.where(eligible, sizes / (taken + 1), -np.inf)
+        best = np.flatnonzero(priority == priority.max())
+        stratum = best[np.argmin(tie_rank[best])]
+        order[t - 1] = members[stratum][taken[stratum]]
+        taken[stratum] += 1
+    return order
 
 
 def subsample(
@@ -67,11 +84,11 @@ def subsample(
     keep = np.ones(len(table), dtype=bool)
 
     def take(label: int, quota: int) -> None:
-        """Keep the ``quota`` rows of ``label`` (among those still kept) with the smallest keys."""
+        """Keep the first ``quota`` rows of ``label`` (among those still kept) in the quota method's order."""
         rows = np.flatnonzero(keep & (labels == label))
-        keys = stratum_keys(table.iloc[rows], columns, derive_seed(seed, label))
+        order = selection_order(table.iloc[rows], columns, derive_seed(seed, label), quota)
         keep[rows] = False
-        keep[rows[np.argsort(keys, kind="stable")[:quota]]] = True
+        keep[rows[order]] = True
 
     if max_per_class is not None:
         for label, name in ((1, "pneumonia"), (0, "normal")):
@@ -98,7 +115,10 @@ def subsample(
         "stratify_by": columns,
         "available": int(len(table)),
         "selected": int(len(kept)),
-        "method": "seeded proportional allocation within label x attribute strata (nested in n)",
+        "method": (
+            "quota method (Balinski-Young) over label x attribute strata, seeded: each stratum the floor or "
+            "ceiling of its proportional share, nested in n"
+        ),
     }
     return kept, record
 

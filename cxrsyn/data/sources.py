@@ -10,6 +10,7 @@ naming the file, the reason and the fix; ``skip`` leaves the file out and lists 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,11 +26,13 @@ from cxrsyn.core.manifest import (
     missing_folder_error,
     read_manifest,
 )
-from cxrsyn.data.images import DeepWindow, check_image_header
+from cxrsyn.core.paths import normalize_relative, outside_root
+from cxrsyn.data.images import DEFAULT_MAX_IMAGE_PIXELS, DeepWindow, check_image_header, deep_range_warning
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES
 from cxrsyn.phantom.simulator import PhantomSpec, write_phantom_dataset
 
 FILE_COLUMN = "file"
+log = logging.getLogger(__name__)
 ON_BAD_FILE = ("error", "skip")
 
 
@@ -93,8 +96,24 @@ class DatasetFolder:
     repeat: int | None = None  # whole copies of the selection (the count-matched duplicate control)
     repeat_to: int | None = None  # or copies up to exactly this many images
     part: str | None = None  # its name in a mix of training sources (data.parts.<name>), set by composition
+    # files listed (or found through symlinks) outside ``root`` are refused unless this is true; the run then
+    # records that it allowed them (metrics.json data: found.allow_outside_root, found.outside_root)
+    allow_outside_root: bool = False
+    # how 16-bit images become [0, 1] (cxrsyn.data.images.DeepWindow): full_range divides by 65535, min_max
+    # and percentile stretch each image (10- or 12-bit values in 16-bit PNGs need one of those)
+    window: str = "full_range"
+    window_percentiles: Sequence[float] = (0.5, 99.5)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are bad files (decompression bombs)
 
     kind = "folder"
+
+    def __post_init__(self) -> None:
+        fraction = self.crop_bottom_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise CxrsynError(
+                f"crop_bottom_fraction={fraction!r} of {self.root} must be a number in [0, 1) (0.3 cuts the "
+                "bottom 30%); fix the data config's crop_bottom_fraction"
+            )
 
     SELECTION_FIELDS = ("max_per_class", "max_total", "repeat", "repeat_to")
 
@@ -122,8 +141,8 @@ class DatasetFolder:
         """Nothing to make."""
 
     def deep_window(self) -> DeepWindow:
-        """How this source's 16-bit images become [0, 1] (``DeepWindow``); readers of deep data override it."""
-        return DeepWindow()
+        """How this source's 16-bit images become [0, 1] (``DeepWindow``: ``window``, ``window_percentiles``)."""
+        return DeepWindow(self.window, tuple(self.window_percentiles))
 
     def published_counts(self) -> PublishedCounts | None:
         """The published counts of what this source selects, or None when there are none to compare with;
@@ -131,19 +150,25 @@ class DatasetFolder:
         return None
 
     def index(self) -> SourceIndex:
+        window = self.deep_window()  # a bad window setting stops here, before any work
         bad = BadFiles(self.on_bad_file, f"dataset folder {self.root}")
-        table = read_manifest(self.root)
+        table = read_manifest(self.root, self.allow_outside_root)
         table.insert(0, FILE_COLUMN, [str(Path(self.root) / path) for path in table[PATH_COLUMN]])
         with_patients(table)
-        keep = []
+        keep, deep = [], None
         for file in table[FILE_COLUMN]:
             try:
-                check_image_header(file)
+                mode = check_image_header(file, self.max_image_pixels)
                 keep.append(True)
+                deep = deep or (file if mode and mode.startswith("I;16") else None)
             except CxrsynError as error:
                 bad(file, str(error).split("; ")[0].removeprefix(f"image {file} "))
                 keep.append(False)
-        found = {"manifest_rows": len(table)}
+        found: dict[str, Any] = {"manifest_rows": len(table)}
+        warning = deep_range_warning(deep, window) if deep else None
+        if warning:  # the first 16-bit image stands for the folder: one decode, one line, also in the summary
+            log.warning(warning)
+            found["window_warning"] = warning
         return SourceIndex(table[keep].reset_index(drop=True), bad.skipped, found)
 
 
@@ -187,6 +212,31 @@ def with_patients(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def read_source(source: DatasetFolder) -> SourceIndex:
+    """``source.index()`` with its files checked to lie inside its root (``check_inside_root``) and its
+    ``exclude_file`` applied: how every step reads a source."""
+    return apply_exclude_file(source, check_inside_root(source, source.index()))
+
+
+def check_inside_root(source: DatasetFolder, index: SourceIndex) -> SourceIndex:
+    """Refuse (one line naming the first one) samples whose file resolves outside the source's root (a label
+    table naming ``../x``, a symlink out of the folder), unless ``allow_outside_root``; then ``found`` records
+    that they were allowed and how many there were."""
+    files = index.table[FILE_COLUMN] if FILE_COLUMN in index.table.columns else []
+    outside = outside_root(source.root, files)
+    if not source.allow_outside_root:
+        if outside:
+            row = index.table.iloc[outside[0]]
+            raise CxrsynError(
+                f"{source.kind} at {source.root}: {row[PATH_COLUMN]} resolves outside the dataset root "
+                f"({len(outside)} file(s) do); keep the images inside {source.root}, or set "
+                "allow_outside_root=true on the data config"
+            )
+        return index
+    found = {**index.found, "allow_outside_root": True, "outside_root": len(outside)}
+    return SourceIndex(index.table, index.skipped, found, index.held_out)
+
+
 def apply_exclude_file(source: DatasetFolder, index: SourceIndex) -> SourceIndex:
     """Leave out the samples whose ``path`` the source's ``exclude_file`` lists (blank lines and ``#``
     comments ignored); ``found`` counts them (``excluded``) and the listed paths no sample has
@@ -200,7 +250,7 @@ def apply_exclude_file(source: DatasetFolder, index: SourceIndex) -> SourceIndex
             "e.g. the exclude.txt python -m cxrsyn.audit wrote, or null"
         )
     lines = (line.strip() for line in file.read_text().splitlines())
-    listed = {line for line in lines if line and not line.startswith("#")}
+    listed = {normalize_relative(line) for line in lines if line and not line.startswith("#")}
     drop = index.table[PATH_COLUMN].astype(str).isin(listed)
     found = {
         **index.found,

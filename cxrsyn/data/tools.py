@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from cxrsyn.core.compose import build_datamodule, instantiate_node
 from cxrsyn.core.fileio import write_json
 from cxrsyn.core.secrets import redact
-from cxrsyn.data.sources import SourceIndex
+from cxrsyn.data.sources import SourceIndex, check_inside_root
 from cxrsyn.data.summary import describe, summarize, verify
 
 
@@ -18,7 +18,7 @@ def summarize_command(cfg: DictConfig) -> dict[str, Any]:
     """Index the source (no decoding) and print what was found, selected and skipped."""
     source = instantiate_node(cfg, "data", _convert_="object")
     source.prepare()
-    summary = summarize(source, source.index())
+    summary = summarize(source, check_inside_root(source, source.index()))
     if cfg.get("verify"):
         summary["verify"] = verify(source, summary)
     return _report(cfg, summary)

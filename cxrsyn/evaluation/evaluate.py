@@ -18,6 +18,8 @@ from cxrsyn.core.environment import environment
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import sha256_of_file
 from cxrsyn.core.logs import quiet_third_party_noise
+from cxrsyn.core.paths import check_name
+from cxrsyn.core.runfolder import check_finished, exclusive
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.evaluation.outputs import METRICS_NAME, write_results
 from cxrsyn.models.checkpoints import load_checkpoint, load_model
@@ -29,6 +31,17 @@ def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test ``cfg.ckpt_path`` on ``cfg.data``; the run folder is locked while it is written, and results
+    already there are replaced only with ``overwrite=true`` (``cxrsyn.core.runfolder``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    with exclusive(output_dir, "cxrsyn.evaluate"):
+        check_finished(output_dir, cfg)
+        return _evaluate(cfg, output_dir)
+
+
+def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    if cfg.get("name"):  # before any work: it names predictions/<name>.csv
+        check_name(cfg.name, "name=")
     quiet_third_party_noise()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, verbose=False)
@@ -38,14 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"ckpt_path={ckpt_path} is not a file; give a checkpoint of a training run "
             "(e.g. <run>/checkpoints/last.ckpt or best-epoch*.ckpt)"
         )
-    try:
-        checkpoint = load_checkpoint(ckpt_path)  # weights_only: a foreign pickle never runs
-    except CxrsynError:
-        raise
-    except Exception as error:  # noqa: BLE001 - truncated or foreign files
-        raise CxrsynError(
-            f"{ckpt_path} is not a readable checkpoint ({type(error).__name__}); re-copy it"
-        ) from None
+    checkpoint = load_checkpoint(ckpt_path, "ckpt_path")  # weights_only: a foreign pickle never runs
     preprocessing = checkpoint_preprocessing(checkpoint)
     if preprocessing is not None:
         for key, value in preprocessing.items():
@@ -60,10 +66,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     model = load_model(ckpt_path)
     source = instantiate_node(cfg, "data", _convert_="object")
-    name = str(cfg.get("name") or source.name)
+    if cfg.get("name"):
+        name = check_name(cfg.name, "name=")
+    else:
+        name = check_name(
+            source.name, "the test set's name (data.root's folder name; set name= to rename it) "
+        )
     datamodule = build_datamodule(cfg, train_source=False, test_sets={name: source})
     trainer = instantiate_node(cfg, "trainer", logger=False, callbacks=[], enable_checkpointing=False)
-    output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(resolved_config(cfg)), output_dir / RESOLVED_CONFIG_NAME)

@@ -23,7 +23,9 @@ from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from tqdm.auto import tqdm
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import save_figure
 from cxrsyn.core.manifest import LABEL_COLUMN
+from cxrsyn.core.paths import check_name, inside
 from cxrsyn.data.transforms import rows_kept, source_band_weights
 from cxrsyn.evaluation.outputs import PROB_COLUMN
 
@@ -416,7 +418,8 @@ def gradcam_for_test_set(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layer_path = module_path(net, layer)
-    grid_name, cams_name = f"{name}_grid.png", f"{name}_cams.npz"
+    grid_name = f"{check_name(name, 'test set name ')}_grid.png"
+    cams_name = f"{name}_cams.npz"
     title = f"{name}: Grad-CAM of the {target} class at {layer_path}; threshold {threshold:.3g}\n"
     if ranked:
         side = "positive" if not (len(cells["TP"]) or len(cells["FP"])) else "negative"
@@ -425,10 +428,10 @@ def gradcam_for_test_set(
     figure = _grid_figure(
         grid_images, small_cams, rows_of_grid, probs, band_starts, max(1, n_per_cell), title
     )
-    figure.savefig(out_dir / grid_name, dpi=100)
+    save_figure(figure, inside(out_dir, grid_name), dpi=100)
     shares = np.array([share_of[row] for row in share_rows.tolist()], dtype=np.float64)
     np.savez_compressed(
-        out_dir / cams_name,
+        inside(out_dir, cams_name),
         indices=grid_indices,
         cells=np.array([label for label, indices in rows_of_grid for _ in indices], dtype="<U32"),
         cams=np.stack([small_cams[row] for row in grid_indices.tolist()]).astype(np.float16)

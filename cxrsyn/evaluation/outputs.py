@@ -1,4 +1,9 @@
-"""The files a run writes about its results: ``predictions/<test set>.csv`` and ``metrics.json``."""
+"""The files a run writes about its results: ``predictions/<test set>.csv`` and ``metrics.json``.
+
+They are published together (``cxrsyn.core.fileio.publishing``): written into a staging folder inside the
+run folder, then moved into place with ``metrics.json`` last, which lists them under ``outputs``. A reader
+that finds ``metrics.json`` finds the predictions it was computed from; a kill before that leaves the
+previous results (or none) untouched."""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from cxrsyn.core.compose import bootstrap_settings, settings_at
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import publishing, write_csv
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN, PATIENT_COLUMN
+from cxrsyn.core.paths import check_name, inside
+from cxrsyn.core.runfolder import FINISHED_NAME
 from cxrsyn.evaluation.metrics import (
     binary_metrics,
     calibration,
@@ -25,7 +32,7 @@ from cxrsyn.evaluation.metrics import (
 from cxrsyn.evaluation.statistics import bootstrap_ci
 
 PREDICTIONS_DIRNAME = "predictions"
-METRICS_NAME = "metrics.json"
+METRICS_NAME = FINISHED_NAME
 EXCLUDED_NAME = "excluded.json"  # a study job whose grid cell experiment.exclude names: not run
 PROB_COLUMN = "prob"
 # where a sample was read from on this machine: not an attribute of the sample
@@ -59,11 +66,12 @@ def patients_of(table: pd.DataFrame) -> np.ndarray:
 
 
 def write_predictions(folder: str | os.PathLike, name: str, table: pd.DataFrame) -> Path:
-    path = Path(folder) / PREDICTIONS_DIRNAME / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``folder/predictions/<name>.csv``, spreadsheet-safe; ``name`` must be a safe file name."""
+    check_name(name, "test set name ")
+    path = inside(folder, Path(PREDICTIONS_DIRNAME) / f"{name}.csv")
     # probabilities as shortest round-trip text: metrics recomputed from this file reproduce metrics.json
     exact = table.assign(**{PROB_COLUMN: [repr(float(p)) for p in table[PROB_COLUMN]]})
-    exact.to_csv(path, index=False)
+    write_csv(path, exact)  # attributes carried from manifests: no key in the file (write_csv redacts)
     return path
 
 
@@ -157,6 +165,46 @@ def _bootstrap_kwargs(bootstrap: Mapping[str, Any]) -> dict[str, Any]:
     return {key: bootstrap[key] for key in ("n_resamples", "seed", "alpha") if key in bootstrap}
 
 
+def collect_results(
+    folder: Path,
+    datamodule: Any,
+    model: Any,
+    checkpoint: dict[str, Any],
+    seconds: float,
+    extra: dict[str, Any] | None = None,
+    cfg: DictConfig | None = None,
+) -> dict[str, Any]:
+    """Write ``folder/predictions/<set>.csv`` and return what ``metrics.json`` holds (per test set n, n_pos,
+    n_neg, AUROC, AUPR, subgroups, thresholds, calibration, skipped); CIs and subgroups as ``evaluation`` in
+    ``cfg`` sets them. ``folder`` is a publication's staging folder (see the module doc)."""
+    bootstrap = bootstrap_settings(cfg) if cfg is not None else None
+    subgroups = settings_at(cfg, "evaluation.subgroups") if cfg is not None else {}
+    test_sets: dict[str, Any] = {}
+    for name in datamodule.test_set_names:
+        predictions = model.test_predictions[name]
+        table = predictions_table(datamodule.tables[name], predictions.indices, predictions.probs)
+        path = write_predictions(folder, name, table)
+        skipped = datamodule.summary["test_sets"][name]["skipped"]
+        test_sets[name] = {
+            **test_set_metrics(table, bootstrap, (extra or {}).get("validation_threshold")),
+            "subgroups": subgroup_metrics(
+                table, subgroups.get("columns", ()), bootstrap, subgroups.get("min_per_class", 10)
+            ),
+            "predictions": str(path.relative_to(folder)),
+            "skipped": skipped,
+        }
+        note = datamodule.summary["test_sets"][name].get("found", {}).get("note")
+        if note:  # e.g. NIH contains RSNA's images: its results are not independent of RSNA's
+            test_sets[name]["note"] = note
+    return {
+        "test_sets": test_sets,
+        "checkpoint": checkpoint,
+        **(extra or {}),
+        "seconds": round(seconds, 1),
+        "data": datamodule.summary,
+    }
+
+
 def write_results(
     output_dir: Path,
     datamodule: Any,
@@ -166,35 +214,10 @@ def write_results(
     extra: dict[str, Any] | None = None,
     cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
-    """``predictions/<set>.csv`` and ``metrics.json`` (per test set n, n_pos, n_neg, AUROC, AUPR, subgroups,
-    thresholds, calibration, skipped); CIs and subgroups as ``evaluation`` in ``cfg`` sets them."""
-    bootstrap = bootstrap_settings(cfg) if cfg is not None else None
-    subgroups = settings_at(cfg, "evaluation.subgroups") if cfg is not None else {}
-    test_sets: dict[str, Any] = {}
-    for name in datamodule.test_set_names:
-        predictions = model.test_predictions[name]
-        table = predictions_table(datamodule.tables[name], predictions.indices, predictions.probs)
-        path = write_predictions(output_dir, name, table)
-        skipped = datamodule.summary["test_sets"][name]["skipped"]
-        test_sets[name] = {
-            **test_set_metrics(table, bootstrap, (extra or {}).get("validation_threshold")),
-            "subgroups": subgroup_metrics(
-                table, subgroups.get("columns", ()), bootstrap, subgroups.get("min_per_class", 10)
-            ),
-            "predictions": str(path.relative_to(output_dir)),
-            "skipped": skipped,
-        }
-        note = datamodule.summary["test_sets"][name].get("found", {}).get("note")
-        if note:  # e.g. NIH contains RSNA's images: its results are not independent of RSNA's
-            test_sets[name]["note"] = note
-    metrics = {
-        "test_sets": test_sets,
-        "checkpoint": checkpoint,
-        **(extra or {}),
-        "seconds": round(seconds, 1),
-        "data": datamodule.summary,
-    }
-    write_json(output_dir / METRICS_NAME, metrics)
+    """``predictions/<set>.csv`` and ``metrics.json`` (``collect_results``), published together."""
+    with publishing(output_dir, METRICS_NAME) as publication:
+        metrics = collect_results(publication.staging, datamodule, model, checkpoint, seconds, extra, cfg)
+        metrics = publication.write_manifest(metrics)
     print_results(output_dir, metrics)
     return metrics
 

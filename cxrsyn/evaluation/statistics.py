@@ -17,14 +17,30 @@ Methods (so a paper can cite them):
   taken. With one image per patient it is DeLong's variance exactly.
 - **Paired bootstrap** of the AUROC and AUPR differences of two models: the same patient resamples applied
   to both models' scores, percentile CI of the difference.
-- **Study-level comparison** of two arms over seeds (``study_bootstrap``): a two-level paired bootstrap. Each
-  resample draws seeds with replacement and one patient resample of the test set; the statistic is the mean
-  over the drawn seeds of metric(arm a) - metric(arm b), both arms on the same drawn patients. One patient
-  resample is shared by all drawn seeds because every seed is scored on the same test patients (the design
-  is crossed, not nested). Percentile CI; two-sided p = min(1, 2 min(P*(d <= 0), P*(d >= 0))) with the
-  (count + 1) / (B + 1) correction, so p < alpha exactly when the (1 - alpha) percentile interval excludes 0
-  (up to that correction).
+- **Study-level comparison** of two arms over seeds (``study_difference``; one arm: ``study_mean``). Seed s
+  gives d_s, metric(arm a) - metric(arm b) of the runs with seed s on the whole test set; the estimate is
+  their mean d. Every seed is scored on the same test patients (a crossed design), so d_s = mu + t_s + e_s
+  with t_s the seed's effect (variance sigma^2) and e_s the test-sampling error, of variance v and
+  covariance c between seeds (shared patients). Then Var(d) = sigma^2 / S + (v + (S - 1) c) / S, and the
+  sample variance s^2 of the d_s has expectation sigma^2 + v - c, so Var(d) = E[s^2] / S + c. v and c come
+  from the patient bootstrap (one resample shared by every seed and both arms; c floored at 0), and
+  se^2 = s^2 / S + c, reported as a seed component (s^2 - (v - c)) / S (negative when the seeds scatter less
+  than test-patient noise alone would make them) plus a patient component (v + (S - 1) c) / S (the patient
+  bootstrap variance of the seed mean). Interval and two-sided p from Student's t with S - 1 df: exact
+  under normality when seeds or unshared noise dominate, cautious when the shared part c dominates (it is
+  then known far better than S - 1 df assume). Welch-Satterthwaite df were tried and rejected (false-positive
+  rate up to 0.12). With S = 1 no seed variance is estimable: no interval or p about the recipe, only a
+  patient-only interval conditional on the one trained model per arm. Error rates by simulation:
+  ``benchmarks/study_level_error_rates.py`` and docs/protocol.md (the two-level percentile bootstrap this
+  replaced rejected a true null in up to 0.46 of studies).
 - **Holm's** step-down adjustment of the p values of several comparisons (``holm``).
+- **One model on two test sets** (``auroc_set_difference``): AUROC on set a minus AUROC on set b for the same
+  models, where the sets share patients (RSNA's paper selection is a subset of the full Target task). Both
+  AUROCs are linearised by their placement values; a patient's images in either set form one cluster, and
+  the variance of the difference is Obuchowski's clustered variance of those per-patient contributions (it
+  is exactly the clustered DeLong variance when the two sets hold the same images). Over seeds: the mean
+  difference, with SE^2 = s^2(per-seed differences) / S + the patient variance of the seed-mean difference,
+  referred to t with S - 1 degrees of freedom (one seed: the per-model variance, normal).
 
 Resampled metrics are computed from image weights on scores sorted once (``WeightedScores``), which equals
 recomputing AUROC and average precision on the resampled image list (tested against scikit-learn on it).
@@ -39,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
+from scipy.stats import t as student_t
 
 METRIC_NAMES = ("auroc", "aupr")
 CHUNK = 128  # resamples per vectorised block: bounds memory at CHUNK x n floats per array
@@ -195,7 +212,7 @@ def paired_bootstrap(
     return result
 
 
-def study_bootstrap(
+def study_difference(
     labels: np.ndarray,
     scores_a: np.ndarray,
     scores_b: np.ndarray,
@@ -207,8 +224,11 @@ def study_bootstrap(
     """Study-level difference of two arms over seeds: ``scores_a`` and ``scores_b`` are (seeds, images),
     row s of each the run with seed s, columns the same test images. See the module docstring.
 
-    Returns ``n_seeds``, per metric ``delta_<m>`` (mean over seeds of the per-seed difference on the whole
-    test set), ``delta_<m>_ci``, ``p_<m>``, ``per_seed_delta_<m>``, and ``method``."""
+    Returns ``n_seeds``, ``df`` and ``method``, and per metric m: ``delta_<m>`` (the mean over seeds of the
+    per-seed difference on the whole test set), ``delta_<m>_ci``, ``p_<m>``, ``se_<m>``,
+    ``variance_seed_<m>``, ``variance_patients_<m>`` and ``per_seed_delta_<m>``. With one seed no seed
+    variance is estimable: ``delta_<m>_ci`` and ``p_<m>`` are None, and ``conditional_<m>_ci`` is the
+    patient-only interval of that one pair of trained models."""
     labels = np.asarray(labels)
     scores_a, scores_b = np.atleast_2d(scores_a), np.atleast_2d(scores_b)
     if scores_a.shape != scores_b.shape or scores_a.shape[1] != labels.size:
@@ -216,30 +236,31 @@ def study_bootstrap(
     n_seeds = len(scores_a)
     clusters = Clusters.of(labels, patients)
     resampled = _resampled_metrics(labels, [*scores_a, *scores_b], clusters, n_resamples, seed)
-    seed_draws = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_seeds, n_resamples))
-    result: dict[str, Any] = {"n_seeds": n_seeds}
+    result: dict[str, Any] = {"n_seeds": n_seeds, "df": n_seeds - 1 if n_seeds > 1 else None}
     for name in METRIC_NAMES:
-        per_seed = [
-            point_metrics(labels, a)[name] - point_metrics(labels, b)[name]
-            for a, b in zip(scores_a, scores_b, strict=True)
-        ]
-        # (seeds, resamples): each seed's difference on each patient resample; then the mean over drawn seeds
-        diffs = np.stack([resampled[s][name] - resampled[n_seeds + s][name] for s in range(n_seeds)])
-        drawn = np.take_along_axis(diffs, seed_draws, axis=0).mean(axis=0)
-        result[f"delta_{name}"] = float(np.mean(per_seed))
-        result[f"delta_{name}_ci"] = _percentiles(drawn, alpha)
-        result[f"p_{name}"] = _two_sided_p(drawn)
-        result[f"per_seed_delta_{name}"] = per_seed
-    result["method"] = (
-        f"two-level paired bootstrap: {n_seeds} seed(s) resampled with replacement, then test patients "
-        f"({'clustered' if clusters.clustered else 'one image each'}; (patient, class) units stratified by "
-        f"class; one patient resample shared by all drawn seeds and both arms), {n_resamples} resamples, seed "
-        f"{seed}; percentile {100 * (1 - alpha):g}% CI of the mean difference over seeds; two-sided bootstrap p"
+        per_seed = np.array(
+            [
+                point_metrics(labels, a)[name] - point_metrics(labels, b)[name]
+                for a, b in zip(scores_a, scores_b, strict=True)
+            ]
+        )
+        replicates = np.stack([resampled[s][name] - resampled[n_seeds + s][name] for s in range(n_seeds)])
+        summary = over_seeds(per_seed, replicates, alpha)
+        result[f"delta_{name}"] = summary["estimate"]
+        result[f"delta_{name}_ci"] = summary["ci"]
+        result[f"p_{name}"] = summary["p"]
+        for key in ("se", "variance_seed", "variance_patients"):
+            result[f"{key}_{name}"] = summary[key]
+        result[f"per_seed_delta_{name}"] = per_seed.tolist()
+        if n_seeds == 1:
+            result[f"conditional_{name}_ci"] = summary["conditional_ci"]
+    result["method"] = study_method(
+        "the per-seed difference a - b", n_seeds, clusters, n_resamples, seed, alpha
     )
     return result
 
 
-def arm_bootstrap(
+def study_mean(
     labels: np.ndarray,
     scores: np.ndarray,
     n_resamples: int = 2000,
@@ -248,26 +269,92 @@ def arm_bootstrap(
     patients: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One arm over seeds: ``scores`` (seeds, images). The mean over seeds of AUROC and AUPR on the whole test
-    set, with the CI of the same two-level bootstrap as ``study_bootstrap`` (seeds, then test patients)."""
+    set with the interval of ``study_difference``'s method (``<m>_ci``; None with one seed, which gets
+    ``conditional_<m>_ci``), its variance components and ``method``."""
     labels = np.asarray(labels)
     scores = np.atleast_2d(scores)
     n_seeds = len(scores)
     clusters = Clusters.of(labels, patients)
     resampled = _resampled_metrics(labels, list(scores), clusters, n_resamples, seed)
-    seed_draws = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_seeds, n_resamples))
-    result: dict[str, Any] = {"n_seeds": n_seeds}
+    result: dict[str, Any] = {"n_seeds": n_seeds, "df": n_seeds - 1 if n_seeds > 1 else None}
     for name in METRIC_NAMES:
-        values = np.stack([resampled[s][name] for s in range(n_seeds)])
-        drawn = np.take_along_axis(values, seed_draws, axis=0).mean(axis=0)
-        result[name] = float(np.mean([point_metrics(labels, row)[name] for row in scores]))
-        result[f"{name}_ci"] = _percentiles(drawn, alpha)
+        per_seed = np.array([point_metrics(labels, row)[name] for row in scores])
+        summary = over_seeds(per_seed, np.stack([resampled[s][name] for s in range(n_seeds)]), alpha)
+        result[name] = summary["estimate"]
+        result[f"{name}_ci"] = summary["ci"]
+        for key in ("se", "variance_seed", "variance_patients"):
+            result[f"{key}_{name}"] = summary[key]
+        if n_seeds == 1:
+            result[f"conditional_{name}_ci"] = summary["conditional_ci"]
+    result["method"] = study_method("the per-seed metric", n_seeds, clusters, n_resamples, seed, alpha)
     return result
 
 
-def _two_sided_p(draws: np.ndarray) -> float:
-    b = draws.size
-    below, above = (np.sum(draws <= 0) + 1) / (b + 1), (np.sum(draws >= 0) + 1) / (b + 1)
-    return float(min(1.0, 2.0 * min(below, above)))
+def over_seeds(per_seed: np.ndarray, replicates: np.ndarray, alpha: float) -> dict[str, Any]:
+    """The mean over seeds of a per-seed statistic with its t interval (module docstring, study level).
+
+    ``per_seed`` (S,): the statistic of each seed on the whole test set; ``replicates`` (S, B): the same on
+    B patient resamples, each shared by every seed. Returns ``estimate``, ``se``, ``ci``, ``p`` (two-sided, of
+    a mean of 0), ``variance_seed`` and ``variance_patients`` (the two parts of se^2); with one seed ``se``,
+    ``ci``, ``p`` and ``variance_seed`` are None and ``conditional_ci`` is the percentile interval of the
+    replicates."""
+    per_seed = np.asarray(per_seed, np.float64)
+    replicates = np.atleast_2d(np.asarray(replicates, np.float64))
+    n_seeds = per_seed.size
+    estimate = float(per_seed.mean())
+    if n_seeds == 1:
+        return {
+            "estimate": estimate,
+            "se": None,
+            "ci": None,
+            "p": None,
+            "variance_seed": None,
+            "variance_patients": float(replicates[0].var(ddof=1)),
+            "conditional_ci": _percentiles(replicates[0], alpha),
+        }
+    covariance = np.cov(replicates)
+    within = float(np.mean(np.diag(covariance)))  # v: one seed's test-patient variance
+    # c: the covariance between seeds (shared patients), the part more seeds do not average away
+    shared = max(0.0, float((covariance.sum() - np.trace(covariance)) / (n_seeds * (n_seeds - 1))))
+    # se^2 = s^2 / S + c, split as (s^2 - (v - c)) / S for seeds + (v + (S - 1) c) / S for test patients
+    variance_patients = (within + (n_seeds - 1) * shared) / n_seeds
+    variance_seed = (float(per_seed.var(ddof=1)) - (within - shared)) / n_seeds
+    se = float(np.sqrt(max(0.0, variance_seed + variance_patients)))  # = sqrt(s^2 / S + c)
+    df = n_seeds - 1
+    half = float(student_t.ppf(1.0 - alpha / 2.0, df)) * se
+    # se 0: every seed and resample gave the same value (e.g. identical arms)
+    p = float(2.0 * student_t.sf(abs(estimate) / se, df)) if se > 0 else float(estimate == 0)
+    return {
+        "estimate": estimate,
+        "se": se,
+        "ci": [estimate - half, estimate + half],
+        "p": p,
+        "variance_seed": variance_seed,
+        "variance_patients": variance_patients,
+    }
+
+
+def study_method(
+    statistic: str, n_seeds: int, clusters: Clusters, n_resamples: int, seed: int, alpha: float
+) -> str:
+    """The sentence a study-level result stores as ``method``."""
+    units = "clustered" if clusters.clustered else "one image each"
+    patients = (
+        f"test patients ({units}; (patient, class) units stratified by class) resampled {n_resamples} times "
+        f"(seed {seed}), each resample shared by every seed and arm"
+    )
+    level = f"{100 * (1 - alpha):g}%"
+    if n_seeds == 1:
+        return (
+            "1 seed: no seed variance is estimable, so no interval or p about the recipe; the conditional "
+            f"CI is a percentile {level} interval over {patients}, and holds for this one trained model per "
+            "arm only"
+        )
+    return (
+        f"mean over {n_seeds} seeds of {statistic} on the whole test set; se^2 = s^2 / {n_seeds} + c, with s^2 "
+        f"the variance of the per-seed values and c the covariance between seeds of the patient bootstrap "
+        f"({patients}); {level} CI and two-sided p from Student's t with {n_seeds - 1} df"
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -357,3 +444,139 @@ def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tupl
 def _percentiles(values: np.ndarray, alpha: float) -> list[float]:
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
     return [float(low), float(high)]
+
+
+# ------------------------------------------------------------------------------ one model, two test sets
+@dataclass(frozen=True)
+class _SetPlacements:
+    """Per seed, one test set's AUROC and its per-patient linearised contributions (seeds x patients):
+    ``positive`` from its positive images, ``negative`` from its negative ones (module docstring)."""
+
+    auroc: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    has_positive: np.ndarray  # per patient: holds a positive image in this set
+    has_negative: np.ndarray
+
+
+def _set_placements(
+    labels: np.ndarray, scores: np.ndarray, ids: np.ndarray, n_clusters: int
+) -> _SetPlacements:
+    labels = np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError("each test set needs positive and negative images")
+    scores = np.atleast_2d(np.asarray(scores, np.float64))
+    aucs, v10, v01 = _structural_components(scores[:, labels], scores[:, ~labels])
+    pos_ids, neg_ids = ids[labels], ids[~labels]
+    m, n = int(labels.sum()), int((~labels).sum())
+    m_i = np.bincount(pos_ids, minlength=n_clusters)
+    n_i = np.bincount(neg_ids, minlength=n_clusters)
+    sum10 = np.stack([np.bincount(pos_ids, weights=row, minlength=n_clusters) for row in v10])
+    sum01 = np.stack([np.bincount(neg_ids, weights=row, minlength=n_clusters) for row in v01])
+    return _SetPlacements(
+        auroc=aucs,
+        positive=(sum10 - m_i * aucs[:, None]) / m,
+        negative=(sum01 - n_i * aucs[:, None]) / n,
+        has_positive=m_i > 0,
+        has_negative=n_i > 0,
+    )
+
+
+def _clustered_variance(positive: np.ndarray, negative: np.ndarray, has_pos: np.ndarray, has_neg: np.ndarray):
+    """Obuchowski's variance of a sum of per-patient contributions (the last axis), with his small-sample
+    factors: i/(i - 1) for the positive and the negative parts (i = patients holding such images) and
+    C/(C - 1) for their cross term (C = every patient)."""
+    i10, i01, c = int(has_pos.sum()), int(has_neg.sum()), positive.shape[-1]
+    return (
+        i10 / (i10 - 1) * (positive**2).sum(axis=-1)
+        + i01 / (i01 - 1) * (negative**2).sum(axis=-1)
+        + 2 * c / (c - 1) * (positive * negative).sum(axis=-1)
+    )
+
+
+def auroc_set_difference(
+    labels_a: np.ndarray,
+    scores_a: np.ndarray,
+    patients_a: Sequence[Any] | np.ndarray,
+    labels_b: np.ndarray,
+    scores_b: np.ndarray,
+    patients_b: Sequence[Any] | np.ndarray,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """AUROC on test set a minus AUROC on test set b, for the same models: ``scores_a`` (seeds, images of a)
+    and ``scores_b`` (seeds, images of b), row s of both the model with seed s. Patients are matched across
+    the sets by id (module docstring).
+
+    Returns ``n_seeds``, ``delta_auroc`` (mean over seeds), its ``se``, ``delta_auroc_ci``, ``p``, ``df``
+    (None: normal), the variance parts ``patient_variance`` (of the seed-mean difference) and
+    ``seed_variance`` (s^2 / S), per seed ``per_seed`` (AUROCs, difference, its clustered se, z, p, CI), the
+    patient counts (``n_patients_a``, ``n_patients_b``, ``n_patients_shared``) and ``method``."""
+    # ids as text: a patient is the same in both sets however its id was read (number or string)
+    ids = pd.factorize(
+        np.concatenate([np.asarray(patients_a).astype(str), np.asarray(patients_b).astype(str)])
+    )[0]
+    ids_a, ids_b = ids[: len(patients_a)], ids[len(patients_a) :]
+    n_clusters = int(ids.max()) + 1
+    a = _set_placements(labels_a, scores_a, ids_a, n_clusters)
+    b = _set_placements(labels_b, scores_b, ids_b, n_clusters)
+    if a.auroc.shape != b.auroc.shape:
+        raise ValueError(f"scores of {a.auroc.size} and {b.auroc.size} seeds: give both sets every seed")
+    positive, negative = a.positive - b.positive, a.negative - b.negative  # (seeds, patients)
+    has_pos, has_neg = a.has_positive | b.has_positive, a.has_negative | b.has_negative
+    deltas = a.auroc - b.auroc
+    z_crit = norm.ppf(1.0 - alpha / 2.0)
+    per_seed = []
+    for s, variance in enumerate(_clustered_variance(positive, negative, has_pos, has_neg)):
+        se = float(np.sqrt(max(variance, 0.0)))
+        z = deltas[s] / se if se > 0 else 0.0
+        per_seed.append(
+            {
+                "auroc_a": float(a.auroc[s]),
+                "auroc_b": float(b.auroc[s]),
+                "delta_auroc": float(deltas[s]),
+                "se": se,
+                "z": float(z),
+                "p": float(2.0 * norm.sf(abs(z))),
+                "delta_auroc_ci": [float(deltas[s] - z_crit * se), float(deltas[s] + z_crit * se)],
+            }
+        )
+    n_seeds = deltas.size
+    delta = float(deltas.mean())
+    patient_variance = float(
+        max(_clustered_variance(positive.mean(axis=0), negative.mean(axis=0), has_pos, has_neg), 0.0)
+    )
+    seed_variance = float(deltas.var(ddof=1) / n_seeds) if n_seeds > 1 else 0.0
+    se = float(np.sqrt(patient_variance + seed_variance))
+    df = n_seeds - 1 if n_seeds > 1 else None
+    critical = student_t.ppf(1.0 - alpha / 2.0, df) if df else z_crit
+    statistic = delta / se if se > 0 else 0.0
+    p = float(2.0 * (student_t.sf(abs(statistic), df) if df else norm.sf(abs(statistic))))
+    shared = np.intersect1d(ids_a, ids_b).size
+    level = f"{100 * (1 - alpha):g}%"
+    if df:
+        method = (
+            f"AUROC on set a - on set b for the same models, mean over {n_seeds} seeds; SE^2 = s^2(per-seed "
+            f"differences)/{n_seeds} + the patient variance of the mean difference (placement values of both "
+            f"sets summed per patient, {shared} patients in both sets; Obuchowski's clustered variance); "
+            f"{level} CI and p from t with {df} df"
+        )
+    else:
+        method = (
+            f"AUROC on set a - on set b for one model: DeLong placement values of both sets summed per "
+            f"patient ({shared} patients in both sets), Obuchowski's clustered variance; {level} normal CI"
+        )
+    return {
+        "n_seeds": int(n_seeds),
+        "delta_auroc": delta,
+        "se": se,
+        "delta_auroc_ci": [float(delta - critical * se), float(delta + critical * se)],
+        "p": p,
+        "df": df,
+        "patient_variance": patient_variance,
+        "seed_variance": seed_variance,
+        "per_seed": per_seed,
+        "n_patients_a": int(np.unique(ids_a).size),
+        "n_patients_b": int(np.unique(ids_b).size),
+        "n_patients_shared": int(shared),
+        "method": method,
+    }

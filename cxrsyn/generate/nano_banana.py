@@ -37,6 +37,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.keys import checked_key
 from cxrsyn.generate.base import Counts, FatalRequestError, RunStopped, is_transport_error, short_error
 from cxrsyn.generate.cost import Billing
 from cxrsyn.generate.gemini_batch import generate_batch
@@ -60,7 +61,7 @@ SUCCESSORS = {
 def api_key() -> str:
     for name in KEY_VARIABLES:
         if os.environ.get(name):
-            return os.environ[name]
+            return checked_key(name)  # a key that is no valid header value stops here, before any request
     raise CxrsynError(
         "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment "
         "(https://aistudio.google.com/apikey), or use Vertex AI with generator.backend=vertex; dry_run=true "

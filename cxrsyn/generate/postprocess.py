@@ -5,13 +5,18 @@ the region below the chest), with the same arithmetic as the on-the-fly ``CropBo
 cropped folder and ``crop_bottom_fraction`` on the raw folder give the same pixels. Each output row keeps
 the source's columns and adds ``source_dir``, ``source_path``, ``source_sha256`` and ``operation``.
 Idempotent: an image whose source and operation are unchanged is not rewritten.
+
+Output images keep the input's relative layout under ``images/`` (``images/x.jpg`` -> ``images/x.png``,
+``a/x.png`` -> ``images/a/x.png``), so two inputs never share an output; two inputs that would still meet
+(``images/x.jpg`` and ``images/x.png``) are refused, naming both lines. The output folder is locked while it
+is written (``cxrsyn.core.runfolder``).
 """
 
 from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -21,6 +26,8 @@ from tqdm.auto import tqdm
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import atomic_write, sha256_of_file
 from cxrsyn.core.manifest import IMAGES_DIRNAME, PATH_COLUMN, manifest_path, read_manifest, write_manifest
+from cxrsyn.core.paths import inside, normalize_relative
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.data.transforms import crop_bottom
 
 PROVENANCE_COLUMNS = ("source_dir", "source_path", "source_sha256", "operation")
@@ -33,12 +40,36 @@ def crop_folder(
     if in_dir.resolve() == out_dir.resolve():
         raise CxrsynError(f"out_dir {out_dir} is in_dir: write the derived folder somewhere else")
     crop_bottom(np.zeros((2, 2)), crop_bottom_fraction)  # validates the fraction
+    with exclusive(out_dir, "cxrsyn.postprocess"):
+        return _crop_folder(in_dir, out_dir, crop_bottom_fraction)
+
+
+def output_path(listed: str) -> str:
+    """Where the image listed as ``listed`` (normalised, inside its folder) goes in the derived folder: the
+    same relative path under ``images/``, as PNG."""
+    path = PurePosixPath(listed)
+    if len(path.parts) > 1 and path.parts[0] == IMAGES_DIRNAME:
+        path = PurePosixPath(*path.parts[1:])
+    return str(PurePosixPath(IMAGES_DIRNAME) / path.with_name(f"{path.stem}.png"))
+
+
+def _crop_folder(in_dir: Path, out_dir: Path, crop_bottom_fraction: float) -> dict[str, Any]:
     table = read_manifest(in_dir)
+    targets: dict[str, int] = {}
+    for row, listed in enumerate(table[PATH_COLUMN]):
+        target = output_path(listed)
+        if target in targets:
+            first = targets[target]
+            raise CxrsynError(
+                f"{manifest_path(in_dir)} lines {first + 2} and {row + 2} ({table[PATH_COLUMN].iloc[first]} "
+                f"and {listed}) would both be written to {target}; rename one of the images"
+            )
+        targets[target] = row
     operation = f"crop_bottom(fraction={crop_bottom_fraction})"
     previous = {}
     if manifest_path(out_dir).is_file():
         for row in read_manifest(out_dir).to_dict("records"):
-            previous[row.get("source_path")] = row
+            previous[normalize_relative(str(row.get("source_path")))] = row
     (out_dir / IMAGES_DIRNAME).mkdir(parents=True, exist_ok=True)
     rows, written = [], 0
     for row in tqdm(table.to_dict("records"), desc=f"crop -> {out_dir}", unit="img"):
@@ -48,7 +79,7 @@ def crop_folder(
                 f"{source} is listed in {manifest_path(in_dir)} but missing; restore it or remove its row"
             )
         source_sha = sha256_of_file(source)
-        target = out_dir / IMAGES_DIRNAME / f"{Path(row[PATH_COLUMN]).stem}.png"
+        target = inside(out_dir, output_path(row[PATH_COLUMN]))
         old = previous.get(row[PATH_COLUMN])
         reusable = (
             old is not None
@@ -63,7 +94,7 @@ def crop_folder(
         rows.append(
             {
                 **{k: v for k, v in row.items() if k not in PROVENANCE_COLUMNS},
-                PATH_COLUMN: f"{IMAGES_DIRNAME}/{target.name}",
+                PATH_COLUMN: output_path(row[PATH_COLUMN]),
                 "sha256": sha256_of_file(target),
                 "source_dir": str(in_dir.resolve()),
                 "source_path": row[PATH_COLUMN],

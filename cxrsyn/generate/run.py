@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxrsyn.core.compose import instantiate_node
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import write_json
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.core.secrets import redact
 from cxrsyn.generate.base import Counts, RunStopped
 from cxrsyn.generate.cost import estimate_cost, missing_price_note, price_refusal, spend
@@ -29,7 +30,6 @@ from cxrsyn.generate.store import (
     SUMMARY_NAME,
     OutputStore,
     check_settings,
-    exclusive,
     settings_fingerprint,
 )
 
@@ -52,7 +52,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("dry_run"):
         check_settings(out_dir, settings)
         return dry_run(requests, generator, out_dir, prices)
-    with exclusive(out_dir):
+    with exclusive(out_dir, "cxrsyn.generate"):
         check_settings(out_dir, settings)
         return _generate_locked(cfg, generator, requests, out_dir, settings, prices)
 

@@ -6,7 +6,7 @@ DIR/records/<id>.json      one record per kept image: request, prompt, model, sh
 DIR/manifest.csv           rebuilt from the records (path,label,sha256,generator,model,prompt,attributes...)
 DIR/attempts.jsonl         every retried, blocked or failed attempt, with its reason
 DIR/generation.json        the settings that change the images (and their fingerprint), then the run's counts
-DIR/.generate.lock         held (flock) by the one run writing the folder; .generate.lock.owner names it
+DIR/.cxrsyn.lock           held (flock) by the one run writing the folder; .cxrsyn.lock.owner names it
 ```
 
 Saving an image: the bytes go to ``images/.<id>.png.tmp`` (flushed to disk), then the record is written
@@ -17,7 +17,7 @@ sha256, so it never has a row without its image, and an image that was paid for 
 
 A folder is one generation: ``check_settings`` compares the settings that change the images (model, size,
 seed, grid, template, ...) with those recorded in ``generation.json`` and in every record's ``fingerprint``
-before any request, and ``exclusive`` lets one run at a time write the folder.
+before any request, and ``cxrsyn.core.runfolder.exclusive`` lets one run at a time write the folder.
 """
 
 from __future__ import annotations
@@ -26,27 +26,23 @@ import hashlib
 import io
 import json
 import os
-import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from PIL import Image
 
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import atomic_write
 from cxrsyn.core.manifest import IMAGES_DIRNAME, write_manifest
+from cxrsyn.core.secrets import redact
 from cxrsyn.generate.prompts import ImageRequest
 
 RECORDS_DIRNAME = "records"
 ATTEMPTS_NAME = "attempts.jsonl"
 SUMMARY_NAME = "generation.json"
-LOCK_NAME = ".generate.lock"
-OWNER_NAME = ".generate.lock.owner"
 
 
 def as_png(data: bytes, mime_type: str | None) -> bytes:
@@ -110,36 +106,6 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         return None
 
 
-@contextmanager
-def exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold the folder's lock for the block: a second run into the same folder stops at once (one line naming
-    the folder and the holder's pid) instead of paying for the same images. The lock is an OS file lock, so
-    a killed run leaves no stale lock behind."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out_dir / LOCK_NAME))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        owner = _read_record(out_dir / OWNER_NAME) or {}
-        holder = f"pid {owner.get('pid', 'unknown')} on {owner.get('host', 'unknown host')}"
-        raise CxrsynError(
-            f"{out_dir} is being written by another run ({holder}, since {owner.get('since', 'unknown')}); "
-            "wait for it to end or stop it, then rerun: two runs into one folder would both pay"
-        ) from None
-    owner_path = out_dir / OWNER_NAME
-    try:
-        owner = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write(owner_path, json.dumps(owner).encode())
-        yield
-    finally:
-        owner_path.unlink(missing_ok=True)
-        lock.release()
-
-
 class OutputStore:
     def __init__(
         self, out_dir: str | os.PathLike, generator: str, model: str, fingerprint: str | None = None
@@ -181,7 +147,7 @@ class OutputStore:
             "fingerprint": self.fingerprint,
             **dict(extra or {}),
         }
-        atomic_write(self.records / f"{request.id}.json", json.dumps(record).encode())
+        atomic_write(self.records / f"{request.id}.json", json.dumps(redact(record, by_name=False)).encode())
         os.replace(tmp, final)
         return record
 
@@ -192,8 +158,10 @@ class OutputStore:
             "kind": kind,
             "reason": reason,
         }
+        # an error message can quote the key (an HTTP library, a server echoing it): never stored
+        line = json.dumps(redact({**entry, **fields}, by_name=False))
         with self._lock, open(self.root / ATTEMPTS_NAME, "a") as handle:
-            handle.write(json.dumps({**entry, **fields}) + "\n")
+            handle.write(line + "\n")
 
     # ------------------------------------------------------------------------------------------ resuming
     def kept(self, repair: bool = True) -> dict[str, dict[str, Any]]:

@@ -34,7 +34,8 @@ def create_backbone(
     drop_rate: float = 0.0,
 ) -> torch.nn.Module:
     """A timm model with one output. ``weights_path`` (a local timm state dict: .pth, .bin or
-    .safetensors) takes precedence over ``pretrained``, which fetches weights from the hub."""
+    .safetensors, read by timm with ``weights_only=True``: no code in the file runs) takes precedence over
+    ``pretrained``, which fetches weights from the hub."""
     check_backbone_name(name)
     kwargs = {"num_classes": 1, "in_chans": in_chans, "drop_rate": drop_rate}
     if weights_path:
@@ -49,6 +50,12 @@ def create_backbone(
             )
         except (RuntimeError, KeyError, ValueError, OSError) as error:
             first = str(error).strip().splitlines()[0][:200]
+            if "weights_only" in first:  # timm reads with weights_only=True: the file needs more than data
+                raise CxrsynError(
+                    f"model.weights_path={path} needs more than tensors to load (a class or function of the "
+                    "file's choosing); it was not unpickled (unpickling can run code): give a state dict saved "
+                    "with torch.save(model.state_dict(), FILE), or a .safetensors file"
+                ) from None
             raise CxrsynError(
                 f"model.weights_path={path} does not fit backbone {name!r} ({type(error).__name__}: {first}); "
                 "give weights saved from the same timm architecture"

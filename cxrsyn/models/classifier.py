@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,6 +15,8 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.seeding import derive_seed
 from cxrsyn.models.backbone import create_backbone, input_normalisation
+
+IMAGES_SEEN_KEY = "cxrsyn_images_seen"  # in a checkpoint: training images this process had stepped over
 
 
 @dataclass
@@ -36,9 +39,13 @@ class PneumoniaClassifier(pl.LightningModule):
     """Binary classifier (1 = pneumonia) over 1-channel radiographs.
 
     ``pos_weight``: None (plain BCE), a number, or ``"balanced"`` (n_normal / n_pneumonia of the training
-    split). The learning rate warms up linearly for ``warmup_epochs`` then follows a cosine to
-    ``lr * min_lr_ratio``; both are stepped per optimiser step. ``freeze_backbone``: only the classifier head
-    trains (a linear probe; the backbone's batch-norm statistics stay as loaded).
+    split). The learning rate warms up linearly for ``warmup_steps`` optimiser steps (None: ``warmup_epochs``
+    of the training split) then follows a cosine to ``lr * min_lr_ratio`` at the end of the budget
+    (``step_budget``, the run's ``trainer.max_steps``, else ``trainer.max_epochs``); both are stepped per
+    optimiser step. With a step
+    budget, give the warmup in steps, so arms with more images per epoch warm up for as long as the others.
+    ``freeze_backbone``: only the classifier head trains (a linear probe; the backbone's batch-norm statistics
+    stay as loaded).
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class PneumoniaClassifier(pl.LightningModule):
         lr: float = 3e-4,
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1.0,
+        warmup_steps: int | None = None,
         min_lr_ratio: float = 0.01,
         pos_weight: float | str | None = None,
         seed: int = 0,
@@ -69,6 +77,14 @@ class PneumoniaClassifier(pl.LightningModule):
         self.test_predictions: dict[str, Predictions] = {}
         self.val_predictions: Predictions | None = None
         self._outputs: dict[int, _Outputs] = {}
+        self.images_seen = 0  # training images this process has stepped over (restored on resume)
+        # Optimiser steps to train for (trainer.max_steps, handed over by cxrsyn.training.run). Not Lightning's
+        # own max_steps: with it, Lightning resumes "iteration-based", restarting inside the epoch an
+        # end-of-epoch checkpoint closed, which shifts the data order and does not reproduce the run.
+        self.step_budget: int | None = None
+        self.schedule: dict[
+            str, float
+        ] = {}  # the learning-rate schedule's length, set by configure_optimizers
 
     # ---------------------------------------------------------------------------------------------- model
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -107,7 +123,27 @@ class PneumoniaClassifier(pl.LightningModule):
         logits = self(batch["image"])
         loss = F.binary_cross_entropy_with_logits(logits, batch["label"], pos_weight=self.pos_weight)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.images_seen += len(logits)
         return loss
+
+    def on_train_start(self) -> None:
+        self._stop_at_budget()  # a resumed run that has taken its budget trains no further
+
+    def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
+        self._stop_at_budget()
+
+    def _stop_at_budget(self) -> None:
+        """End fitting once ``step_budget`` optimiser steps are taken. Through ``should_stop``, Lightning
+        validates right there even inside an epoch, and checkpoints follow as at an epoch's end, so last.ckpt
+        holds the weights after exactly the budget and they are scored on the validation split."""
+        if self.step_budget is not None and self.global_step >= self.step_budget:
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[IMAGES_SEEN_KEY] = self.images_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.images_seen = int(checkpoint.get(IMAGES_SEEN_KEY, 0))
 
     # ---------------------------------------------------------------------------------------- evaluation
     def _collect(self, batch: dict, dataloader_idx: int) -> torch.Tensor:
@@ -202,8 +238,20 @@ class PneumoniaClassifier(pl.LightningModule):
             lr=self.hparams.lr,
         )
         steps_per_epoch, total_steps = self._schedule_length()
-        warmup_steps = min(total_steps - 1, int(round(self.hparams.warmup_epochs * steps_per_epoch)))
+        warmup = self.hparams.get("warmup_steps")
+        if warmup is None:
+            warmup = int(round(self.hparams.warmup_epochs * steps_per_epoch))
+        elif not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+            raise CxrsynError(
+                f"model.warmup_steps={warmup!r}: give a whole number of optimiser steps, or null"
+            )
+        warmup_steps = max(0, min(total_steps - 1, int(warmup)))
         floor = self.hparams.min_lr_ratio
+        self.schedule = {
+            "warmup_steps": warmup_steps,
+            "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch,
+        }
 
         def factor(step: int) -> float:
             if step < warmup_steps:
@@ -215,7 +263,8 @@ class PneumoniaClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _schedule_length(self) -> tuple[float, int]:
-        """Optimiser steps per epoch and in total, from the train loader's length.
+        """Optimiser steps per epoch, from the train loader's length, and in total: ``step_budget``, or
+        ``trainer.max_epochs`` epochs, whichever ends first.
 
         Not ``trainer.estimated_stepping_batches``: it iterates the train loader before a resumed run has
         restored its epoch counter, and Lightning then reuses that iterator, replaying epoch 0's order.
@@ -226,12 +275,11 @@ class PneumoniaClassifier(pl.LightningModule):
             total = max(1, int(trainer.estimated_stepping_batches))
             return total / max(1, trainer.max_epochs or 1), total
         steps_per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-        total = steps_per_epoch * max(1, trainer.max_epochs or 1)
-        if trainer.max_steps and trainer.max_steps > 0:
-            total = (
-                min(total, trainer.max_steps) if trainer.max_epochs not in (None, -1) else trainer.max_steps
-            )
-        return float(steps_per_epoch), max(1, total)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        total = steps_per_epoch * epochs if epochs else None
+        if self.step_budget:
+            total = self.step_budget if total is None else min(total, self.step_budget)
+        return float(steps_per_epoch), max(1, total or steps_per_epoch)
 
 
 def _torchmetrics_scores(predictions: Predictions) -> tuple[float, float]:

@@ -15,8 +15,12 @@ import pandas as pd
 from cxrsyn.core.compose import override_set
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.evaluation.outputs import patients_of
-from cxrsyn.evaluation.statistics import arm_bootstrap, delong, holm, paired_bootstrap, study_bootstrap
+from cxrsyn.evaluation.statistics import delong, holm, paired_bootstrap, study_difference, study_mean
 from cxrsyn.reporting.runs import Run, Study, override_map, varying_keys
+
+# Fewer seeds than this and a study-level comparison is flagged underpowered: its t quantile with seeds - 1
+# df (2.78 at 5 seeds, 4.30 at 3, 12.7 at 2) makes the interval wide by construction.
+MIN_SEEDS = 5
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,10 @@ def study_comparisons(
     study: Study, pairs: Sequence[tuple[str, str]], resampling: Resampling = Resampling()
 ) -> list[dict[str, Any]]:
     """The study's verdicts: for each pair (a, b) and test set, the mean difference a - b over the seeds
-    both arms ran, with the two-level paired bootstrap (seeds, then test patients: ``study_bootstrap``).
-    p values of the pairs compared on one test set are Holm-adjusted together (``p_adjusted``)."""
+    both arms ran, its CI and p from Student's t with seeds - 1 df on the seed and test-patient variance
+    components (``study_difference``; with one seed no CI or p, only the interval conditional on the trained
+    models). p values of the pairs compared on one test set are Holm-adjusted together (``p_adjusted``);
+    ``underpowered`` marks comparisons over fewer than ``MIN_SEEDS`` seeds."""
     results: list[dict[str, Any]] = []
     for arm_a, arm_b in pairs:
         runs = seed_pairs(study, arm_a, arm_b)
@@ -175,7 +181,7 @@ def study_comparisons(
                         "a study-level comparison needs every seed scored on the same images"
                     )
                 aligned.append(table)
-            boot = study_bootstrap(
+            boot = study_difference(
                 first["label"].to_numpy(),
                 np.stack([t["prob_a"].to_numpy() for t in aligned]),
                 np.stack([t["prob_b"].to_numpy() for t in aligned]),
@@ -184,36 +190,43 @@ def study_comparisons(
                 resampling.alpha,
                 patients=first["patient"].to_numpy(),
             )
-            results.append(
-                {
-                    "arm_a": arm_a,
-                    "arm_b": arm_b,
-                    "test_set": name,
-                    "n_seeds": boot["n_seeds"],
-                    "seeds": [a.seed for a, _ in runs],
-                    "n": len(first),
-                    "n_patients": int(first["patient"].nunique()),
-                    "delta_auroc": boot["delta_auroc"],
-                    "delta_auroc_ci": boot["delta_auroc_ci"],
-                    "delta_aupr": boot["delta_aupr"],
-                    "delta_aupr_ci": boot["delta_aupr_ci"],
-                    "p": boot["p_auroc"],
-                    "p_aupr": boot["p_aupr"],
-                    "per_seed_delta_auroc": boot["per_seed_delta_auroc"],
-                    "method": boot["method"],
-                }
-            )
+            verdict = {
+                "arm_a": arm_a,
+                "arm_b": arm_b,
+                "test_set": name,
+                "n_seeds": boot["n_seeds"],
+                "seeds": [a.seed for a, _ in runs],
+                "n": len(first),
+                "n_patients": int(first["patient"].nunique()),
+                "underpowered": boot["n_seeds"] < MIN_SEEDS,
+            }
+            for metric in ("auroc", "aupr"):
+                verdict[f"delta_{metric}"] = boot[f"delta_{metric}"]
+                verdict[f"delta_{metric}_ci"] = boot[f"delta_{metric}_ci"]
+            verdict["p"], verdict["p_aupr"] = boot["p_auroc"], boot["p_aupr"]
+            verdict["df"] = boot["df"]
+            for metric in ("auroc", "aupr"):
+                for key in ("se", "variance_seed", "variance_patients"):
+                    verdict[f"{key}_{metric}"] = boot[f"{key}_{metric}"]
+                if boot["n_seeds"] == 1:
+                    verdict[f"conditional_{metric}_ci"] = boot[f"conditional_{metric}_ci"]
+            verdict["per_seed_delta_auroc"] = boot["per_seed_delta_auroc"]
+            verdict["method"] = boot["method"]
+            results.append(verdict)
     for name in dict.fromkeys(result["test_set"] for result in results):
-        family = [result for result in results if result["test_set"] == name]
+        family = [result for result in results if result["test_set"] == name and result["p"] is not None]
         for key in ("p", "p_aupr"):
             for result, adjusted in zip(family, holm([r[key] for r in family]), strict=True):
                 result[f"{key}_adjusted"] = adjusted
-        for result in family:
-            result["adjustment"] = (
-                f"Holm over the {len(family)} comparisons on {name}"
-                if len(family) > 1
-                else "none (one comparison)"
-            )
+        for result in (r for r in results if r["test_set"] == name):
+            if result["p"] is None:  # one seed: no test of the recipe, nothing to adjust
+                result.update(p_adjusted=None, p_aupr_adjusted=None, adjustment="none (one seed: no test)")
+            else:
+                result["adjustment"] = (
+                    f"Holm over the {len(family)} comparisons on {name}"
+                    if len(family) > 1
+                    else "none (one comparison)"
+                )
     return results
 
 
@@ -221,13 +234,19 @@ def study_table(verdicts: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """The verdicts of ``study_comparisons`` as a flat table (one row per pair and test set; CIs as lo/hi)."""
     rows = []
     for v in verdicts:
-        row = {k: v[k] for k in ("arm_a", "arm_b", "test_set", "n_seeds", "n", "n_patients")}
+        row = {k: v[k] for k in ("arm_a", "arm_b", "test_set", "n_seeds", "n", "n_patients", "underpowered")}
         for metric in ("auroc", "aupr"):
             row[f"delta_{metric}"] = v[f"delta_{metric}"]
-            row[f"delta_{metric}_lo"], row[f"delta_{metric}_hi"] = v[f"delta_{metric}_ci"]
+            row[f"delta_{metric}_lo"], row[f"delta_{metric}_hi"] = v[f"delta_{metric}_ci"] or (None, None)
+            row[f"se_{metric}"] = v[f"se_{metric}"]
+            row[f"variance_seed_{metric}"] = v[f"variance_seed_{metric}"]
+            row[f"variance_patients_{metric}"] = v[f"variance_patients_{metric}"]
         row.update(
-            {k: v[k] for k in ("p", "p_adjusted", "p_aupr", "p_aupr_adjusted", "adjustment", "method")}
+            {k: v[k] for k in ("df", "p", "p_adjusted", "p_aupr", "p_aupr_adjusted", "adjustment", "method")}
         )
+        for metric in ("auroc", "aupr"):  # set by cxrsyn.reporting.endpoints.label_endpoints
+            row[f"role_{metric}"] = (v.get("role") or {}).get(metric)
+            row[f"family_{metric}"] = (v.get("family") or {}).get(metric)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -252,7 +271,8 @@ def _is_number(value: str | None) -> bool:
 
 def arm_curves(study: Study, resampling: Resampling = Resampling()) -> list[dict[str, Any]]:
     """For a study with a numeric arm (``numeric_arm_key``): per test set, line (the other varying overrides)
-    and arm value, the mean AUROC and AUPR over seeds with the two-level bootstrap CI (``arm_bootstrap``)."""
+    and arm value, the mean AUROC and AUPR over seeds with the study-level CI (``study_mean``: t with seeds -
+    1 df; with one seed, the interval conditional on the trained model)."""
     key = numeric_arm_key(study)
     if key is None:
         return []
@@ -269,7 +289,7 @@ def arm_curves(study: Study, resampling: Resampling = Resampling()) -> list[dict
             ]
             if not tables or any(not t["path"].equals(tables[0]["path"]) for t in tables):
                 continue
-            boot = arm_bootstrap(
+            boot = study_mean(
                 tables[0]["label"].to_numpy(),
                 np.stack([t["prob"].to_numpy() for t in tables]),
                 resampling.n_resamples,

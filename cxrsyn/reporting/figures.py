@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from cxrsyn.core.fileio import compact_png
+from cxrsyn.core.fileio import compact_png, save_figure
+from cxrsyn.core.paths import inside
 from cxrsyn.reporting.markdown import fmt
 from cxrsyn.reporting.runs import Study
 
@@ -69,7 +70,7 @@ def gradcam_figure(study: Study, out_dir: Path) -> list[Path]:
         for arm in study.arms:
             run = study.of_arm(arm)[0]
             grid = (run.metrics.get("gradcam") or {}).get(name, {}).get("grid")
-            if grid and (run.folder / grid).is_file():
+            if grid and inside(run.folder, grid).is_file():
                 share = run.metrics["gradcam"][name]["bottom_band_share"]["mean"]
                 panels.append(
                     (f"{arm} (seed {run.seed}); CAM share in bottom band {fmt(share, 2)}", run.folder / grid)
@@ -109,9 +110,9 @@ def plot_arm_curves(points: Sequence[dict[str, Any]], study: Study, out_dir: Pat
                 mine = [p for p in points if p["test_set"] == name and p["line"] == line]
                 x = [p["value"] for p in mine]
                 axis.plot(x, [p[metric] for p in mine], marker="o", label=line)
-                axis.fill_between(
-                    x, [p[f"{metric}_ci"][0] for p in mine], [p[f"{metric}_ci"][1] for p in mine], alpha=0.2
-                )
+                # one seed: the band is the interval conditional on the trained model (results.md marks it)
+                bands = [p[f"{metric}_ci"] or p[f"conditional_{metric}_ci"] for p in mine]
+                axis.fill_between(x, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2)
             axis.set(xlabel=mine[0]["key"], ylabel=f"{metric.upper()} (mean over seeds, 95% CI)")
             axis.grid(alpha=0.3)
             axis.legend(fontsize=7)
@@ -121,12 +122,8 @@ def plot_arm_curves(points: Sequence[dict[str, Any]], study: Study, out_dir: Pat
 
 
 def _save(figure: Any, path: Path, dpi: int) -> Path:
-    import matplotlib.pyplot as plt
-
     figure.tight_layout()
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
-    return path
+    return save_figure(figure, inside(path.parent, path.name), dpi=dpi)
 
 
 def _source_note(study: Study) -> str:

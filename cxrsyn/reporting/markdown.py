@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from cxrsyn.reporting.analysis import StudyAnalysis
+from cxrsyn.reporting.compare import MIN_SEEDS
+from cxrsyn.reporting.endpoints import endpoint_lines, set_comparison_lines
 from cxrsyn.reporting.paper import Paper, PaperArm
 from cxrsyn.reporting.provenance import environments
 from cxrsyn.reporting.runs import notes_by_test_set
@@ -21,6 +23,7 @@ def render_markdown(analysis: StudyAnalysis, figures: Sequence[Path], paper: Pap
         *_heading(analysis),
         *environment_lines(environments(analysis.study)),
         *_verdicts(analysis),
+        *set_comparison_lines(analysis.set_verdicts, analysis.resampling.alpha),
         *_by_arm(analysis, paper),
         *_every_run(analysis),
         *_per_seed(analysis),
@@ -58,16 +61,34 @@ def _p(value: float) -> str:
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
+UNDERPOWERED = "underpowered; the interval is wide by construction"
+
+
 def verdict_lines(verdicts: Sequence[dict[str, Any]], alpha: float) -> list[str]:
     """One sentence per study-level comparison, the numbers a paper quotes."""
     lines = []
     for v in verdicts:
-        adjusted = "" if v["adjustment"].startswith("none") else f", Holm-adjusted {_p(v['p_adjusted'])}"
-        lines.append(
+        head = (
             f"{v['arm_a']} - {v['arm_b']} on {v['test_set']} ({v['n_seeds']} seed(s), {v['n']} images of "
-            f"{v['n_patients']} patients): ΔAUROC {v['delta_auroc']:+.3f} [{level(alpha)} CI "
-            f"{v['delta_auroc_ci'][0]:+.3f}, {v['delta_auroc_ci'][1]:+.3f}], p {_p(v['p'])}{adjusted}; "
-            f"ΔAUPR {v['delta_aupr']:+.3f} [{v['delta_aupr_ci'][0]:+.3f}, {v['delta_aupr_ci'][1]:+.3f}]"
+            f"{v['n_patients']} patients): ΔAUROC {v['delta_auroc']:+.3f}"
+        )
+        warning = f" (**{UNDERPOWERED}**: fewer than {MIN_SEEDS} seeds)" if v.get("underpowered") else ""
+        if v["delta_auroc_ci"] is None:  # one seed
+            lo, hi = v["conditional_auroc_ci"]
+            lo_pr, hi_pr = v["conditional_aupr_ci"]
+            lines.append(
+                f"{head}; no verdict about the recipe (1 seed: no seed variance is estimable); conditional on "
+                f"this one trained model per arm, test patients only: [{level(alpha)} CI {lo:+.3f}, {hi:+.3f}]; "
+                f"ΔAUPR {v['delta_aupr']:+.3f} [{lo_pr:+.3f}, {hi_pr:+.3f}]{warning}"
+            )
+            continue
+        adjusted = "" if v["adjustment"].startswith("none") else f", Holm-adjusted {_p(v['p_adjusted'])}"
+        lo, hi = v["delta_auroc_ci"]
+        lines.append(
+            f"{head} [{level(alpha)} CI {lo:+.3f}, {hi:+.3f}], p {_p(v['p'])}{adjusted}; ΔAUPR "
+            f"{v['delta_aupr']:+.3f} [{v['delta_aupr_ci'][0]:+.3f}, {v['delta_aupr_ci'][1]:+.3f}]; se of ΔAUROC "
+            f"{v['se_auroc']:.4f} (variance: seeds {v['variance_seed_auroc']:.2g}, test patients "
+            f"{v['variance_patients_auroc']:.2g}; t with {v['df']} df){warning}"
         )
     return lines
 
@@ -110,16 +131,31 @@ def curve_lines(points: Sequence[dict[str, Any]], alpha: float) -> list[str]:
             p["line"],
             f"{p['value']:g}",
             f"{p['n_seeds']}",
-            *(f"{p[m]:.3f} [{p[f'{m}_ci'][0]:.3f}, {p[f'{m}_ci'][1]:.3f}]" for m in ("auroc", "aupr")),
+            *(_curve_cell(p, m) for m in ("auroc", "aupr")),
         ]
         for p in points
     )
+    notes = []
+    if any(p[f"{m}_ci"] is None for p in points for m in ("auroc", "aupr")):
+        notes.append("† one seed: the interval is over test patients only, for that one trained model.")
+    if any(1 < p["n_seeds"] < MIN_SEEDS for p in points):
+        notes.append(f"Points over fewer than {MIN_SEEDS} seeds are {UNDERPOWERED}.")
     return [
         "",
-        f"## Against {key} (mean over seeds, {level(alpha)} CI: seeds and test patients resampled)",
+        f"## Against {key} (mean over seeds, {level(alpha)} CI: Student's t over seeds with the test-patient "
+        "variance)",
         "",
         *table(["test set", "line", key, "seeds", "AUROC", "AUPR"], rows),
+        *(["", " ".join(notes)] if notes else []),
     ]
+
+
+def _curve_cell(point: dict[str, Any], metric: str) -> str:
+    ci = point[f"{metric}_ci"]
+    if ci is None:
+        low, high = point[f"conditional_{metric}_ci"]
+        return f"{point[metric]:.3f} [{low:.3f}, {high:.3f}]†"
+    return f"{point[metric]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _heading(analysis: StudyAnalysis) -> list[str]:
@@ -139,15 +175,38 @@ def _heading(analysis: StudyAnalysis) -> list[str]:
 
 def _verdicts(analysis: StudyAnalysis) -> list[str]:
     verdicts = analysis.verdicts
-    lines = ["## Study-level comparisons (a - b)", ""]
+    lines = [
+        "## Study-level comparisons (a - b)",
+        "",
+        *endpoint_lines(analysis.endpoint, analysis.families),
+    ]
     if not verdicts:
         return [*lines, "No pair of arms shares a seed and a test set.", ""]
     adjusted = any(not v["adjustment"].startswith("none") for v in verdicts)
+    few = [v for v in verdicts if v.get("underpowered")]
+    warning = []
+    if few:
+        seeds = sorted({v["n_seeds"] for v in few})
+        warning = [
+            f"**{len(few)} of {len(verdicts)} comparison(s) rest on {' or '.join(map(str, seeds))} seed(s): "
+            f"{UNDERPOWERED}.** The interval uses Student's t with seeds - 1 df (quantile 4.30 at 3 seeds, "
+            f"2.78 at 5), so a real difference must be large to show. Run at least {MIN_SEEDS} seeds "
+            f"(`'seed=range(0,{MIN_SEEDS})'`).",
+            "",
+        ]
+    methods = "; ".join(f"Method: {method}." for method in dict.fromkeys(v["method"] for v in verdicts))
+    for line, verdict in zip(verdict_lines(verdicts, analysis.resampling.alpha), verdicts, strict=True):
+        roles = verdict.get("role") or {}
+        primary = [metric.upper() for metric, role in roles.items() if role == "primary"]
+        tag = f"**primary** (Δ{', Δ'.join(primary)}; the rest secondary)" if primary else "secondary"
+        lines.append(f"- {tag}: {line}")
     return [
         *lines,
-        *(f"- {line}" for line in verdict_lines(verdicts, analysis.resampling.alpha)),
         "",
-        f"Method: {verdicts[0]['method']}. p values of the comparisons on one test set are "
+        *warning,
+        f"{methods} The seed component is s^2 of the per-seed differences less the test-patient noise that "
+        "differs between seeds (negative when the seeds scatter less than that noise alone would make them); "
+        "the two components add up to se^2. p values of the comparisons on one test set are "
         f"{'Holm-adjusted together' if adjusted else 'unadjusted (one comparison per test set)'}. "
         "These are the study's claims: over training seeds and test patients, not one trained model.",
         "",
@@ -165,6 +224,7 @@ def _by_arm(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
         "",
     ]
     header = ["arm"] + [f"{name} {what}" for name in study.test_sets for what in ("AUROC", "AUPR", "n")]
+    header.append("steps")
     rows = []
     for arm in study.arms:
         cells = [arm]
@@ -179,14 +239,46 @@ def _by_arm(analysis: StudyAnalysis, paper: Paper | None) -> list[str]:
                 _mean_sd(row["aupr_mean"], row["aupr_sd"], row["seeds"]),
                 f"{int(row['n'])}",
             ]
-        rows.append(cells)
+        rows.append([*cells, _steps_cell(analysis.budget["arms"].get(arm) or {})])
     arms = paper.arms_in(study) if paper else []
-    lines += table(header, [*rows, *_paper_rows(arms, study.test_sets)])
+    paper_rows = [[*row, "n/r"] for row in _paper_rows(arms, study.test_sets)]
+    lines += table(header, [*rows, *paper_rows])
     if arms:
         lines += ["", f"Paper rows: {paper.citation} ({paper.note})."]
     for name, note in notes_by_test_set(study).items():
         lines += ["", f"**Note on {name}.** {note}."]
-    return lines
+    return [*lines, "", *_budget_lines(analysis.budget)]
+
+
+def _steps_cell(arm: dict[str, Any]) -> str:
+    """The optimiser steps an arm took: one number, a range when its seeds differ, pretraining first."""
+    if arm.get("steps") is None:
+        return "n/a"
+    steps = f"{arm['steps']}" if arm["steps"] == arm["steps_max"] else f"{arm['steps']}-{arm['steps_max']}"
+    return f"{arm['pretrain_steps']} + {steps}" if arm.get("pretrain_steps") is not None else steps
+
+
+def _budget_lines(budget: dict[str, Any]) -> list[str]:
+    """What the arms held equal, and a warning when they took different numbers of steps."""
+    held = budget.get("held_equal")
+    pretrained = any(arm.get("pretrain_steps") is not None for arm in budget["arms"].values())
+    pretrain = (
+        " An arm with a pretraining stage shows its steps there first (pretraining + the run's own): the "
+        "pretraining is that arm's treatment, the run's own steps are what the arms share."
+        if pretrained
+        else ""
+    )
+    if budget.get("equal_steps") is None:
+        return ["Steps: not recorded by these runs (trained before metrics.json recorded `training`)."]
+    if budget["equal_steps"]:
+        what = f" (experiment.held_equal: {held})" if held else ""
+        return [f"Steps: every arm took the same number of optimiser steps{what}.{pretrain}"]
+    warning = (
+        "**The arms took different numbers of optimiser steps**"
+        + (f" although the study holds {held} equal" if held else "")
+        + ": a difference between them mixes their data with their training length."
+    )
+    return [f"Steps: {warning}{pretrain}"]
 
 
 def _paper_rows(arms: Sequence[PaperArm], test_sets: Sequence[str]) -> list[list[str]]:

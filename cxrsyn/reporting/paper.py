@@ -10,6 +10,7 @@ from typing import Any
 
 from cxrsyn.core.config import CONF_DIR
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import read_yaml
 from cxrsyn.reporting.runs import Run, Study, override_map
 
 PAPER_FILE = CONF_DIR.parent / "experiments" / "crop_ablation" / "paper.yaml"
@@ -64,16 +65,14 @@ class Paper:
 
 
 def load_paper(path: str | Path = PAPER_FILE) -> Paper:
-    """Read a paper file; a missing file or field is a one-line error naming it."""
-    import yaml
-
+    """Read a paper file; a missing file or field, or a file that is not plain YAML, is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise CxrsynError(
             f"paper file {path} does not exist; give one with --paper FILE "
             "(format: experiments/crop_ablation/paper.yaml in the cxrsyn repository)"
         )
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path) or {}
     arms = {}
     for key, arm in _field(data, "arms", path, Mapping).items():
         where = f"arms.{key}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrsyn.core.config import code_version
+from cxrsyn.core.fileio import read_yaml
 from cxrsyn.reporting.runs import Study
 
 
@@ -52,11 +53,10 @@ def environments(study: Study) -> list[dict[str, Any]]:
 def config_hash(path: Path) -> str | None:
     """sha256 of a run's resolved config with ``paths`` (where this machine keeps data and outputs) written as
     placeholders wherever they appear."""
-    import yaml
 
     if not path.is_file():
         return None
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path) or {}
     paths = config.pop("paths", None) or {}
     text = json.dumps(config, sort_keys=True, default=str)
     for key, value in sorted(paths.items(), key=lambda item: -len(str(item[1]))):

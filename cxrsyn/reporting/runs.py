@@ -12,7 +12,10 @@ from typing import Any
 import pandas as pd
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import read_csv, read_yaml
+from cxrsyn.core.paths import check_name, inside
 from cxrsyn.evaluation.outputs import EXCLUDED_NAME, METRICS_NAME
+from cxrsyn.reporting.replicates import duplicate_line, one_run_per_seed
 
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "hydra/")
 
@@ -37,8 +40,8 @@ class Run:
     def predictions(self, test_set: str) -> pd.DataFrame:
         """The run's predictions file for ``test_set``, read once (comparisons and curves both use it)."""
         if test_set not in self._tables:
-            self._tables[test_set] = pd.read_csv(
-                self.folder / self.metrics["test_sets"][test_set]["predictions"]
+            self._tables[test_set] = read_csv(
+                inside(self.folder, self.metrics["test_sets"][test_set]["predictions"])
             )
         return self._tables[test_set]
 
@@ -48,6 +51,9 @@ class Study:
     runs: list[Run]
     unfinished: list[str] = field(default_factory=list)
     excluded: dict[str, list[str]] = field(default_factory=dict)  # job folder -> experiment.exclude cell
+    duplicates: dict[str, str] = field(
+        default_factory=dict
+    )  # run folder left out -> the run of its arm and seed
 
     @property
     def arms(self) -> list[str]:
@@ -77,8 +83,14 @@ def find_runs(folder: str | Path) -> Study:
     if not folder.is_dir():
         raise CxrsynError(f"report folder {folder} does not exist; give a run or multirun folder")
     paths = sorted(folder.rglob(METRICS_NAME), key=lambda path: _natural_key(path.parent, folder))
-    paths = [path for path in paths if "wandb" not in path.parts]
-    loaded = [(path.parent, json.loads(path.read_text())) for path in paths]
+    # W&B's files and hidden folders (a staging folder a killed run left) hold no runs
+    paths = [
+        path
+        for path in paths
+        if "wandb" not in path.parts
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    loaded = [(path.parent, _checked_names(path, json.loads(path.read_text()))) for path in paths]
     # training runs only: cxrsyn.evaluate writes a metrics.json without "run"
     runs = [Run(run_dir, metrics) for run_dir, metrics in loaded if "run" in metrics]
     if not runs:
@@ -99,7 +111,21 @@ def find_runs(folder: str | Path) -> Study:
         if job not in finished and not (job / METRICS_NAME).exists() and not (job / EXCLUDED_NAME).exists()
     ]
     name_arms(runs)
-    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())))
+    runs, duplicates = one_run_per_seed(runs, lambda r: r.arm, lambda r: r.seed, lambda r: _name(r, folder))
+    if duplicates:
+        print(duplicate_line(duplicates))
+    return Study(runs, sorted(unfinished), dict(sorted(excluded.items())), duplicates)
+
+
+def _name(run: Run, root: Path) -> str:
+    return str(run.folder.relative_to(root)) or "."
+
+
+def _checked_names(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's metrics, its test-set names checked: they name the report's figures."""
+    for name in metrics.get("test_sets", {}):
+        check_name(name, f"{path}: test set name ")
+    return metrics
 
 
 def _natural_key(path: Path, root: Path) -> list[Any]:
@@ -135,12 +161,11 @@ def varying_keys(per_run: Sequence[dict[str, str]]) -> list[str]:
 
 def experiment_settings(study: Study) -> dict[str, Any]:
     """The ``experiment`` block of the first run's resolved config ({} when absent)."""
-    import yaml
 
     config = study.runs[0].folder / "config.yaml"
     if not config.is_file():
         return {}
-    return (yaml.safe_load(config.read_text()) or {}).get("experiment") or {}
+    return (read_yaml(config) or {}).get("experiment") or {}
 
 
 def notes_by_test_set(study: Study) -> dict[str, str]:
@@ -155,12 +180,14 @@ def notes_by_test_set(study: Study) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ tables
 def results_table(study: Study) -> pd.DataFrame:
-    """One row per run and test set: arm, seed, n, AUROC and AUPR with their CIs, CAM bottom-band share."""
+    """One row per run and test set: arm, seed, n, AUROC and AUPR with their CIs, CAM bottom-band share, and
+    what the run trained for (``training_of``)."""
     rows = []
     for run in study.runs:
         for name, result in run.metrics["test_sets"].items():
             auroc_ci, aupr_ci = result.get("auroc_ci") or [None, None], result.get("aupr_ci") or [None, None]
             cam = (run.metrics.get("gradcam") or {}).get(name, {}).get("bottom_band_share", {})
+            training = training_of(run)
             rows.append(
                 {
                     "arm": run.arm,
@@ -177,14 +204,36 @@ def results_table(study: Study) -> pd.DataFrame:
                     "aupr_lo": aupr_ci[0],
                     "aupr_hi": aupr_ci[1],
                     "cam_bottom_share": cam.get("mean"),
+                    **training,
                     "run": str(run.folder),
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in TRAINING_COLUMNS:  # runs written before metrics.json recorded training: empty, not None
+        table[column] = pd.to_numeric(table[column])
+    return table
+
+
+TRAINING_COLUMNS = ("steps", "epochs", "images_seen", "pretrain_steps")
+
+
+def training_of(run: Run) -> dict[str, Any]:
+    """What the run trained for (metrics.json ``training``): optimiser steps, passes over its training split,
+    images seen, and the steps of a pretraining stage (None where not recorded)."""
+    training = run.metrics.get("training") or {}
+    pretrain = (((run.info.get("init") or {}).get("pretrain") or {}).get("training")) or {}
+    return {
+        "steps": training.get("steps"),
+        "epochs": training.get("epochs"),
+        "images_seen": training.get("images_seen"),
+        "pretrain_steps": pretrain.get("steps"),
+    }
 
 
 def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds per arm and test set (sd is empty with one seed)."""
+    """Mean and sd over seeds per arm and test set (sd is empty with one seed), and what the arm trained for:
+    ``steps`` (fewest over its seeds; ``steps_max`` the most), ``pretrain_steps``, mean ``epochs`` and
+    ``images_seen``."""
     grouped = per_run.groupby(["arm", "test_set"], sort=False)
     summary = grouped.agg(
         train_data=("train_data", "first"),
@@ -196,5 +245,10 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
         aupr_mean=("aupr", "mean"),
         aupr_sd=("aupr", "std"),
         cam_bottom_share=("cam_bottom_share", "mean"),
+        steps=("steps", "min"),
+        steps_max=("steps", "max"),
+        pretrain_steps=("pretrain_steps", "max"),
+        epochs=("epochs", "mean"),
+        images_seen=("images_seen", "mean"),
     )
     return summary.reset_index()

@@ -54,6 +54,9 @@ bill would count), ``served_images`` (prompt -> sha256 of each final image gener
 ``requests`` (one entry per HTTP request: ``time`` (monotonic), ``method``, ``path``, ``kind``),
 ``paths``, ``api_keys``, ``bearer_tokens``, ``uploads`` (file name -> bytes), ``batch_jobs``,
 ``downloads`` and ``token_requests``.
+
+``echo_key=True`` makes every error of ``generateContent`` quote the key the request carried, as a careless
+server or proxy might: a test that no key reaches a file or the screen through an error message.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class FakeGemini:
         return_thoughts: bool = True,
         echo_inline_metadata: bool = False,
         shuffle_results: bool = True,
+        echo_key: bool = False,
     ):
         script = list(script)
         unknown = set(script) - set(BEHAVIOURS)
@@ -141,6 +145,7 @@ class FakeGemini:
         self.return_thoughts = return_thoughts
         self.echo_inline_metadata = echo_inline_metadata
         self.shuffle_results = shuffle_results
+        self.echo_key = echo_key
         self._random = random.Random(0)
         self.served: Counter[str] = Counter()  # behaviour -> replies sent
         self.images_served = 0
@@ -382,7 +387,10 @@ class _Handler(BaseHTTPRequestHandler):
             behaviour = "ok"
         self._count(behaviour)
         if behaviour in _STATUS:
-            return self._send(int(behaviour.split("-")[0]), fake.error(behaviour))
+            payload = fake.error(behaviour)
+            if fake.echo_key:
+                payload["error"]["message"] += f" for API key {self.headers.get('x-goog-api-key')}"
+            return self._send(int(behaviour.split("-")[0]), payload)
         if behaviour == "500-html":
             return self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
         return self._send(200, fake.reply(behaviour, model, prompt))

@@ -4,7 +4,6 @@ file intact), read with ``weights_only=True`` when resuming or testing (see ``cx
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from cxrsyn.models.checkpoints import refused, trusted_globals
+from cxrsyn.core.secrets import redact
+from cxrsyn.models.checkpoints import reading
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,6 +21,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(checkpoint.get("hyper_parameters"), dict):  # config values: no key, even one in a path
+            checkpoint = {
+                **checkpoint,
+                "hyper_parameters": redact(dict(checkpoint["hyper_parameters"]), by_name=False),
+            }
         partial = path.with_name(f".{path.name}.partial-{rank_zero_only.rank}")
         with open(partial, "wb") as handle:
             torch.save(checkpoint, handle)
@@ -29,11 +34,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        """Resuming (``ckpt_path=last``) and testing a checkpoint read plain data only, whatever is asked."""
-        try:
-            with trusted_globals():
-                if map_location is None:
-                    return super().load_checkpoint(path, weights_only=True)
-                return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise refused(path, error) from None
+        """Resuming (``ckpt_path=last``) and testing a checkpoint read plain data only, whatever is asked; a
+        file that is not a readable checkpoint (truncated by a full disk or a copy) stops with one line."""
+        with reading(path, "ckpt_path"):
+            if map_location is None:
+                return super().load_checkpoint(path, weights_only=True)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)

@@ -1,4 +1,5 @@
-"""Experiment loggers built from config. W&B runs offline, with no key, unless a key or login is present."""
+"""Experiment loggers built from config. W&B runs offline, with no key, unless a key or login is present.
+Hyperparameters reach ``csv/hparams.yaml`` and the W&B config with their secrets redacted (``core.secrets``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import csv
 import io
 import netrc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from cxrsyn.core.fileio import atomic_write
+from cxrsyn.core.fileio import atomic_write, read_csv
+from cxrsyn.core.keys import checked_key
+from cxrsyn.core.secrets import redact, redact_text
 
 WANDB_MODES = ("auto", "online", "offline")
 
@@ -47,9 +51,20 @@ class _AppendingWriter(ExperimentWriter):
         atomic_write(path, buffer.getvalue().encode())
 
 
+def redacted_params(params: Any) -> Any:
+    """Hyperparameters (a mapping or a namespace) with their secrets redacted, by key name and by value."""
+    if params is None:
+        return None
+    values = params if isinstance(params, Mapping) else vars(params)
+    return redact(dict(values))
+
+
 class ResumableCSVLogger(CSVLogger):
     """A CSVLogger whose metrics.csv survives a resumed run: rows logged before the crash are kept (steps
     between the last checkpoint and the crash then appear twice; the later row is the one that counts)."""
+
+    def log_hyperparams(self, params: Any = None) -> None:
+        super().log_hyperparams(redacted_params(params))
 
     @property
     @rank_zero_experiment
@@ -67,6 +82,13 @@ def wandb_credentials_present() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
+
+
+class RedactingWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose config (the run's and the model's hyperparameters) is redacted."""
+
+    def log_hyperparams(self, params: Any) -> None:
+        super().log_hyperparams(redacted_params(params))
 
 
 def wandb_logger(
@@ -91,14 +113,16 @@ def wandb_logger(
     )
     if offline:
         rank_zero_info(f"wandb: offline mode, run files under {save_dir}/wandb (upload later: wandb sync)")
+    elif os.environ.get("WANDB_API_KEY"):
+        checked_key("WANDB_API_KEY")  # a line break in the key is one line here, not a traceback quoting it
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    return RedactingWandbLogger(
         project=project,
         save_dir=save_dir,
         offline=offline,
-        name=name,
-        group=group,
-        tags=list(tags),
+        name=redact_text(name) if name else name,
+        group=redact_text(group) if group else group,
+        tags=[redact_text(str(tag)) for tag in tags],
         entity=entity,
         job_type=job_type,
         log_model=False,
@@ -130,7 +154,6 @@ def log_results_to_wandb(loggers: Sequence[object], output_dir: Path, metrics: d
     """Send a finished run's results to every W&B logger: metrics in the summary, ROC and PR curves and the
     prediction table per test set, Grad-CAM figures; then close the W&B run, so the next multirun job
     starts its own."""
-    import pandas as pd
     import wandb
 
     for logger in loggers:
@@ -140,7 +163,7 @@ def log_results_to_wandb(loggers: Sequence[object], output_dir: Path, metrics: d
         run.summary.update(flat_metrics(metrics))
         run.summary.update({"seconds": metrics["seconds"], "epochs_trained": metrics.get("epochs_trained")})
         for name, result in metrics["test_sets"].items():
-            table = pd.read_csv(output_dir / result["predictions"])
+            table = read_csv(output_dir / result["predictions"])
             labels = table["label"].to_numpy()
             probs = table["prob"].to_numpy()
             both = list(zip(1.0 - probs, probs, strict=True))

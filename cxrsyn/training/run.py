@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -30,20 +29,23 @@ from cxrsyn.core.compose import (
 from cxrsyn.core.config import code_version
 from cxrsyn.core.environment import environment
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import sha256_of_file, write_json
+from cxrsyn.core.fileio import publishing, read_csv, sha256_of_file, write_json
 from cxrsyn.core.logs import quiet_third_party_noise
 from cxrsyn.core.parallel import restore_start_method
+from cxrsyn.core.runfolder import check_finished, exclusive
 from cxrsyn.core.secrets import redact_overrides
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.evaluation.metrics import binary_metrics, youden_threshold
 from cxrsyn.evaluation.outputs import (
     EXCLUDED_NAME,
     METRICS_NAME,
+    collect_results,
     predictions_table,
+    print_results,
     write_predictions,
-    write_results,
 )
 from cxrsyn.models.classifier import PneumoniaClassifier
+from cxrsyn.training.budget import check_budget, step_budget, training_record
 from cxrsyn.training.loggers import log_results_to_wandb
 
 DATA_SUMMARY_NAME = "data_summary.json"
@@ -66,17 +68,27 @@ def build(
     ]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    # the step budget is the model's to keep (PneumoniaClassifier.step_budget): Lightning's max_steps stays off
+    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False, max_steps=-1)
+    model.step_budget = step_budget(check_budget(cfg))
     return datamodule, model, trainer
 
 
 def train(cfg: DictConfig) -> dict[str, Any] | None:
-    """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None."""
+    """Fit and test; on the global-zero process returns (and writes) the metrics, elsewhere None. The run
+    folder is locked for the whole run, and a finished run in it is never overwritten (see
+    ``cxrsyn.core.runfolder``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    with exclusive(output_dir, "cxrsyn.train"):
+        check_finished(output_dir, cfg)
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     quiet_third_party_noise()
     restore_start_method()
     torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
     identity = run_identity(cfg)
     position = study_position()
@@ -90,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXCLUDED_NAME, {"cell": cell, "run": identity})
         return None
+    budget = check_budget(cfg)
     datamodule, model, trainer = build(cfg, identity)
     identity["init"] = initial_weights(cfg, model, output_dir)
     if trainer.is_global_zero:
@@ -105,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             f"training was interrupted; resume with the same command plus "
             f"hydra.run.dir={output_dir} ckpt_path=last"
         )
+    training = training_record(trainer, model, datamodule, budget)  # before testing loads other weights
     test_ckpt = cfg.get("test_ckpt", "last")
     if test_ckpt not in ("best", "last"):
         raise CxrsynError(f"test_ckpt={test_ckpt!r}: use last (the weights after max_epochs) or best")
@@ -114,23 +128,30 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     trainer.validate(model, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return None
-    lists = datamodule.save_lists(output_dir)
-    datamodule.save_summary(output_dir / DATA_SUMMARY_NAME)
     checkpoint_info = tested_checkpoint(trainer, output_dir, test_ckpt, tested_path)
-    validation = validation_results(output_dir, datamodule, model, checkpoint_info.get("sha256"))
-    extra = {
-        "run": identity,
-        "epochs_trained": trainer.current_epoch,
-        "validation": validation,
-        "validation_saturated": validation.get("saturated"),
-        "validation_threshold": validation.get("threshold"),
-        "lists": lists,
-    }
-    metrics = write_results(output_dir, datamodule, model, checkpoint_info, time.time() - started, extra, cfg)
-    gradcam = settings_at(cfg, "gradcam")
-    if gradcam.pop("enabled", False):
-        metrics["gradcam"] = gradcam_for_run(output_dir, datamodule, model, metrics, gradcam)
-        write_json(output_dir / METRICS_NAME, metrics)
+    # every result file is written into a staging folder and moved into place with metrics.json last
+    with publishing(output_dir, METRICS_NAME) as publication:
+        staging = publication.staging
+        lists = datamodule.save_lists(staging)
+        datamodule.save_summary(staging / DATA_SUMMARY_NAME)
+        validation = validation_results(staging, datamodule, model, checkpoint_info.get("sha256"))
+        extra = {
+            "run": identity,
+            "epochs_trained": trainer.current_epoch,
+            "training": training,
+            "validation": validation,
+            "validation_saturated": validation.get("saturated"),
+            "validation_threshold": validation.get("threshold"),
+            "lists": lists,
+        }
+        metrics = collect_results(
+            staging, datamodule, model, checkpoint_info, time.time() - started, extra, cfg
+        )
+        gradcam = settings_at(cfg, "gradcam")
+        if gradcam.pop("enabled", False):
+            metrics["gradcam"] = gradcam_for_run(staging, datamodule, model, metrics, gradcam)
+        metrics = publication.write_manifest(metrics)
+    print_results(output_dir, metrics)
     log_results_to_wandb(trainer.loggers, output_dir, metrics)
     return metrics
 
@@ -164,9 +185,10 @@ PRETRAIN_DIRNAME = "pretrain"
 
 def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The ``pretrain`` stage of a two-stage job: fit a fresh model on ``pretrain.data`` for
-    ``pretrain.max_epochs`` (same model, datamodule and seed; no test sets) under ``<run>/pretrain/``, and
-    return its last checkpoint and what it trained on. A finished stage is reused; a crashed one resumes from
-    its last.ckpt."""
+    ``pretrain.max_steps`` optimiser steps or ``pretrain.max_epochs`` epochs (one of them; same model,
+    datamodule and seed; no test sets) under ``<run>/pretrain/``, and return its last checkpoint and what it
+    trained on (``training``: steps, images seen, epochs). A finished stage is reused; a crashed one resumes
+    from its last.ckpt."""
     folder = output_dir / PRETRAIN_DIRNAME
     last = folder / "checkpoints" / "last.ckpt"
     done = folder / "done.json"
@@ -176,18 +198,31 @@ def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]
     stage.data = stage.pretrain.data
     stage.test_sets = {}
     stage.paths.output_dir = str(folder)
-    stage.trainer.max_epochs = int(cfg.pretrain.max_epochs)
+    stage.trainer.max_steps, stage.trainer.max_epochs = pretrain_budget(cfg.pretrain)
     stage.pretrain = None
     stage.init_from = None
     datamodule = build_datamodule(stage)
     model = instantiate_node(stage, "model")
     checkpoint = instantiate_node(stage, "callbacks.last_checkpoint")
-    trainer = instantiate_node(stage, "trainer", callbacks=[checkpoint], logger=False)
-    print(f"pretrain:    {stage.trainer.max_epochs} epoch(s) under {folder}", flush=True)
+    trainer = instantiate_node(stage, "trainer", callbacks=[checkpoint], logger=False, max_steps=-1)
+    model.step_budget = step_budget({"max_steps": stage.trainer.max_steps})
+    length = (
+        f"{stage.trainer.max_steps} step(s)"
+        if stage.trainer.max_steps > 0
+        else f"{stage.trainer.max_epochs} epoch(s)"
+    )
+    print(f"pretrain:    {length} under {folder}", flush=True)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    budget = {
+        "held_equal": None,
+        "max_steps": stage.trainer.max_steps,
+        "max_epochs": stage.trainer.max_epochs,
+    }
     record = {
         "max_epochs": int(stage.trainer.max_epochs),
+        "max_steps": int(stage.trainer.max_steps),
         "epochs_trained": int(trainer.current_epoch),
+        "training": training_record(trainer, model, datamodule, budget),
         "train": datamodule.summary.get("train"),
         "sources": datamodule.summary.get("mix"),
     }
@@ -195,6 +230,19 @@ def pretraining(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]
         datamodule.save_lists(folder)
         write_json(done, record)
     return last, record
+
+
+def pretrain_budget(section: DictConfig) -> tuple[int, int]:
+    """``(max_steps, max_epochs)`` of the pretraining stage (-1: no limit): ``pretrain.max_steps`` or
+    ``pretrain.max_epochs``, exactly one of them set."""
+    steps, epochs = section.get("max_steps"), section.get("max_epochs")
+    steps, epochs = (-1 if value is None else int(value) for value in (steps, epochs))
+    if (steps > 0) == (epochs > 0):
+        raise CxrsynError(
+            f"pretrain.max_steps={steps}, pretrain.max_epochs={epochs}: give the first stage one budget, "
+            "pretrain.max_steps=N (optimiser steps) or pretrain.max_epochs=N, and null the other"
+        )
+    return steps, epochs
 
 
 def gradcam_for_run(
@@ -207,7 +255,7 @@ def gradcam_for_run(
     threshold = (metrics.get("validation_threshold") or {}).get("value", 0.5)
     results = {}
     for name in datamodule.test_set_names:
-        table = pd.read_csv(output_dir / metrics["test_sets"][name]["predictions"])
+        table = read_csv(output_dir / metrics["test_sets"][name]["predictions"])
         result = gradcam_for_test_set(
             model,
             datamodule.dataset(f"test/{name}"),

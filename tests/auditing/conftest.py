@@ -123,6 +123,17 @@ def clean_set(audit_data: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def other_real_like(audit_data: Path) -> Path:
+    """Clean real-like films of other patients (another seed): exchangeable with the reference set, so the
+    contamination rule's false-positive rate applies to them as stated."""
+    root = audit_data / "other_real_like"
+    _write(
+        PhantomFolder(root=str(root), domain="real_like", n_per_class=N_PER_CLASS, seed=2, image_size=SIZE)
+    )
+    return root
+
+
 def fit_auditor(root: Path, labels: np.ndarray, out: Path) -> Path:
     """A PixelAuditor fitted on ``labels`` of the images in ``root`` (read as the audit reads them): an
     auditor that knows the true labels, so it must contradict exactly the flipped ones."""

@@ -49,7 +49,10 @@ def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, pl
         assert item["value"] > item["threshold"]
     pixels = audit["contamination"]["by_reference"]["phantom_real"]["pixels"]
     assert pixels["n_flagged"] == 4
-    assert "0.999 quantile" in pixels["rule"] and "other patients" in pixels["rule"]
+    assert "false-positive rate 1/81" in pixels["rule"] and "other patients" in pixels["rule"]
+    assert pixels["expected_false_flags"] == pytest.approx(
+        len(pd.read_csv(planted_set["root"] / "manifest.csv")) / 81
+    )
     excluded = [line for line in (out / "exclude.txt").read_text().splitlines() if not line.startswith("#")]
     assert sorted(excluded) == sorted(planted_set["copies"])
 
@@ -62,6 +65,11 @@ def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, pl
     assert labels["auroc_vs_prompt_labels"]["Pneumonia"]["auroc"] == pytest.approx(expected, abs=1e-12)
     low, high = labels["auroc_vs_prompt_labels"]["Pneumonia"]["auroc_ci"]
     assert low <= expected <= high
+    # the yardstick: the same auditor on the reference set against its real labels, beside it in audit.md
+    yardstick = labels["on_references"]["phantom_real"]
+    assert yardstick["n"] == 80 and 0 <= yardstick["contradiction_rate"] <= 1
+    assert yardstick["auroc_vs_labels"]["Pneumonia"]["auroc_ci"] is not None
+    assert "| phantom_real | 80 |" in (out / "audit.md").read_text()
 
     # artifacts: the class-linked label bar is found, inside the bottom band (and its corner)
     artifacts = audit["artifacts"]
@@ -90,6 +98,36 @@ def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, pl
     assert "contamination: 4 audited image(s) flagged" in result.stdout
     assert "Auditing" not in result.stderr
     assert list(out.glob("wandb/offline-run-*")), "no offline W&B run was written"
+
+
+def test_clean_images_of_other_patients_are_flagged_at_the_stated_rate(
+    other_real_like, reference_set, clean_auditor, tmp_path
+):
+    """End to end: 80 clean real-like films of other patients against the 80-film reference set. 80
+    calibration images cannot give 0.001, so the rule says so and uses their maximum (rate 1/81 per image and
+    method); the flags of each method stay within the rule's predictive law, Beta-binomial(80, 1, 80) (the
+    many-image check of the rate is tests/auditing/test_thresholds.py)."""
+    from scipy.stats import betabinom
+
+    from cxrsyn.auditing.run import audit
+
+    out = tmp_path / "audit"
+    overrides = audit_overrides(other_real_like, reference_set, clean_auditor, out, tmp_path / "cache")
+    overrides += ["label_audit.enabled=false", "distance.enabled=false", "artifacts.enabled=false"]
+    result = audit(compose_config("audit", overrides))["contamination"]
+    methods = result["by_reference"]["phantom_real"]
+    for method, item in methods.items():
+        calibration = item["calibration"]
+        assert calibration["k"] == 1 and calibration["achieved_rate"] == pytest.approx(
+            1 / (calibration["n"] + 1)
+        )
+        assert "cannot calibrate a false-positive rate of 0.001 (that needs 999)" in calibration["note"]
+        assert item["expected_false_flags"] == pytest.approx(80 * calibration["achieved_rate"])
+        assert item["n_flagged"] <= betabinom.ppf(0.999, 80, 1, calibration["n"]), (method, item["n_flagged"])
+    assert result["expected_false_flags"] == pytest.approx(
+        sum(m["expected_false_flags"] for m in methods.values())
+    )
+    assert len(result["notes"]) == 2 and "cannot calibrate" in (out / "audit.md").read_text()
 
 
 def test_clean_set_flags_nothing(clean_set, reference_set, clean_auditor, tmp_path):

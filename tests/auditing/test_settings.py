@@ -16,7 +16,8 @@ def test_every_part_gets_its_settings_from_the_config():
     settings = AuditSettings.from_config(
         compose_config("audit", ["contamination.candidates=5", "distance.enabled=false"])
     )
-    assert settings.contamination.candidates == 5 and settings.contamination.quantile == 0.999
+    assert settings.contamination.candidates == 5 and settings.contamination.false_positive_rate == 0.001
+    assert settings.contamination.calibration_n == 1999 and settings.label_audit.reference_n == 1000
     assert settings.contamination.coarse == CorrelationDescriptor(
         grid=16,
         window=0.7,

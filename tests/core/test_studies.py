@@ -33,15 +33,30 @@ def test_committed_study_table_and_sweep_files_are_written_from_the_configs():
     assert not stale, f"run `make studies`: {stale}"
 
 
-def test_wandb_grid_is_the_hydra_sweep():
+def composed_sweep(name: str, source: str) -> dict[str, list[str]]:
+    """The sweep Hydra runs for ``+experiment=name source=...``: the composed, resolved hydra.sweeper.params."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", [f"+experiment={name}", f"source={source}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    return {key: [v.strip() for v in str(params[key]).split(",")] for key in params}
+
+
+def test_wandb_grid_is_the_hydra_sweep_on_real_data():
     for name in study_names():
         sweep = OmegaConf.load(EXPERIMENTS_DIR / name / "wandb_sweep.yaml")
-        params = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").hydra.sweeper.params
+        params = composed_sweep(name, "real")
         assert list(sweep.parameters) == list(params), name
-        for key in params:
-            assert [str(v).lower() for v in sweep.parameters[key]["values"]] == [
-                v.strip().lower() for v in str(params[key]).split(",")
-            ], (name, key)
+        for key, values in params.items():
+            assert [str(v).lower() for v in sweep.parameters[key]["values"]] == [v.lower() for v in values]
+
+
+def test_real_data_studies_run_five_seeds_and_the_phantom_three():
+    for name in study_names():
+        assert composed_sweep(name, "real")["seed"] == ["0", "1", "2", "3", "4"], name
+        assert composed_sweep(name, "phantom")["seed"] == ["0", "1", "2"], name
+        assert load_study(name).seeds_by_source == {"real": list("01234"), "phantom": list("012")}
 
 
 def test_makefile_lists_the_studies_from_the_config_folder():

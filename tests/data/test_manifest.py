@@ -62,7 +62,7 @@ def test_empty_label_is_rejected(tmp_path):
 
 def test_duplicate_paths_are_rejected(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,label\nimages/a.png,1\nimages/a.png,0\n")
-    with pytest.raises(CxrsynError, match=r"images/a.png is listed 2 times"):
+    with pytest.raises(CxrsynError, match=r"lines 2 and 3 list one file .* different labels"):
         read_manifest(tmp_path)
 
 

@@ -13,7 +13,7 @@ import pytest
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.data.datamodule import CXRDataModule
 from cxrsyn.data.rsna import RSNA
-from cxrsyn.data.selection import class_quotas, patient_split, repeat_rows, subsample
+from cxrsyn.data.selection import class_quotas, patient_split, repeat_rows, selection_order, subsample
 from cxrsyn.data.sources import PhantomFolder
 from cxrsyn.testing.datasets.rsna import rsna_patients, write_rsna_root
 
@@ -47,6 +47,62 @@ def test_subsample_is_exact_seeded_nested_and_proportional_in_every_stratum():
     larger, _ = subsample(table, 40, None, seed=3, stratify_by=None, source="grid")
     assert set(chosen["path"]) < set(larger["path"])  # a scaling curve's arms are nested
     assert chosen["path"].isin(table["path"]).all() and chosen["path"].is_unique
+
+
+def random_table(rng: np.random.Generator) -> pd.DataFrame:
+    """Two classes, each over 1 to 24 strata (sex x age band x view) of 1 to 40 images, sizes drawn at random."""
+    rows = []
+    for label in (0, 1):
+        cells = list(itertools.product(["F", "M"], ["a", "b", "c", "d"], ["PA", "AP", "LL"]))
+        for sex, age, view in [cells[i] for i in rng.choice(24, int(rng.integers(1, 25)), replace=False)]:
+            for i in range(int(rng.integers(1, 41))):
+                rows.append(
+                    {
+                        "path": f"{label}{sex}{age}{view}{i}",
+                        "label": label,
+                        "sex": sex,
+                        "age_band": age,
+                        "view": view,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_every_stratum_gets_the_floor_or_ceiling_of_its_share_over_many_random_tables():
+    """The documented claim, on 100 random tables x 6 sizes each: within each class every stratum gives
+    floor or ceil of n N_h / N (N_h its images, N the class's), and the smaller subsample is inside the
+    larger. (The sorted-keys allocation this replaced missed the floor or ceiling in 145 of 64,880 strata.)"""
+    rng = np.random.default_rng(2024)
+    checked, missed = 0, []
+    for table_number in range(100):
+        table = random_table(rng)
+        cell = table["label"].astype(str) + table["sex"] + table["age_band"] + table["view"]
+        sizes = cell.value_counts()
+        class_size = table.groupby("label").size()
+        previous: set[str] = set()
+        for n in np.unique(rng.integers(0, int(class_size.min()) + 1, 6)):
+            chosen, _ = subsample(table, int(n), None, seed=table_number, stratify_by=None, source="random")
+            taken = cell[table["path"].isin(chosen["path"])].value_counts().reindex(sizes.index, fill_value=0)
+            share = n * sizes / class_size[sizes.index.str[0].astype(int)].to_numpy()
+            outside = (taken < np.floor(share + 1e-9)) | (taken > np.ceil(share - 1e-9))
+            missed += [(table_number, int(n), name) for name in sizes.index[outside]]
+            checked += len(sizes)
+            assert previous <= set(chosen["path"])  # nested in n
+            previous = set(chosen["path"])
+    assert checked > 10000 and not missed, f"{len(missed)} of {checked} strata, e.g. {missed[:3]}"
+
+
+def test_the_quota_order_meets_quota_at_every_size():
+    """Every prefix of the selection order, at every size n from 1 to N, on 200 random strata layouts."""
+    rng = np.random.default_rng(7)
+    for layout in range(200):
+        sizes = rng.integers(1, 30, int(rng.integers(1, 20)))
+        table = pd.DataFrame({"stratum": np.repeat(np.arange(sizes.size), sizes)})
+        order = selection_order(table, ["stratum"], seed=layout, count=len(table))
+        assert sorted(order) == list(range(len(table)))
+        counts = np.cumsum(np.eye(sizes.size, dtype=int)[table["stratum"].to_numpy()[order]], axis=0)
+        shares = np.arange(1, len(table) + 1)[:, None] * sizes[None, :] / sizes.sum()
+        assert (counts >= np.floor(shares + 1e-9)).all() and (counts <= np.ceil(shares - 1e-9)).all(), layout
 
 
 def test_max_total_keeps_the_class_ratio_and_is_exact():
@@ -141,9 +197,58 @@ def test_a_mix_is_counted_per_source_and_listed(two_folders, tmp_path):
     listed = pd.read_csv(tmp_path / written["train_files"])
     assert len(listed) == 39 and listed["source"].value_counts().to_dict() == {"synthetic": 24, "real": 15}
     assert listed.loc[listed["source"] == "real", "path"].nunique() == 6
-    # copies of one image never straddle the train/validation split
-    assert listed.groupby("path")["split"].nunique().max() == 1
+    # copies of one image never straddle the train/validation split (paths are relative to their part's root)
+    assert listed.groupby(["source", "path"])["split"].nunique().max() == 1
     assert set(listed["split"]) == {"train", "val"}
+
+
+def mixing_arm_lists(arm: str, data_dir, out_dir, k: int = 25, seed: int = 1) -> pd.DataFrame:
+    """``train_files.csv`` of one job of the mixing study (phantom, small images), written without training."""
+    from cxrsyn.core.compose import build_datamodule
+    from tests.conftest import compose_config
+
+    overrides = [
+        "+experiment=mixing",
+        "source=phantom",
+        f"data={arm}",
+        f"mixing.k={k}",
+        f"seed={seed}",
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={data_dir}/cache",
+        "datamodule.image_size=32",
+        "datamodule.cache_workers=1",
+        "data.parts.real.phantom.n_per_class=30",
+        "data.parts.real.phantom.image_size=32",
+    ]
+    if arm == "mix_synthetic_real":
+        overrides += [
+            "data.parts.synthetic.phantom.n_per_class=20",
+            "data.parts.synthetic.phantom.image_size=32",
+        ]
+    datamodule = build_datamodule(compose_config("train", overrides), test_sets={})
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    written = datamodule.save_lists(out_dir / arm)
+    return pd.read_csv(out_dir / arm / written["train_files"])
+
+
+def test_the_mixing_arms_train_on_the_same_real_images(tmp_path):
+    """The train/validation split is drawn per part with the run's seed, before repetition: at the same k and
+    seed, synthetic + real, real alone and the duplicate control train (and validate) on the same real
+    images, so their comparisons isolate what the synthetic images or the copies add."""
+    sides = {}
+    for arm in ("mix_synthetic_real", "mix_real", "mix_real_repeated"):
+        listed = mixing_arm_lists(arm, tmp_path / "data", tmp_path)
+        real = listed[listed["source"] == "real"]
+        assert real.groupby("path")["split"].nunique().max() == 1  # copies stay on their image's side
+        sides[arm] = {split: set(real.loc[real["split"] == split, "path"]) for split in ("train", "val")}
+        if arm == "mix_real_repeated":
+            assert len(real) == 300 + 25  # repeated to the mixed arm's count (mixing.n_synthetic + k)
+        else:
+            assert len(real) == 25
+    reference = sides["mix_real"]
+    assert len(reference["train"]) == 20 and len(reference["val"]) == 5
+    assert sides["mix_synthetic_real"] == reference and sides["mix_real_repeated"] == reference
 
 
 def test_a_test_set_is_never_subsampled(two_folders):

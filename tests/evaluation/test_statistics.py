@@ -1,4 +1,4 @@
-"""CIs, DeLong, the paired and the study-level bootstrap, Holm, thresholds and calibration, each against an
+"""CIs, DeLong, the paired bootstrap, Holm, thresholds and calibration, each against an
 independent reference: scikit-learn on explicitly resampled image lists, slow textbook loops, or values
 computed by hand."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import mannwhitneyu
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from cxrsyn.evaluation.metrics import (
@@ -21,13 +22,14 @@ from cxrsyn.evaluation.statistics import (
     Clusters,
     WeightedScores,
     auroc_covariance,
+    auroc_set_difference,
     bootstrap_ci,
     delong,
     holm,
     paired_bootstrap,
     resample_weights,
-    study_bootstrap,
 )
+from cxrsyn.testing.simulations import nested_sets, nested_truth, null_shift
 
 
 def correlated_scores(n: int, seed: int, gap: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -246,65 +248,6 @@ def test_delong_finds_no_difference_between_identical_models():
     assert test["auroc_diff"] == 0.0 and test["p_value"] == 1.0
 
 
-def test_study_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
-    """The two-level bootstrap against its definition written as loops: for every resample, draw seeds
-    (the documented generator), draw one patient resample, and average scikit-learn's metric differences
-    on the explicitly resampled image list over the drawn seeds."""
-    rng = np.random.default_rng(12)
-    n, seeds, resamples = 60, 3, 150
-    labels = (rng.random(n) < 0.5).astype(int)
-    patients = rng.integers(0, 25, n)
-    a = labels[None] * 0.8 + rng.normal(size=(seeds, n))
-    b = labels[None] * 0.5 + rng.normal(size=(seeds, n))
-    ours = study_bootstrap(labels, a, b, n_resamples=resamples, seed=2, patients=patients)
-    clusters = Clusters.of(labels, patients)
-    weights = np.concatenate(list(resample_weights(clusters, resamples, seed=2)))
-    seed_draws = np.random.default_rng([2, seeds]).integers(0, seeds, size=(seeds, resamples))
-    for name, metric in (("auroc", roc_auc_score), ("aupr", average_precision_score)):
-        drawn = []
-        for r in range(resamples):
-            listed = np.repeat(np.arange(n), weights[r].astype(int))
-            per_seed = [
-                metric(labels[listed], a[s][listed]) - metric(labels[listed], b[s][listed])
-                for s in range(seeds)
-            ]
-            drawn.append(np.mean([per_seed[s] for s in seed_draws[:, r]]))
-        drawn = np.array(drawn)
-        point = np.mean([metric(labels, a[s]) - metric(labels, b[s]) for s in range(seeds)])
-        below, above = (np.sum(drawn <= 0) + 1) / (resamples + 1), (np.sum(drawn >= 0) + 1) / (resamples + 1)
-        assert ours[f"delta_{name}"] == pytest.approx(point, abs=1e-12)
-        assert ours[f"delta_{name}_ci"] == pytest.approx(textbook_percentiles(drawn), abs=1e-12)
-        assert ours[f"p_{name}"] == pytest.approx(min(1.0, 2 * min(below, above)), abs=1e-12)
-    assert ours["n_seeds"] == seeds
-
-
-def test_study_bootstrap_counts_seed_variance():
-    """Arms that differ only by training noise: each seed's difference is large, in both directions. One
-    seed's paired bootstrap calls it significant; the study-level CI over seeds contains 0."""
-    rng = np.random.default_rng(5)
-    n = 3000
-    labels = (rng.random(n) < 0.5).astype(int)
-    signal = labels + rng.normal(size=n)
-    shifts = [0.25, -0.25, 0.2, -0.2, 0.25, -0.25]  # per-seed luck of arm a against arm b
-    a = np.stack([signal + shift * labels + rng.normal(scale=0.3, size=n) for shift in shifts])
-    b = np.stack([signal + rng.normal(scale=0.3, size=n) for _ in shifts])
-    one_seed = paired_bootstrap(labels, a[0], b[0], 400, 0)
-    study = study_bootstrap(labels, a, b, 400, 0)
-    assert one_seed["auroc_diff_ci"][0] > 0
-    low, high = study["delta_auroc_ci"]
-    assert low < 0 < high and study["p_auroc"] > 0.05
-    assert low < study["delta_auroc"] < high
-
-
-def test_study_bootstrap_with_one_seed_is_the_paired_bootstrap():
-    labels, a, b = correlated_scores(500, seed=13)
-    study = study_bootstrap(labels, a[None], b[None], 300, 4)
-    paired = paired_bootstrap(labels, a, b, 300, 4)
-    assert study["delta_auroc_ci"] == pytest.approx(paired["auroc_diff_ci"], abs=1e-12)
-    assert study["delta_aupr_ci"] == pytest.approx(paired["aupr_diff_ci"], abs=1e-12)
-    assert study["p_auroc"] < 0.05 and study["n_seeds"] == 1
-
-
 def test_holm_by_hand():
     # sorted 0.01, 0.03, 0.04, 0.2 -> 4 x 0.01, 3 x 0.03, max(0.09, 2 x 0.04), max(0.09, 0.2)
     assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
@@ -370,20 +313,85 @@ def test_calibration_of_a_miscalibrated_case_by_hand():
     assert calibration(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))["ece"] == 0.0
 
 
-def test_arm_bootstrap_equals_a_loop_over_drawn_seeds_and_patients():
-    from cxrsyn.evaluation.statistics import arm_bootstrap
+# ------------------------------------------------------------------------------ one model, two test sets
+def test_set_difference_on_the_same_images_is_the_clustered_delong():
+    """Two score vectors on one set: the difference of the two AUROCs, and its variance, are DeLong's with
+    Obuchowski's clustered variance (checked against a loop implementation above), to rounding."""
+    rng = np.random.default_rng(3)
+    labels, a, b = correlated_scores(300, 4)
+    patients = rng.integers(0, 180, size=300)
+    ours = auroc_set_difference(labels, a[None], patients, labels, b[None], patients)
+    reference = delong(labels, a, b, patients=patients)
+    assert ours["delta_auroc"] == pytest.approx(reference["auroc_diff"], abs=1e-14)
+    assert ours["se"] == pytest.approx(reference["se"], rel=1e-12)
+    assert ours["per_seed"][0]["p"] == pytest.approx(reference["p_value"], rel=1e-9)
+    unclustered = auroc_set_difference(labels, a[None], np.arange(300), labels, b[None], np.arange(300))
+    assert unclustered["se"] == pytest.approx(delong(labels, a, b)["se"], rel=1e-12)
 
-    rng = np.random.default_rng(15)
-    n, seeds, resamples = 50, 3, 120
-    labels = (rng.random(n) < 0.5).astype(int)
-    patients = rng.integers(0, 20, n)
-    scores = labels[None] * 0.7 + rng.normal(size=(seeds, n))
-    ours = arm_bootstrap(labels, scores, n_resamples=resamples, seed=3, patients=patients)
-    weights = np.concatenate(list(resample_weights(Clusters.of(labels, patients), resamples, seed=3)))
-    seed_draws = np.random.default_rng([3, seeds]).integers(0, seeds, size=(seeds, resamples))
-    drawn = []
-    for r in range(resamples):
-        listed = np.repeat(np.arange(n), weights[r].astype(int))
-        drawn.append(np.mean([roc_auc_score(labels[listed], scores[s][listed]) for s in seed_draws[:, r]]))
-    assert ours["auroc"] == pytest.approx(np.mean([roc_auc_score(labels, row) for row in scores]), abs=1e-12)
-    assert ours["auroc_ci"] == pytest.approx(textbook_percentiles(drawn), abs=1e-12)
+
+def test_set_difference_se_agrees_with_the_patient_bootstrap():
+    """One model on a selection and on its superset, two images per patient: the clustered SE agrees with
+    the SD of the difference over patient resamples of the union (AUROCs of the resampled image lists)."""
+    rng = np.random.default_rng(5)
+    labels_a, scores_a, patients_a, labels_b, scores_b, patients_b = nested_sets(
+        rng, 120, 160, 220, shift=0.6, per_patient=2, rho=0.6
+    )
+    ours = auroc_set_difference(labels_a, scores_a, patients_a, labels_b, scores_b, patients_b)
+    assert ours["n_patients_shared"] == ours["n_patients_a"] == 140 and ours["n_patients_b"] == 250
+    expected = roc_auc_score(labels_a, scores_a[0]) - roc_auc_score(labels_b, scores_b[0])
+    assert ours["delta_auroc"] == pytest.approx(expected, abs=1e-12)
+    unique = np.unique(patients_b)
+    rows_a = {p: np.flatnonzero(patients_a == p) for p in unique}
+    rows_b = {p: np.flatnonzero(patients_b == p) for p in unique}
+    boot = np.random.default_rng(6)
+
+    def auroc(labels, scores):  # Mann-Whitney U / (m n), scipy's
+        return (
+            mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+            / labels.sum()
+            / (1 - labels).sum()
+        )
+
+    deltas = []
+    for _ in range(600):  # the SD of 600 resamples is within about 3% of its limit
+        drawn = boot.choice(unique, size=unique.size)
+        in_a = np.concatenate([rows_a[p] for p in drawn])
+        in_b = np.concatenate([rows_b[p] for p in drawn])
+        deltas.append(auroc(labels_a[in_a], scores_a[0, in_a]) - auroc(labels_b[in_b], scores_b[0, in_b]))
+    assert ours["se"] == pytest.approx(np.std(deltas, ddof=1), rel=0.12)
+
+
+@pytest.mark.parametrize(
+    "regime",
+    [
+        # (positives, normals, others, seeds, seed sd, images per patient, patient share): one model; test
+        # patients dominate; seeds dominate; both, with two images per patient
+        (60, 80, 100, 1, 0.0, 1, 0.0),
+        (60, 80, 100, 3, 0.05, 1, 0.0),
+        (150, 200, 250, 3, 0.6, 1, 0.0),
+        (150, 200, 250, 5, 0.3, 2, 0.5),
+    ],
+    ids=["one_model", "patient_dominated", "seed_dominated", "mixed_clustered"],
+)
+def test_set_difference_holds_its_error_rate_and_coverage_in_simulation(regime):
+    """Seeded simulations with a known truth. Under the null (the other negatives shifted so that the
+    expected difference is 0) p < 0.05 in at most 5% of studies plus twice its Monte Carlo error; under a
+    known difference the 95% CI covers the truth in at least 93%."""
+    n_pos, n_normal, n_other, seeds, seed_sd, per_patient, rho = regime
+    rng = np.random.default_rng(sum(regime[:4]))
+    shift = null_shift(seed_sd)  # where the expected difference is exactly 0
+    assert nested_truth(n_normal, n_other, shift, seed_sd) == pytest.approx(0.0, abs=1e-12)
+    truth = nested_truth(n_normal, n_other, 0.7, seed_sd)
+    studies = 300
+    rejected = covered = 0
+    for _ in range(studies):
+        null = auroc_set_difference(
+            *nested_sets(rng, n_pos, n_normal, n_other, seeds, shift, seed_sd, per_patient, rho)
+        )
+        rejected += null["p"] < 0.05
+        known = auroc_set_difference(
+            *nested_sets(rng, n_pos, n_normal, n_other, seeds, 0.7, seed_sd, per_patient, rho)
+        )
+        covered += known["delta_auroc_ci"][0] <= truth <= known["delta_auroc_ci"][1]
+    assert rejected / studies <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / studies)
+    assert covered / studies >= 0.93

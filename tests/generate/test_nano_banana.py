@@ -20,8 +20,9 @@ from cxrsyn.core.compose import source_node
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import sha256_of_file
 from cxrsyn.core.manifest import read_manifest
+from cxrsyn.core.runfolder import exclusive
 from cxrsyn.generate.run import generate
-from cxrsyn.generate.store import OutputStore, exclusive
+from cxrsyn.generate.store import OutputStore
 from cxrsyn.testing.fake_gemini import FakeGemini
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 from tests.generate.conftest import KEY
@@ -265,13 +266,13 @@ def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
     out = tmp_path / "out"
     with FakeGemini() as server:
         args = [*overrides(server, out, 1), f"hydra.run.dir={tmp_path}/run"]
-        with exclusive(out):  # this test process is the run writing the folder
+        with exclusive(out, "test"):  # this test process is the run writing the folder
             result = run_cli("cxrsyn.generate", *args, env={"GEMINI_API_KEY": KEY})
             assert server.paths == {}
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
         assert str(out) in lines[0] and f"pid {os.getpid()}" in lines[0] and "another run" in lines[0]
-    assert not (out / ".generate.lock.owner").exists()
+    assert not (out / ".cxrsyn.lock.owner").exists()
     with FakeGemini() as server, pytest.MonkeyPatch.context() as patch:  # released: the same run goes ahead
         patch.setenv("GEMINI_API_KEY", KEY)
         assert generate(compose(overrides(server, out, 1)))["kept"] == 2

@@ -103,7 +103,9 @@ def test_postprocess_cli(phantom_folder, tmp_path):
     bad = run_cli(
         "cxrsyn.postprocess", f"in_dir={phantom_folder}", f"out_dir={tmp_path}/d", "crop_bottom_fraction=1.2"
     )
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: crop_bottom_fraction=1.2 must lie in [0, 1)"
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: crop_bottom_fraction=1.2 is not allowed: crop_bottom_fraction must be a number in [0, 1)"
+    )
 
 
 # RoentGen-v2's demo prompts (github.com/StanfordMIMI/RoentGen-v2, demo_data/demo_inference_prompts.csv) use

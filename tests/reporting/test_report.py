@@ -162,11 +162,16 @@ STUDY_KEYS = {
     "delta_aupr_ci",
     "p",
     "p_adjusted",
+    "df",
+    "se_auroc",
+    "variance_seed_auroc",
+    "variance_patients_auroc",
+    "underpowered",
     "method",
 }
 
 
-def test_study_comparisons_lead_the_report(sweep):
+def test_study_comparisons_lead_the_report_and_warn_below_five_seeds(sweep):
     report = write_report(sweep, n_resamples=300, figures=False)
     verdicts = report["study_comparisons"]
     assert [(v["arm_a"], v["arm_b"], v["test_set"]) for v in verdicts] == [
@@ -176,11 +181,15 @@ def test_study_comparisons_lead_the_report(sweep):
     per_run = pd.read_csv(sweep / "results.csv")
     for verdict in verdicts:
         assert set(verdict) >= STUDY_KEYS
-        assert verdict["n_seeds"] == 2 and verdict["method"].startswith("two-level paired bootstrap")
+        assert verdict["n_seeds"] == 2 and verdict["df"] == 1 and verdict["underpowered"]
+        assert "Student's t with 1 df" in verdict["method"]
         low, high = verdict["delta_auroc_ci"]
-        assert 0 < low < verdict["delta_auroc"] < high  # the planted gap, with a CI that holds its estimate
+        assert low < verdict["delta_auroc"] < high and verdict["delta_auroc"] > 0.2  # the planted gap
         assert verdict["delta_aupr_ci"][0] < verdict["delta_aupr"] < verdict["delta_aupr_ci"][1]
-        assert verdict["p"] < 0.05 and verdict["p_adjusted"] == verdict["p"]  # one comparison per test set
+        assert verdict["p_adjusted"] == verdict["p"]  # one comparison per test set
+        assert verdict["variance_seed_auroc"] + verdict["variance_patients_auroc"] == pytest.approx(
+            verdict["se_auroc"] ** 2
+        )
         # the estimate is the mean over seeds of the per-run AUROC differences written in results.csv
         rows = per_run[per_run["test_set"] == verdict["test_set"]]
         by_arm = rows.groupby("arm")["auroc"].mean()
@@ -190,10 +199,39 @@ def test_study_comparisons_lead_the_report(sweep):
     markdown = (sweep / "results.md").read_text()
     assert markdown.index("## Study-level comparisons") < markdown.index("## Results by arm")
     assert "significantly better (DeLong" not in markdown  # counting significant seeds is not a test
+    assert markdown.count("underpowered; the interval is wide by construction") == 3  # each line + summary
+    assert "2 of 2 comparison(s) rest on 2 seed(s)" in markdown and "variance: seeds" in markdown
     assert json.loads((sweep / "report.json").read_text())["study_comparisons"] == json.loads(
         json.dumps(verdicts)
     )
-    assert len(pd.read_csv(sweep / "study_comparisons.csv")) == 2
+    table = pd.read_csv(sweep / "study_comparisons.csv")
+    assert len(table) == 2 and {"variance_seed_auroc", "variance_patients_auroc", "df"} <= set(table.columns)
+
+
+def test_five_seeds_find_the_planted_gap_without_the_warning(tmp_path):
+    for seed in range(5):
+        for job, (data, signal) in enumerate([("synthetic_raw", 0.2), ("synthetic_cropped", 1.5)]):
+            make_run(tmp_path / f"{seed}_{job}", data, seed, signal, test_sets=("rsna",))
+    (verdict,) = write_report(tmp_path, n_resamples=200, figures=False)["study_comparisons"]
+    assert verdict["n_seeds"] == 5 and not verdict["underpowered"]
+    assert verdict["delta_auroc_ci"][0] > 0 and verdict["p"] < 0.05
+    assert "underpowered" not in (tmp_path / "results.md").read_text()
+
+
+def test_one_seed_gives_no_verdict_about_the_recipe(tmp_path):
+    for job, (data, signal) in enumerate([("synthetic_raw", 0.2), ("synthetic_cropped", 1.5)]):
+        make_run(tmp_path / str(job), data, 0, signal, test_sets=("rsna",))
+    (verdict,) = write_report(tmp_path, n_resamples=200, figures=False)["study_comparisons"]
+    assert verdict["delta_auroc_ci"] is None and verdict["p"] is None and verdict["p_adjusted"] is None
+    assert (
+        0 < verdict["conditional_auroc_ci"][0] < verdict["delta_auroc"] < verdict["conditional_auroc_ci"][1]
+    )
+    assert verdict["adjustment"] == "none (one seed: no test)"
+    markdown = (tmp_path / "results.md").read_text()
+    assert "no verdict about the recipe (1 seed: no seed variance is estimable)" in markdown
+    assert "conditional on this one trained model per arm" in markdown
+    table = pd.read_csv(tmp_path / "study_comparisons.csv")
+    assert table["delta_auroc_lo"].isna().all() and table["p"].isna().all()
 
 
 def test_several_comparisons_on_a_test_set_are_holm_adjusted(tmp_path):
@@ -232,7 +270,8 @@ def test_patient_clusters_widen_the_per_seed_and_study_intervals(tmp_path):
                 table["patient"] = [f"p{i // 5}" for i in range(N)]
             write_predictions(folder / str(job), "kermany", table)
         verdict = write_report(folder, n_resamples=400, figures=False)["study_comparisons"][0]
-        widths[clustered] = verdict["delta_auroc_ci"][1] - verdict["delta_auroc_ci"][0]
+        low, high = verdict["conditional_auroc_ci"]  # one seed: the interval over test patients only
+        widths[clustered] = high - low
         assert verdict["n_patients"] == (60 if clustered else N)
     assert widths[True] / widths[False] == pytest.approx(np.sqrt(5), rel=0.3)
 

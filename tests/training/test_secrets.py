@@ -21,11 +21,17 @@ ENV_SECRETS = {
     "KAGGLE_KEY": "kaggle-env-key-0123456789",
 }
 TYPED = "sk-typed-on-the-command-line-42"  # a key typed as an override; in no environment variable
+# Secrets inside values of keys the commands read (a +key nothing reads is refused: tests/security/):
+# a path holding one, and one interpolated from the environment.
 TYPED_OVERRIDES = [
-    f"+api_key={TYPED}",
-    f"+notes=see {ENV_SECRETS['GEMINI_API_KEY']}",
-    "+hf=${oc.env:HF_TOKEN}",
+    f"data.root=/nonexistent/see-{ENV_SECRETS['GEMINI_API_KEY']}",
+    "+data.exclude_file=${oc.env:HF_TOKEN}",
 ]
+WANDB_OVERRIDES = [
+    f"logger.wandb.group=see {ENV_SECRETS['GEMINI_API_KEY']}",
+    "logger.wandb.name=${oc.env:HF_TOKEN}",
+]
+GENERATE_OVERRIDES = [f"generator.prompt_template='see {ENV_SECRETS['GEMINI_API_KEY']} {{finding}}'"]
 
 
 def leaks(folder: Path) -> list[str]:
@@ -48,6 +54,16 @@ def no_secret_printed(result) -> None:
         assert value not in result.stdout + result.stderr
 
 
+def test_a_key_typed_under_a_secret_name_is_refused_and_written_nowhere(tmp_path):
+    """``+api_key=...`` is read by nothing (keys come from the environment): refused in one line, and Hydra's
+    files, written before the refusal, hold no trace of the value."""
+    result = run_cli("cxrsyn.train", f"+api_key={TYPED}", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2 and "+api_key adds a key that nothing reads" in result.stderr
+    assert f"+api_key={REDACTED}" in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    assert leaks(tmp_path) == []
+    no_secret_printed(result)
+
+
 def test_overrides_are_redacted_by_key_and_by_value(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-secret-value")
     overrides = ["seed=1", "+generator.api_key=typed-in", "+notes=see AIza-secret-value", "+token="]
@@ -67,17 +83,17 @@ def test_no_key_in_any_file_of_a_training_run_with_wandb(tmp_path, phantom_data_
         *tiny_overrides(phantom_data_dir, **{"trainer.max_epochs": 1}),
         "logger=wandb",
         "logger.wandb.mode=offline",
-        *TYPED_OVERRIDES,
+        *WANDB_OVERRIDES,
         f"hydra.run.dir={run_dir}",
         env={**ENV_SECRETS, "NETRC": str(tmp_path / "no-netrc")},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     # Hydra wrote its files, and W&B its offline run with the command line it recorded, both redacted
-    assert f"+api_key={REDACTED}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
-    assert f"api_key: {REDACTED}" in (run_dir / ".hydra" / "config.yaml").read_text()
-    assert f"+api_key={REDACTED}" in (run_dir / ".hydra" / "hydra.yaml").read_text()
+    assert f"logger.wandb.group=see {REDACTED}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert f"group: see {REDACTED}" in (run_dir / ".hydra" / "config.yaml").read_text()
+    assert f"logger.wandb.group=see {REDACTED}" in (run_dir / ".hydra" / "hydra.yaml").read_text()
     (record,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    assert f"+api_key={REDACTED}".encode() in record.read_bytes()
+    assert f"logger.wandb.group=see {REDACTED}".encode() in record.read_bytes()
     assert leaks(run_dir) == []
     no_secret_printed(result)
 
@@ -93,7 +109,7 @@ def test_no_key_in_the_files_of_a_generation_multirun_or_the_data_tool(tmp_path,
         "generator.image_size=64",
         "generator.show_progress=false",
         f"out_dir={tmp_path}/out",
-        *TYPED_OVERRIDES,
+        *GENERATE_OVERRIDES,
         f"hydra.sweep.dir={tmp_path}/sweep",
         env=env,
     )
@@ -108,7 +124,6 @@ def test_no_key_in_the_files_of_a_generation_multirun_or_the_data_tool(tmp_path,
         "data=phantom",
         *tiny_overrides(tiny_phantom)[:3],
         f"summary_file={summary_file}",
-        *TYPED_OVERRIDES,
         env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]

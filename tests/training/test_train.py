@@ -163,3 +163,55 @@ def test_two_stage_job_pretrains_then_starts_from_those_weights(phantom_data_dir
         and metrics["lists"]["train_files"] == "train_files.csv"
     )
     assert len(pd.read_csv(run_dir / "pretrain" / "train_files.csv")) == 32
+
+
+def test_arms_of_different_sizes_take_the_same_steps_under_the_same_schedule(phantom_data_dir, tmp_path):
+    """A step budget (``trainer.max_steps``) held equal between two arms whose training splits differ (26 and
+    16 images, 4 and 2 steps per epoch): both take 6 steps with the same learning rate at every step (warmup
+    in steps, cosine over the budget), metrics.json says what each took, and the larger arm's budget ends
+    inside its second epoch, where its final weights are still validated and saved as last.ckpt."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    budget = {
+        "trainer.max_epochs": -1,
+        "trainer.max_steps": 6,
+        "model.warmup_steps": 2,
+        "model.lr": 1e-3,
+        "model.min_lr_ratio": 0.1,
+        "callbacks.learning_rate_monitor.logging_interval": "step",
+        "gradcam.enabled": False,
+        "evaluation.bootstrap.n_resamples": 0,
+    }
+    runs = {}
+    for arm, extra in (("all", {}), ("subsample", {"data.max_per_class": 10})):
+        run_dir = tmp_path / arm
+        overrides = [*tiny_overrides(phantom_data_dir, **budget, **extra), f"paths.output_dir={run_dir}"]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            metrics = train(compose("train", overrides=overrides))
+        log = pd.read_csv(run_dir / "csv" / "metrics.csv")
+        last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        runs[arm] = (metrics["training"], log, last)
+    (big, big_log, big_last), (small, small_log, small_last) = runs["all"], runs["subsample"]
+    assert (big["train_images"], big["steps_per_epoch"], small["train_images"], small["steps_per_epoch"]) == (
+        26,
+        4,
+        16,
+        2,
+    )
+    for record, last in ((big, big_last), (small, small_last)):
+        assert record["steps"] == last["global_step"] == 6 and record["max_steps"] == 6
+        assert (record["warmup_steps"], record["schedule_steps"]) == (2, 6)
+    assert big["images_seen"] == 26 + 2 * 8 and big["epochs"] == pytest.approx(42 / 26, abs=1e-4)
+    assert small["images_seen"] == 3 * 16 and small["epochs"] == 3.0
+    # the schedule: linear warmup over 2 steps, then a cosine from 1e-3 to 1e-4 at step 6, per step in both
+    expected = [1e-3 * f for f in (1 / 3, 2 / 3)] + [
+        1e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (step - 2) / 4))) for step in range(2, 6)
+    ]
+    for log in (big_log, small_log):
+        rates = log.dropna(subset=["lr-AdamW/pg1"]).drop_duplicates("step")["lr-AdamW/pg1"]
+        np.testing.assert_allclose(rates.to_numpy(), expected, rtol=1e-6)
+    # the larger arm stopped inside epoch 1: its final weights were validated there, during fitting
+    during_fit = big_log.dropna(subset=["val/auroc"])
+    assert 1 in set(during_fit["epoch"]) and big_last["epoch"] == 1
