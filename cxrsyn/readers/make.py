@@ -28,7 +28,7 @@ from PIL import Image
 
 from cxrsyn.core.compose import instantiate_node, resolved_config
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import write_csv, write_json, write_text
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.data.decode import Preprocessing, decode_resized
 from cxrsyn.data.sources import FILE_COLUMN, apply_exclude_file
@@ -85,11 +85,11 @@ def make_study(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.seed)
     study_id = hashlib.sha256(json.dumps([seed, cases["id"].tolist()]).encode()).hexdigest()[:12]
     page_cases = [{"id": case_id, "image": f"{IMAGES_DIR}/{case_id}.png"} for case_id in cases["id"]]
-    (reader_dir / PAGE_FILE).write_text(page_html({"study": study_id, "seed": seed, "cases": page_cases}))
-    (reader_dir / "README.txt").write_text(READER_README)
+    write_text(reader_dir / PAGE_FILE, page_html({"study": study_id, "seed": seed, "cases": page_cases}))
+    write_text(reader_dir / "README.txt", READER_README)
     key = cases.drop(columns=["crop_bottom_fraction"])
-    key.to_csv(out_dir / KEY_DIR / KEY_FILE, index=False)
-    (out_dir / KEY_DIR / "WARNING.txt").write_text(KEY_WARNING)
+    write_csv(out_dir / KEY_DIR / KEY_FILE, key)
+    write_text(out_dir / KEY_DIR / "WARNING.txt", KEY_WARNING)
     study = {
         "study": study_id,
         "seed": seed,

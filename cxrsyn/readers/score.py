@@ -29,7 +29,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import write_json
+from cxrsyn.core.fileio import read_csv, save_figure, write_json, write_text
 from cxrsyn.evaluation.agreement import WILSON, proportion_ci
 from cxrsyn.evaluation.statistics import auroc_covariance
 from cxrsyn.readers.agreement import category_counts, fleiss_kappa_ci
@@ -95,7 +95,7 @@ def load_study(study_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
             raise CxrsynError(
                 f"{path} is missing; pass the folder `python -m cxrsyn.readers make` wrote (out_dir)"
             )
-    key = pd.read_csv(key_file, dtype={"id": str})
+    key = read_csv(key_file, dtype={"id": str})
     return json.loads(study_file.read_text()), key
 
 
@@ -283,7 +283,7 @@ def score(
     if figures and complete:
         results["figures"] = write_figures(complete, key, out_dir / "figures")
     write_json(out_dir / "results.json", results)
-    (out_dir / "results.md").write_text(markdown(results))
+    write_text(out_dir / "results.md", markdown(results))
     print(markdown_summary(results))
     print(f"readers score: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
     return results
@@ -467,8 +467,7 @@ def write_figures(readers: list[ReaderAnswers], key: pd.DataFrame, folder: Path)
         axis.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title, aspect="equal")
     figure.axes[0].legend(fontsize=7)
     figure.tight_layout()
-    path = folder / "roc_curves.png"
-    figure.savefig(path, dpi=100)
+    path = save_figure(figure, folder / "roc_curves.png")
     written["roc_curves"] = str(path)
     return written
 

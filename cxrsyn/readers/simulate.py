@@ -16,7 +16,6 @@ when it is smaller). ``population_auroc`` gives the reader-averaged population A
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from numpy.polynomial.hermite_e import hermegauss
 from scipy.stats import norm
 
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_json
 from cxrsyn.readers.order import reader_order
 
 
@@ -201,6 +201,6 @@ def write_answer_files(
             "answers": answers,
         }
         path = out_dir / f"answers-{reader}-{study['study']}.json"
-        path.write_text(json.dumps(document, indent=1))
+        write_json(path, document)
         files.append(path)
     return files
