@@ -23,7 +23,7 @@ def _make(argv: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from cxrsyn.core.config import CONF_DIR, exit_on_unknown_choice
+    from cxrsyn.core.config import CONF_DIR, check_job, exit_on_unknown_choice
 
     exit_on_unknown_choice(
         [f"data={arg.split('=', 1)[1]}" if arg.startswith("reference=") else arg for arg in argv]
@@ -35,6 +35,7 @@ def _make(argv: list[str]) -> None:
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="readers")
     @report_known_errors
     def main(cfg: DictConfig) -> None:
+        check_job(cfg)  # bad values and +keys nothing reads: one line, before any work
         from cxrsyn.readers.make import make_study
 
         make_study(cfg)

@@ -98,3 +98,18 @@ def test_make_rejects_an_odd_or_too_large_sample_in_one_line(phantom_data_dir, t
     assert big.returncode == 2 and "lower n_per_source" in big.stderr.strip().splitlines()[-1]
     unknown = run_cli("cxrsyn.readers", "make", "reference=nope", f"out_dir={tmp_path / 'c'}")
     assert unknown.returncode == 2 and "no config 'nope' in group 'data'" in unknown.stderr
+
+
+def test_make_checks_its_values_and_added_keys_in_one_line(phantom_data_dir, tmp_path):
+    small = run_cli(
+        "cxrsyn.readers", "make", *make_overrides(phantom_data_dir, tmp_path / "a", n_per_source=2)
+    )
+    assert (
+        small.returncode == 2
+        and "n_per_source=2" in small.stderr
+        and len(small.stderr.strip().splitlines()) == 1
+    )
+    added = run_cli(
+        "cxrsyn.readers", "make", *make_overrides(phantom_data_dir, tmp_path / "b"), "+n_per_sorce=10"
+    )
+    assert added.returncode == 2 and "n_per_sorce" in added.stderr
