@@ -101,7 +101,13 @@ DATASET_RULES: dict[str, Rule] = {
     "max_image_pixels": Rule("int", low=1, high=PILLOW_PIXEL_CEILING),
     "cache": Rule("bool"),
 }
-DATASET_NODES = ("data", "data.parts.*", "test_sets.*", "pretrain.data")
+DATASET_NODES = (
+    "data",
+    "data.parts.*",
+    "test_sets.*",
+    "pretrain.data",
+    "reference",
+)  # reference: cxrsyn.readers
 STAND_IN_KEY = "phantom"  # a dataset's phantom stand-in (core.compose.STAND_IN_KEY)
 
 # Keys of the primary configs (a key a command's config does not have is not checked).
@@ -129,6 +135,11 @@ RULES: dict[str, Rule] = {
     "generator.batch_size": WHOLE_POSITIVE,
     "generator.max_retries": Rule("int", low=0),
     "dry_run": Rule("bool"),
+    "n_per_source": Rule(
+        "int", low=4
+    ),  # python -m cxrsyn.readers make (its evenness: cxrsyn/readers/make.py)
+    "resize": Rule("choice", choices=("stretch", "letterbox", "center_crop")),
+    "overwrite": Rule("bool"),
 }
 
 # Keys the code reads when present that no config file defines (added with +key=...).
