@@ -92,8 +92,8 @@ test-min: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
-	$(PY) -m ruff check cxrsyn tests benchmarks
-	$(PY) -m ruff format --check cxrsyn tests benchmarks
+	$(PY) -m ruff check cxrsyn tests benchmarks notebooks/execute.py
+	$(PY) -m ruff format --check cxrsyn tests benchmarks notebooks/execute.py
 
 format: $(STAMP)
 	$(PY) -m ruff format cxrsyn tests benchmarks
