@@ -159,6 +159,25 @@ def simulate_ratings(model: ReaderModel, key: pd.DataFrame) -> dict[str, np.ndar
     }
 
 
+def answer_document(
+    study: dict[str, Any], reader: str, order: list[str], answers: list[dict[str, Any]], **fields: Any
+) -> dict[str, Any]:
+    """An answer file in the page's export format (``answers`` in the reader's order; complete when every
+    case of ``order`` is answered); ``fields`` add to it or replace what it says."""
+    return {
+        "format": "cxrsyn-reader-answers",
+        "version": 1,
+        "study": study["study"],
+        "seed": study["seed"],
+        "reader": reader,
+        "order": order,
+        "n_cases": len(order),
+        "complete": len(answers) == len(order),
+        "answers": answers,
+        **fields,
+    }
+
+
 def write_answer_files(
     model: ReaderModel, study: dict[str, Any], key: pd.DataFrame, out_dir: Path
 ) -> list[Path]:
@@ -187,19 +206,14 @@ def write_answer_files(
                     "seconds": 0.0,
                 }
             )
-        document = {
-            "format": "cxrsyn-reader-answers",
-            "version": 1,
-            "study": study["study"],
-            "seed": study["seed"],
-            "reader": reader,
-            "order": order,
-            "n_cases": len(order),
-            "complete": True,
-            "exported_at": datetime.now(timezone.utc).isoformat(),
-            "simulated": asdict(model),
-            "answers": answers,
-        }
+        document = answer_document(
+            study,
+            reader,
+            order,
+            answers,
+            exported_at=datetime.now(timezone.utc).isoformat(),
+            simulated=asdict(model),
+        )
         path = out_dir / f"answers-{reader}-{study['study']}.json"
         write_json(path, document)
         files.append(path)

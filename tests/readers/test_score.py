@@ -16,6 +16,7 @@ from statsmodels.stats.proportion import proportion_confint
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.readers.order import reader_order
 from cxrsyn.readers.score import score, score_command
+from cxrsyn.readers.simulate import answer_document
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # the study is made by `python -m cxrsyn.readers make` (a subprocess)
@@ -26,22 +27,12 @@ def answer_file(study_dir: Path, reader: str, answers: dict[str, dict], folder: 
     study = json.loads((study_dir / "study.json").read_text())
     key = pd.read_csv(study_dir / "key" / "key.csv")
     order = reader_order(sorted(key["id"]), study["seed"], reader)
-    document = {
-        "format": "cxrsyn-reader-answers",
-        "version": 1,
-        "study": study["study"],
-        "seed": study["seed"],
-        "reader": reader,
-        "order": order,
-        "n_cases": len(order),
-        "complete": len(answers) == len(order),
-        "answers": [
-            {"case": case, "position": i + 1, "comment": "", "seconds": 1.0, **answers[case]}
-            for i, case in enumerate(order)
-            if case in answers
-        ],
-        **changes,
-    }
+    listed = [
+        {"case": case, "position": i + 1, "comment": "", "seconds": 1.0, **answers[case]}
+        for i, case in enumerate(order)
+        if case in answers
+    ]
+    document = {**answer_document(study, reader, order, listed), **changes}
     path = folder / f"answers-{reader}.json"
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
