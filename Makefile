@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cxrsyn-installed
 # -n auto: one pytest worker per core (pytest-xdist); session fixtures are built once per worker
-PYTEST_ARGS ?= -q -n auto
+PYTEST_ARGS ?= -q -n auto --dist worksteal
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 

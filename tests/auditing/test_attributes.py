@@ -69,6 +69,7 @@ def attribute_overrides(data_root: Path, reference: Path, tmp: Path, audit_data:
     ]
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_audit_prints_confusion_tables_and_flags_a_planted_projection_swap(
     swapped_set, reference_set, audit_data, tmp_path

@@ -32,6 +32,7 @@ def audit_overrides(data_root: Path, reference: Path, auditor: Path, out_dir: Pa
     ]
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, planted_auditor, tmp_path):
     out = tmp_path / "audit"

@@ -180,6 +180,7 @@ def tiny_study(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_one_command_runs_every_arm_and_seed(tiny_study):
     sweep = tiny_study / "sweep"
@@ -253,6 +254,7 @@ def test_notebooks_run_on_phantom_outputs(tiny_study, notebook, monkeypatch):
     assert any(output.output_type == "display_data" and "image/png" in output.data for output in outputs)
 
 
+@pytest.mark.heavy(minutes=6)
 @pytest.mark.slow
 def test_planted_bottom_band_shortcut_is_caught_by_the_crop_ablation(tmp_path):
     """Done-when of the experiments issue, a positive control: a mark in the bottom band is fully correlated
