@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cxrsyn-installed
 # -n auto: one pytest worker per core (pytest-xdist); session fixtures are built once per worker
-PYTEST_ARGS ?= -q -n auto
+PYTEST_ARGS ?= -q -n auto --dist worksteal
 # pip's torch wheel choice: this pins nothing, pyproject.toml declares ranges.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast test-min lint format bench experiments studies clean-outputs help
+.PHONY: install demo test test-fast test-min lint format bench experiments studies notebooks clean-outputs help
 
 help:
 	@echo "make demo        the crop ablation on phantom stand-ins (2 arms x 3 seeds) and its report"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench       speed benchmarks (ratios against bounds measured in the same run)"
 	@echo "make experiments rerun every study in experiments/ on phantom stand-ins, refresh their results"
 	@echo "make studies     write experiments/README.md and the W&B sweep files from conf/experiment/"
+	@echo "make notebooks   execute the notebooks on phantom outputs and save them with their outputs"
 	@echo "make format      ruff format and autofix"
 	@echo "make install     create $(VENV) and install cxrsyn with its dev extra"
 
@@ -61,6 +62,10 @@ experiments: $(STAMP)
 	  echo "python -m cxrsyn.report <sweep dir> --out experiments/$$study/phantom" >> experiments/$$study/phantom/COMMAND; \
 	done
 
+# The notebooks executed on phantom outputs and saved with their (downsampled) outputs
+notebooks: $(STAMP)
+	$(PY) notebooks/execute.py
+
 # experiments/README.md (the table of studies) and every wandb_sweep.yaml, from conf/experiment/*.yaml
 studies: $(STAMP)
 	$(PY) -m cxrsyn.core.studies --write
@@ -87,8 +92,8 @@ test-min: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
-	$(PY) -m ruff check cxrsyn tests benchmarks
-	$(PY) -m ruff format --check cxrsyn tests benchmarks
+	$(PY) -m ruff check cxrsyn tests benchmarks notebooks/execute.py
+	$(PY) -m ruff format --check cxrsyn tests benchmarks notebooks/execute.py
 
 format: $(STAMP)
 	$(PY) -m ruff format cxrsyn tests benchmarks

@@ -86,3 +86,14 @@ def run_cli(
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The heaviest tests first, longest first (``@pytest.mark.heavy(minutes=N)``): with xdist's work stealing
+    (`make test`) they start at once instead of ending the run alone on one worker."""
+
+    def order(item: pytest.Item) -> tuple[bool, float]:
+        heavy = item.get_closest_marker("heavy")
+        return heavy is None, -(heavy.kwargs.get("minutes", 1) if heavy else 0)
+
+    items.sort(key=order)  # stable: the rest keep their order

@@ -80,3 +80,17 @@ def test_no_committed_result_exceeds_500_kb():
         if path.is_file() and path.stat().st_size > MAX_COMMITTED_RESULT_BYTES
     ]
     assert not large, "downsample or drop: " + ", ".join(large)
+
+
+@pytest.mark.parametrize("notebook", sorted((REPO_ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_are_saved_with_small_outputs_and_no_error(notebook: Path):
+    """`make notebooks` saved them executed: every code cell ran, at least one figure, no error, and the file
+    stays small enough to read on GitHub."""
+    book = json.loads(notebook.read_text())
+    code = [cell for cell in book["cells"] if cell["cell_type"] == "code"]
+    assert all(cell.get("execution_count") for cell in code), "run `make notebooks`"
+    outputs = [output for cell in code for output in cell.get("outputs", [])]
+    assert not [output for output in outputs if output["output_type"] == "error"]
+    assert any("image/png" in output.get("data", {}) for output in outputs)
+    assert all(cell.get("id") for cell in book["cells"])
+    assert notebook.stat().st_size <= MAX_COMMITTED_RESULT_BYTES

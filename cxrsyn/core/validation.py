@@ -34,7 +34,8 @@ from cxrsyn.core.errors import CxrsynError
 @dataclass(frozen=True)
 class Rule:
     """What a key allows: ``kind`` int, number, choice or bool; bounds ``low``/``high`` (``high_open``:
-    the high bound itself excluded); ``nullable``: null allowed."""
+    the high bound itself excluded); ``nullable``: null allowed; ``also``: values allowed besides the bounds
+    (-1: no limit, as Lightning reads its budgets)."""
 
     kind: str
     low: float | None = None
@@ -43,6 +44,7 @@ class Rule:
     low_open: bool = False
     choices: tuple[str, ...] = ()
     nullable: bool = False
+    also: tuple[int, ...] = ()
 
     def allowed(self) -> str:
         if self.kind == "choice":
@@ -57,6 +59,7 @@ class Rule:
                 text += f" in {left}{self.low:g}, {self.high:g}{right}"
             elif self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {self.low:g}"
+        text += "".join(f" or {value}" for value in self.also)
         return f"{text} or null" if self.nullable else text
 
     def accepts(self, value: Any) -> bool:
@@ -70,6 +73,8 @@ class Rule:
             return False
         if self.kind == "int" and not isinstance(value, int):
             return False
+        if value in self.also:
+            return True
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
@@ -78,6 +83,7 @@ class Rule:
 # Pillow refuses larger images whatever cxrsyn allows (twice its Image.MAX_IMAGE_PIXELS)
 PILLOW_PIXEL_CEILING = 178_956_970
 WHOLE_POSITIVE = Rule("int", low=1)
+BUDGET = Rule("int", low=1, also=(-1,))  # trainer.max_epochs / max_steps: -1 leaves the limit to the other
 FRACTION_BELOW_ONE = Rule("number", low=0, high=1, high_open=True)
 
 # Keys of every dataset node (see the module doc); a key a node does not have is not checked.
@@ -95,7 +101,13 @@ DATASET_RULES: dict[str, Rule] = {
     "max_image_pixels": Rule("int", low=1, high=PILLOW_PIXEL_CEILING),
     "cache": Rule("bool"),
 }
-DATASET_NODES = ("data", "data.parts.*", "test_sets.*", "pretrain.data")
+DATASET_NODES = (
+    "data",
+    "data.parts.*",
+    "test_sets.*",
+    "pretrain.data",
+    "reference",
+)  # reference: cxrsyn.readers
 STAND_IN_KEY = "phantom"  # a dataset's phantom stand-in (core.compose.STAND_IN_KEY)
 
 # Keys of the primary configs (a key a command's config does not have is not checked).
@@ -110,7 +122,8 @@ RULES: dict[str, Rule] = {
     "datamodule.val_fraction": Rule("number", low=0, high=1, low_open=True, high_open=True),
     "datamodule.augment": Rule("bool"),
     "datamodule.resize": Rule("choice", choices=("stretch", "letterbox", "center_crop")),
-    "trainer.max_epochs": WHOLE_POSITIVE,
+    "trainer.max_epochs": BUDGET,
+    "trainer.max_steps": BUDGET,
     "model.lr": Rule("number", low=0, low_open=True),
     "gradcam.band_fraction": FRACTION_BELOW_ONE,
     "evaluation.bootstrap.n_resamples": Rule("int", low=0, nullable=True),
@@ -122,10 +135,15 @@ RULES: dict[str, Rule] = {
     "generator.batch_size": WHOLE_POSITIVE,
     "generator.max_retries": Rule("int", low=0),
     "dry_run": Rule("bool"),
+    "n_per_source": Rule(
+        "int", low=4
+    ),  # python -m cxrsyn.readers make (its evenness: cxrsyn/readers/make.py)
+    "resize": Rule("choice", choices=("stretch", "letterbox", "center_crop")),
+    "overwrite": Rule("bool"),
 }
 
 # Keys the code reads when present that no config file defines (added with +key=...).
-OPTIONAL_KEYS = ("pretrain", "pretrain.data", "pretrain.max_epochs", "pretrain.enabled")
+OPTIONAL_KEYS = ("pretrain", "pretrain.data", "pretrain.max_epochs", "pretrain.max_steps", "pretrain.enabled")
 # Sections whose entries are named by the user: any new entry is read (a test set, a callback, a logger, ...).
 OPEN_SECTIONS = (
     "test_sets",

@@ -205,18 +205,11 @@ def collect_results(
     }
 
 
-def write_results(
-    output_dir: Path,
-    datamodule: Any,
-    model: Any,
-    checkpoint: dict[str, Any],
-    seconds: float,
-    extra: dict[str, Any] | None = None,
-    cfg: DictConfig | None = None,
-) -> dict[str, Any]:
-    """``predictions/<set>.csv`` and ``metrics.json`` (``collect_results``), published together."""
+def write_results(output_dir: Path, *results: Any, **options: Any) -> dict[str, Any]:
+    """``predictions/<set>.csv`` and ``metrics.json`` (``collect_results``, same arguments after the folder),
+    published together."""
     with publishing(output_dir, METRICS_NAME) as publication:
-        metrics = collect_results(publication.staging, datamodule, model, checkpoint, seconds, extra, cfg)
+        metrics = collect_results(publication.staging, *results, **options)
         metrics = publication.write_manifest(metrics)
     print_results(output_dir, metrics)
     return metrics

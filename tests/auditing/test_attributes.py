@@ -79,6 +79,7 @@ REALISM = [
 ]
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_one_audit_command_prints_confusion_tables_distances_in_two_spaces_and_realism_by_crop(
     swapped_set, reference_set, audit_data, tmp_path

@@ -43,6 +43,7 @@ TINY_REALISM = [
 ]
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, planted_auditor, tmp_path):
     out = tmp_path / "audit"

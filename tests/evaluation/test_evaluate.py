@@ -150,6 +150,7 @@ def test_kermany_with_several_images_per_patient_gets_patient_clustered_cis(trai
     assert kermany["ci_method"].startswith("patient-clustered stratified percentile bootstrap")
 
 
+@pytest.mark.heavy
 def test_evaluate_bad_dicom_stops_or_is_listed(trained, tmp_path, real_roots):
     import shutil
 

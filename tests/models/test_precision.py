@@ -28,6 +28,7 @@ def test_the_head_runs_in_float32_under_bf16_autocast():
     assert len(torch.unique(bf16_head)) < 20 and len(torch.unique(logits)) >= 395
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_bf16_mixed_training_on_cpu_writes_unquantised_probabilities(tmp_path, tiny_phantom):
     run_dir = tmp_path / "run"

@@ -109,6 +109,7 @@ def resume_overrides(data_dir: Path, budget: str = "epochs") -> list[str]:
     )
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
 def test_killed_run_resumes_to_the_same_result(tmp_path, budget):
     data_dir = tmp_path / "data"

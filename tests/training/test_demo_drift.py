@@ -20,6 +20,7 @@ from tests.conftest import REPO_ROOT, run_cli
 RECORDED = REPO_ROOT / "experiments" / "crop_ablation" / "phantom"
 
 
+@pytest.mark.heavy(minutes=6)
 @pytest.mark.slow
 def test_the_demos_cropped_arm_seed_0_reproduces_the_recorded_results(tmp_path):
     command = (RECORDED / "COMMAND").read_text().splitlines()[0].split()

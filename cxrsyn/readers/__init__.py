@@ -1,0 +1,1 @@
+"""Reader studies: make a static page for readers, score their answers (cxrsyn/readers/__main__.py)."""
