@@ -52,6 +52,7 @@ def pair_realism(marked_pair):
     )
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_a_planted_bottom_mark_is_found_in_the_bottom_band_and_the_crop_removes_it(pair_realism):
     """The sets differ by the mark alone: the CNN tells them apart (AUROC near 1), most of its score drop
