@@ -87,7 +87,8 @@ def test_one_audit_command_prints_confusion_tables_distances_in_two_spaces_and_r
     """The issue's one command: attribute confusion tables (a planted projection swap flagged), distances in
     at least two feature spaces with PRDC, realism AUROCs with CIs for the raw and the cropped set."""
     overrides = attribute_overrides(swapped_set, reference_set, tmp_path, audit_data)
-    result = run_cli("cxrsyn.audit", *overrides, *REALISM, timeout=1200)  # every part: minutes on a busy machine
+    # every part runs: minutes on a busy machine
+    result = run_cli("cxrsyn.audit", *overrides, *REALISM, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
     attributes = audit["attributes"]
