@@ -53,8 +53,8 @@ from cxrsyn.data.sources import PhantomFolder
 CROP = 0.3
 # The generator-like stand-in's artifacts (conf/data/phantom.yaml), each setting a few overrides.
 SETTINGS: dict[str, dict[str, Any]] = {
-    # the phantom the committed demo results were made with (version 2's default): the field of view too
-    # tracks the class (pneumonia films show more abdomen), which the crop keeps
+    # the phantom the committed demo results were made with (the default up to version 3): the field of
+    # view too tracks the class (pneumonia films show more abdomen), which the crop keeps
     "recorded": {"framing_shortcut": True},
     # this version's default: the class-linked sparkle in the bottom band of a film that runs below the chest
     "default": {},
