@@ -161,11 +161,68 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{'inside' if region['inside_bottom_band'] else 'not inside'} the bottom band.",
                 ]
             lines.append("")
+    if "realism" in results:
+        lines += realism_markdown(results["realism"])
     if results["figures"]:
         lines += (
             ["## Figures", ""] + [f"![{name}]({path})" for name, path in results["figures"].items()] + [""]
         )
     return "\n".join(lines)
+
+
+def _ci(interval: list[float] | None, digits: int = 2) -> str:
+    return "n/a" if not interval else f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
+
+
+def realism_markdown(realism: dict[str, Any]) -> list[str]:
+    """The realism part: per reference, detector and crop fraction the out-of-fold AUROC and, for the CNN,
+    where its score comes from (region occlusion); the statistics detector's feature families alone."""
+    regions = ("bottom_band", "top_band", "borders", "lungs", "other")
+    lines = ["## Realism: can the set be told from real films, and where?", ""]
+    for name, entry in realism.items():
+        detectors = [d for d in ("cnn", "statistics") if d in entry]
+        lines += [
+            f"**{name}**: {entry['reference_sample']}; groups {entry['groups']}; {entry['folds']}-fold grouped "
+            f"cross-validation; reference films {'cut like the audited ones' if entry['crop_reference'] else 'whole'}.",
+            "",
+            "| detector | bottom crop | AUROC | 95% CI | "
+            + " | ".join(r.replace("_", " ") for r in regions)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(regions),
+        ]
+        for detector in detectors:
+            for item in entry[detector]["by_crop"]:
+                share = item.get("saliency_share")
+                cells = [_fmt(share[r]) if share else "" for r in regions]
+                lines.append(
+                    f"| {detector} | {item['crop_fraction']:g} | {_fmt(item['auroc'])} | {_ci(item['auroc_ci'], 3)} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+        if "cnn" in entry and entry["cnn"]["by_crop"][0].get("saliency_share"):
+            area = entry["cnn"]["by_crop"][0]["saliency_share"]["area"]
+            lines += [
+                "",
+                "Region columns: each region's share of the drop in the CNN's score when the region is replaced "
+                "by the mean real film (audited images, source frame); shares of the input: "
+                + ", ".join(f"{r.replace('_', ' ')} {_fmt(area[r])}" for r in regions)
+                + ".",
+            ]
+        if "statistics" in entry:
+            groups = entry["statistics"]["by_crop"][0]["by_feature_group"]
+            lines.append(
+                "Statistics detector, each feature family alone (first crop): "
+                + ", ".join(
+                    f"{g.replace('_', ' ')} {_fmt(v['auroc'])} ({_ci(v['auroc_ci'], 3)})"
+                    for g, v in groups.items()
+                )
+                + "."
+            )
+        lines += ["", f"Method: {entry[detectors[0]]['method']}.", ""]
+        for detector in detectors:
+            lines.append(f"- {detector}: {entry[detector]['detector']}")
+        lines.append("")
+    return lines
 
 
 def _label_yardstick(la: dict[str, Any]) -> list[str]:
@@ -238,6 +295,24 @@ def print_summary(results: dict[str, Any]) -> None:
                 + (f" ({ci[0]:.4g} to {ci[1]:.4g})" if ci else "")
                 + f", FID (biased) {_fmt(item['fid'], 4)}"
             )
+    for name, entry in (results.get("realism") or {}).items():
+        for detector in ("cnn", "statistics"):
+            if detector not in entry:
+                continue
+            crops = entry[detector]["by_crop"]
+            first, last = crops[0], crops[-1]
+            where = ""
+            if first.get("saliency_share"):
+                where = f", bottom-band saliency {_fmt(first['saliency_share']['bottom_band'])}"
+            after = (
+                f" -> {_fmt(last['auroc'])} ({_ci(last['auroc_ci'], 3)}) after cropping {last['crop_fraction']:g}"
+                if len(crops) > 1
+                else ""
+            )
+            print(
+                f"realism vs {name} ({detector}): AUROC {_fmt(first['auroc'])} ({_ci(first['auroc_ci'], 3)}) at crop "
+                f"{first['crop_fraction']:g}{where}{after}"
+            )
     if "artifacts" in results and "bottom_band" in results["artifacts"]:
         art = results["artifacts"]
         print(
@@ -278,10 +353,6 @@ def _flat(value: Any, key: str = "audit") -> dict[str, float]:
         for name, item in value.items():
             flat.update(_flat(item, f"{key}/{name}"))
     return flat
-
-
-def _ci(interval: list[float] | None, digits: int = 2) -> str:
-    return "n/a" if not interval else f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
 
 
 def attributes_markdown(result: dict[str, Any]) -> list[str]:

@@ -38,6 +38,7 @@ from cxrsyn.auditing.labels import (
     reference_label_audit,
     reference_sample,
 )
+from cxrsyn.auditing.realism import RealismSettings, realism_part
 from cxrsyn.auditing.render import log_to_wandb, markdown, print_sets, print_summary
 from cxrsyn.auditing.sets import (
     Features,
@@ -70,6 +71,7 @@ class AuditSettings:
     artifacts: ArtifactsSettings
     attributes: AttributeSettings
     spaces: SpaceSettings  # the feature-space entries of the distance block
+    realism: RealismSettings
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> AuditSettings:
@@ -80,6 +82,7 @@ class AuditSettings:
             settings_as(ArtifactsSettings, settings_at(cfg, "artifacts"), "artifacts"),
             settings_as(AttributeSettings, settings_at(cfg, "attributes"), "attributes"),
             settings_as(SpaceSettings, settings_at(cfg, "distance"), "distance"),
+            RealismSettings.from_section(settings_at(cfg, "realism")),
         )
 
 
@@ -204,6 +207,14 @@ def _audit(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Pa
             figure = artifacts_figure(maps, result, f"{audited.name}: class means and their difference")
             figures.update(_save({"artifacts": figure}, out_dir))
         lap("artifacts")
+    if settings.realism.enabled:
+        results["realism"], drawn, tables = realism_part(
+            audited, images, references, settings.realism, data.seed, workers
+        )
+        figures.update(_save(drawn, out_dir))
+        for name, table in tables.items():
+            write_csv(out_dir / f"{name}.csv", table)
+        lap("realism")
     results["seconds_by_step"] = {name: round(value, 1) for name, value in timings.items()}
     results["figures"] = {name: str(path.relative_to(out_dir)) for name, path in figures.items()}
     results["seconds"] = round(time.time() - started, 1)

@@ -181,9 +181,11 @@ class PhantomFolder(DatasetFolder):
     seed: int = 0
     image_size: int = 256
     shortcut_strength: float = 0.5
-    framing_shortcut: bool = True
+    framing_shortcut: bool = False
     watermark_size: float = 0.045
     watermark_shape: str = "sparkle"
+    watermark_rate: float = 0.5
+    field_of_view: str = "extended"
     bottom_mark_rate: float = 0.0
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
 

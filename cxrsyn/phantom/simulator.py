@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -50,11 +51,15 @@ from cxrsyn.core.manifest import (
 )
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 
-# Bump when the drawing changes, so folders made by an older simulator are rebuilt.
-PHANTOM_VERSION = 3  # 3: paediatric habitus (children only; adults drawn as in 2)
+# Bump when the drawing changes, so folders made by an older simulator are rebuilt. 3: paediatric habitus
+# (children only; adults drawn as in 2). 4: the generator artifacts are settings (watermark_rate, a 'none'
+# watermark, field_of_view) and by default no longer tie the field of view to the class (framing_shortcut
+# false); records gain lesion_bottom_band_share
+PHANTOM_VERSION = 4
 SPEC_NAME = "phantom_spec.json"
 DOMAINS = ("generator_like", "real_like")
-WATERMARK_SHAPES = ("sparkle", "label")
+WATERMARK_SHAPES = ("sparkle", "label", "none")
+FIELDS_OF_VIEW = ("extended", "chest")
 LOBES = {  # side (-1 = patient's right = image left), vertical extent in lung coordinates
     "RUL": (-1, 0.0, 0.38),
     "RML": (-1, 0.38, 0.68),
@@ -62,6 +67,8 @@ LOBES = {  # side (-1 = patient's right = image left), vertical extent in lung c
     "LUL": (1, 0.0, 0.52),
     "LLL": (1, 0.52, 1.05),
 }
+BOTTOM_BAND = 0.3  # the rows the paper's crop removes (lesion_bottom_band_share)
+CHEST_FRAMED_BASE = 0.875  # generator_like with field_of_view=chest: the costophrenic angles, as real_like's
 _HABITUS = {  # body half-width (image fraction), soft-tissue load, lung width relative to the body
     "slim": (0.37, 0.12, 0.88),
     "average": (0.41, 0.20, 0.84),
@@ -78,10 +85,18 @@ class PhantomSpec:
     seed: int = 0
     image_size: int = 256
     shortcut_strength: float = 0.5
-    framing_shortcut: bool = True  # false: only the bottom-band watermark tracks the class
+    # true: pneumonia films also show more abdomen (a class-linked field of view that survives the crop)
+    framing_shortcut: bool = False
     watermark_size: float = 0.045  # half-width of the sparkle, as a fraction of the image side
-    # sparkle (a logo) | label (the burned-in label real-like films can carry)
+    # sparkle (a logo) | label (the burned-in label real-like films can carry) | none
     watermark_shape: str = "sparkle"
+    # generator_like: share of images with the watermark at shortcut_strength 0 (strength s moves the share
+    # to rate + s (1 - rate) for pneumonia and rate (1 - s) for normal images: at 1, every pneumonia and no
+    # normal image)
+    watermark_rate: float = 0.5
+    # generator_like: extended = the field of view runs well below the diaphragm (the region the paper
+    # cropped); chest = framed like a radiographer, like real_like films (the crop then cuts the lung bases)
+    field_of_view: str = "extended"
     bottom_mark_rate: float = 0.0  # real_like: share of films with a burned-in label bottom right, any class
     attributes: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     version: int = PHANTOM_VERSION
@@ -96,6 +111,12 @@ class PhantomSpec:
                 f"phantom watermark_shape={self.watermark_shape!r} is unknown; "
                 f"use one of {', '.join(WATERMARK_SHAPES)}"
             )
+        if self.field_of_view not in FIELDS_OF_VIEW:
+            raise CxrsynError(
+                f"phantom field_of_view={self.field_of_view!r} is unknown; use one of {', '.join(FIELDS_OF_VIEW)}"
+            )
+        if not 0.0 <= self.watermark_rate <= 1.0:
+            raise CxrsynError(f"phantom watermark_rate={self.watermark_rate} must lie in [0, 1]")
         if not 0.0 <= self.bottom_mark_rate <= 1.0:
             raise CxrsynError(f"phantom bottom_mark_rate={self.bottom_mark_rate} must lie in [0, 1]")
         if not 0.0 < self.watermark_size <= 0.1:
@@ -181,7 +202,8 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
         # pneumonia: diaphragm higher, more abdomen shown (a class-linked framing the bottom crop does not remove)
         fov_shift = 0.06 * spec.shortcut_strength * sign if spec.framing_shortcut else 0.0
         y_apex = 0.07 + rng.uniform(-0.015, 0.015)
-        y_base = 0.60 - fov_shift + rng.uniform(-0.02, 0.02)
+        base = 0.60 if spec.field_of_view == "extended" else CHEST_FRAMED_BASE
+        y_base = base - fov_shift + rng.uniform(-0.02, 0.02)
     else:
         width = int(round(spec.image_size * rng.uniform(0.9, 1.3)))
         height = int(round(width * rng.uniform(1.0, 1.2)))
@@ -311,14 +333,19 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
     attenuation -= 0.22 * _soft_ellipse(u, v, 0.45 * lung_width, 1.02, 0.14, 0.06, 0.2) * below_diaphragm
 
     finding = "clear lungs"
+    lesion_in_band = None
     if cell.label == 1:
         finding, opacity = _consolidation(u, v, lungs, edge, lesion_rng)
         attenuation += opacity
+        band_start = height - math.ceil(round(BOTTOM_BAND * height, 9))  # the paper's crop, its rounding
+        lesion_in_band = round(float(opacity[band_start:].sum() / max(opacity.sum(), 1e-12)), 4)
 
     image = _style(attenuation, body, style_rng, generator_like)
     watermark = 0
     if generator_like:
-        watermark = int(artifact_rng.random() < 0.5 + 0.5 * spec.shortcut_strength * sign)
+        rate, strength = spec.watermark_rate, spec.shortcut_strength
+        share = rate + strength * (1.0 - rate) if cell.label == 1 else rate - strength * rate
+        watermark = int(artifact_rng.random() < share and spec.watermark_shape != "none")
         if watermark:
             image = (
                 _stamp_bottom_label(image)
@@ -340,6 +367,8 @@ def render(cell: GridCell, spec: PhantomSpec) -> tuple[np.ndarray, dict[str, Any
         "domain": spec.domain,
         "watermark": watermark,
         "below_diaphragm_fraction": round(1.0 - y_base, 3),
+        # share of the lesion's opacity in the bottom 30% of the rows, which the paper's crop removes
+        "lesion_bottom_band_share": lesion_in_band,
         "cardiothoracic_ratio": round(float(cardiothoracic), 3),
         "thymus": int(age < 6),
         "breast_shadows": int(female and age >= 13),

@@ -124,6 +124,26 @@ def clean_set(audit_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def marked_pair(audit_data: Path) -> dict[str, Path]:
+    """Two real-like phantom sets that differ only by a burned-in label in the bottom-right band: on every
+    film of ``marked``, on none of ``unmarked`` (other seeds, same settings), 50 + 50 films each."""
+    roots = {}
+    for name, rate, seed in (("marked", 1.0, 3), ("unmarked", 0.0, 4)):
+        roots[name] = audit_data / f"pair_{name}"
+        _write(
+            PhantomFolder(
+                root=str(roots[name]),
+                domain="real_like",
+                n_per_class=50,
+                seed=seed,
+                image_size=64,
+                bottom_mark_rate=rate,
+            )
+        )
+    return roots
+
+
+@pytest.fixture(scope="session")
 def other_real_like(audit_data: Path) -> Path:
     """Clean real-like films of other patients (another seed): exchangeable with the reference set, so the
     contamination rule's false-positive rate applies to them as stated."""

@@ -1,6 +1,7 @@
-"""Attribute fidelity and feature spaces end to end: one audit command prints the attribute confusion tables
-and flags a planted projection swap (images asked for "AP supine" drawn as PA); a faithful set flags nothing;
-distances and PRDC come in at least two feature spaces, the others skipped with their reason."""
+"""Attribute fidelity, feature spaces and realism end to end: one audit command on the phantom prints the
+attribute confusion tables and flags a planted projection swap (images asked for "AP supine" drawn as PA),
+distances and PRDC in at least two feature spaces (the others skipped with their reason) and realism AUROCs
+with CIs for the raw and the cropped set; a faithful set flags nothing."""
 
 from __future__ import annotations
 
@@ -69,12 +70,25 @@ def attribute_overrides(data_root: Path, reference: Path, tmp: Path, audit_data:
     ]
 
 
+# realism at settings small enough for seconds: the raw set and the set cut by 0.3
+REALISM = [
+    "realism.crop_fractions=[0.0,0.3]",
+    "realism.n_resamples=200",
+    "realism.cnn.image_size=32",
+    "realism.cnn.epochs=2",
+]
+
+
 @pytest.mark.heavy
 @pytest.mark.slow
-def test_audit_prints_confusion_tables_and_flags_a_planted_projection_swap(
+def test_one_audit_command_prints_confusion_tables_distances_in_two_spaces_and_realism_by_crop(
     swapped_set, reference_set, audit_data, tmp_path
 ):
-    result = run_cli("cxrsyn.audit", *attribute_overrides(swapped_set, reference_set, tmp_path, audit_data))
+    """The issue's one command: attribute confusion tables (a planted projection swap flagged), distances in
+    at least two feature spaces with PRDC, realism AUROCs with CIs for the raw and the cropped set."""
+    overrides = attribute_overrides(swapped_set, reference_set, tmp_path, audit_data)
+    # every part runs: minutes on a busy machine
+    result = run_cli("cxrsyn.audit", *overrides, *REALISM, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
     attributes = audit["attributes"]
@@ -107,12 +121,34 @@ def test_audit_prints_confusion_tables_and_flags_a_planted_projection_swap(
     assert "distance in inception: skipped" in result.stdout
     assert "| inception | `-` | skipped:" in markdown
 
+    # realism: both detectors, raw and cut by 0.3, each AUROC with its interval, printed and in audit.json
+    realism = audit["realism"]["phantom_real"]
+    for detector in ("cnn", "statistics"):
+        entry = realism[detector]
+        assert entry["auroc"] is not None and "bootstrap" in entry["method"]
+        (raw, cut) = entry["by_crop"]
+        assert (raw["crop_fraction"], cut["crop_fraction"]) == (0.0, 0.3)
+        for item in (raw, cut):
+            assert item["auroc_ci"][0] <= item["auroc"] <= item["auroc_ci"][1]
+        printed = (
+            f"realism vs phantom_real ({detector}): AUROC {raw['auroc']:.3f} "
+            f"({raw['auroc_ci'][0]:.3f}-{raw['auroc_ci'][1]:.3f}) at crop 0"
+        )
+        assert printed in result.stdout
+        assert (
+            f"-> {cut['auroc']:.3f} ({cut['auroc_ci'][0]:.3f}-{cut['auroc_ci'][1]:.3f}) after cropping 0.3"
+            in (result.stdout)
+        )
+    assert realism["cnn"]["saliency_share"]["bottom_band"] is not None
+    assert "## Realism" in markdown
+
 
 @pytest.mark.slow
 def test_a_faithful_set_flags_no_attribute(clean_set, reference_set, audit_data, tmp_path):
     from cxrsyn.auditing.run import audit
 
-    cfg = compose_config("audit", attribute_overrides(clean_set, reference_set, tmp_path, audit_data))
+    overrides = attribute_overrides(clean_set, reference_set, tmp_path, audit_data)
+    cfg = compose_config("audit", [*overrides, "realism.enabled=false"])
     result = audit(cfg)["attributes"]
     assert result["flagged"] == [] and result["n_cells_tested"] >= 4
     assert {"sex", "age_band", "projection", "class"} <= set(result["by_attribute"])

@@ -27,9 +27,20 @@ def audit_overrides(data_root: Path, reference: Path, auditor: Path, out_dir: Pa
         "label_audit.n_resamples=200",
         "distance.n_resamples=50",
         "artifacts.n_permutations=400",
+        "realism.enabled=false",  # its own tests (test_realism.py); on in the planted audit, at tiny settings
         "workers=1",
         "num_threads=2",
     ]
+
+
+TINY_REALISM = [
+    "realism.enabled=true",
+    "realism.crop_fractions=[0.0,0.3]",
+    "realism.folds=3",
+    "realism.n_resamples=200",
+    "realism.cnn.image_size=32",
+    "realism.cnn.epochs=2",
+]
 
 
 @pytest.mark.heavy
@@ -37,7 +48,7 @@ def audit_overrides(data_root: Path, reference: Path, auditor: Path, out_dir: Pa
 def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, planted_auditor, tmp_path):
     out = tmp_path / "audit"
     args = audit_overrides(planted_set["root"], reference_set, planted_auditor, out, tmp_path / "cache")
-    result = run_cli("cxrsyn.audit", *args, "logger=wandb", env={"WANDB_MODE": "offline"})
+    result = run_cli("cxrsyn.audit", *args, *TINY_REALISM, "logger=wandb", env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     audit = json.loads((out / "audit.json").read_text())
 
@@ -88,9 +99,36 @@ def test_audit_flags_exactly_the_planted_problems(planted_set, reference_set, pl
         assert kid[subset]["kid_ci"][0] <= kid[subset]["kid_ci"][1]
     assert audit["distance"]["diversity"]["mean_pairwise_cosine"] is not None
 
+    # realism: both detectors at both crops; the AUROC is scikit-learn's on the written out-of-fold scores;
+    # generator-like films differ from real-like ones everywhere (contrast, noise): the statistics tell them apart
+    realism = audit["realism"]["phantom_real"]
+    scores = pd.read_csv(out / realism["scores"])
+    assert len(scores) == realism["n_audited"] + realism["n_reference"]
+    assert not scores[["set", "path"]].duplicated().any()
+    synthetic = (scores["set"] == "audited").astype(int)
+    for detector in ("cnn", "statistics"):
+        entry = realism[detector]
+        assert [item["crop_fraction"] for item in entry["by_crop"]] == [0.0, 0.3]
+        for item in entry["by_crop"]:
+            column = scores[f"{detector}_{item['crop_fraction']:g}"]
+            assert item["auroc"] == pytest.approx(roc_auc_score(synthetic, column), abs=1e-12)
+            assert item["auroc_ci"][0] <= item["auroc"] <= item["auroc_ci"][1]
+        assert entry["auroc"] == entry["by_crop"][0]["auroc"] and "sqrt(2)" in entry["method"]
+    assert realism["statistics"]["auroc_ci"][0] > 0.5 and realism["statistics"]["distinguishable"]
+    assert set(realism["cnn"]["saliency_share"]["area"]) == {
+        "bottom_band",
+        "top_band",
+        "borders",
+        "lungs",
+        "other",
+    }
+    assert realism["cnn"]["by_crop"][1]["saliency_share"]["bottom_band"] == 0.0  # the crop removed that band
+    assert "## Realism" in (out / "audit.md").read_text() and "realism vs phantom_real (cnn)" in result.stdout
+
     # outputs, summary and W&B (offline)
     for name in (
         "audit.md",
+        "figures/realism_phantom_real.png",
         "figures/artifacts.png",
         "figures/label_audit.png",
         "figures/contamination_phantom_real.png",

@@ -29,6 +29,9 @@ def test_every_part_gets_its_settings_from_the_config():
     assert settings.label_audit.score_class == "Pneumonia" and settings.label_audit.n_list == 50
     assert settings.distance.enabled is False and settings.distance.kid_subsets == 20
     assert settings.artifacts.band_fraction == 0.3
+    assert settings.realism.enabled and settings.realism.crop_fractions == (0.0, 0.1, 0.2, 0.3)
+    assert settings.realism.detectors == ("cnn", "statistics") and settings.realism.cnn.backbone == "resnet18"
+    assert settings.realism.regions.bottom_band == 0.3 and settings.realism.crop_reference is False
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.distance.fid = False
 

@@ -52,7 +52,7 @@ def test_consolidation_lies_inside_the_lung_fields(seed):
 
 
 def test_full_shortcut_ties_the_defects_to_the_class():
-    spec = PhantomSpec(image_size=64, shortcut_strength=1.0)
+    spec = PhantomSpec(image_size=64, shortcut_strength=1.0, framing_shortcut=True)
     for seed in range(8):
         (_, pneumonia), (_, normal) = twins(spec, seed)
         assert (pneumonia["watermark"], normal["watermark"]) == (1, 0)
@@ -60,7 +60,7 @@ def test_full_shortcut_ties_the_defects_to_the_class():
 
 
 def test_zero_shortcut_makes_the_defects_independent_of_the_class():
-    spec = PhantomSpec(image_size=64, shortcut_strength=0.0)
+    spec = PhantomSpec(image_size=64, shortcut_strength=0.0, framing_shortcut=True)
     seen = set()
     for seed in range(12):
         (_, pneumonia), (_, normal) = twins(spec, seed)
@@ -126,6 +126,9 @@ def test_parallel_and_serial_writes_are_identical(tmp_path):
         ("domain", "cartoon", "phantom domain 'cartoon' is unknown"),
         ("shortcut_strength", 1.5, r"shortcut_strength=1.5 must lie in \[0, 1\]"),
         ("attributes", {"sex": ["other"]}, "phantom cannot draw attribute values"),
+        ("field_of_view", "abdomen", "phantom field_of_view='abdomen' is unknown"),
+        ("watermark_rate", -0.1, r"watermark_rate=-0.1 must lie in \[0, 1\]"),
+        ("watermark_shape", "logo", "watermark_shape='logo' is unknown"),
         ("attributes", {"age_band": ["5-1"]}, "any 'low-high' in years"),
         ("attributes", {"age_band": ["children"]}, "phantom cannot draw attribute values"),
     ],
@@ -145,6 +148,52 @@ def test_real_like_bottom_labels_sit_in_the_band_and_leave_other_films_unchanged
         assert rows.size > 0 and rows.min() >= int(0.7 * before.shape[0])
     with pytest.raises(CxrsynError, match="bottom_mark_rate"):
         PhantomSpec(domain="real_like", bottom_mark_rate=1.5)
+
+
+def test_by_default_only_the_watermark_tracks_the_class():
+    """The default generator artifacts: the class-linked watermark in the bottom band, the field of view
+    independent of the class (framing_shortcut false), so the paper's crop removes every class-linked defect."""
+    spec = PhantomSpec(image_size=64, shortcut_strength=1.0)
+    for seed in range(6):
+        (_, pneumonia), (_, normal) = twins(spec, seed)
+        assert (pneumonia["watermark"], normal["watermark"]) == (1, 0)
+        assert pneumonia["below_diaphragm_fraction"] == normal["below_diaphragm_fraction"]
+
+
+def test_watermark_rate_sets_the_share_of_marked_films_and_none_draws_no_mark():
+    def marks(**settings):
+        spec = PhantomSpec(image_size=48, **settings)
+        return [[record["watermark"] for _, record in twins(spec, seed)] for seed in range(10)]
+
+    assert marks(watermark_rate=1.0, shortcut_strength=0.0) == [[1, 1]] * 10  # every film, either class
+    assert marks(watermark_rate=0.0, shortcut_strength=0.0) == [[0, 0]] * 10
+    assert (
+        marks(watermark_rate=0.2, shortcut_strength=1.0) == [[1, 0]] * 10
+    )  # the full shortcut whatever rate
+    assert marks(watermark_shape="none", shortcut_strength=1.0) == [[0, 0]] * 10
+    unmarked = PhantomSpec(image_size=48, watermark_shape="none", watermark_rate=1.0)
+    marked = PhantomSpec(image_size=48, watermark_shape="label", watermark_rate=1.0)
+    plain, stamped = (render(GridCell(0, 0, ATTRIBUTES, 3), spec)[0] for spec in (unmarked, marked))
+    rows = np.nonzero((plain != stamped).any(axis=1))[0]
+    assert rows.size > 0 and rows.min() >= int(0.7 * 48)  # the films differ by the mark alone
+
+
+def test_field_of_view_decides_whether_the_crop_cuts_lesions():
+    """extended: the film runs below the diaphragm and no lesion reaches the bottom 30%; chest: framed like a
+    radiographer, so lower-zone lesions do (lesion_bottom_band_share is the opacity's share there)."""
+    shares = {}
+    for view in ("extended", "chest"):
+        spec = PhantomSpec(image_size=96, field_of_view=view, shortcut_strength=0.0)
+        records = [render(GridCell(0, 1, ATTRIBUTES, seed), spec)[1] for seed in range(24)]
+        shares[view] = [record["lesion_bottom_band_share"] for record in records]
+        assert render(GridCell(0, 0, ATTRIBUTES, 1), spec)[1]["lesion_bottom_band_share"] is None
+    assert max(shares["extended"]) == 0.0
+    assert max(shares["chest"]) > 0.1
+    (_, chest), (_, real) = (
+        render(GridCell(0, 0, ATTRIBUTES, 2), PhantomSpec(image_size=96, field_of_view="chest", **extra))
+        for extra in ({}, {"domain": "real_like"})
+    )
+    assert abs(chest["below_diaphragm_fraction"] - real["below_diaphragm_fraction"]) < 0.06
 
 
 def _drawn(band: str, sex: str = "female", projection: str = "PA erect", n: int = 24) -> list[dict]:
