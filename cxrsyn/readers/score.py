@@ -320,9 +320,10 @@ def pooled(
         "by_attribute": {},
     }
     for attribute in prompt_attributes(key[synthetic]):
-        values = key[attribute].astype(str).to_numpy()
+        # missing values (a column only some generators record) are not a value of the attribute
+        values = np.array([str(v) if pd.notna(v) else "" for v in key[attribute]], dtype=object)
         entries = {}
-        for value in sorted(set(values[synthetic])):
+        for value in sorted(set(values[synthetic]) - {""}):
             cases = synthetic & (values == value)
             entries[value] = {
                 "cases": int(cases.sum()),
