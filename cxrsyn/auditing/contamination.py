@@ -175,54 +175,66 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def calibration_values(
+    reference: ImageSet,
+    reference_features: Features,
+    calibration_images: torch.Tensor,
+    calibration_rows: np.ndarray,
+    settings: ContaminationSettings,
+) -> dict[str, np.ndarray]:
+    """Each method's statistic for ``calibration_rows`` of the reference set (their decoded images), each
+    searched against the reference images of *other patients* by the procedure that scores audited images:
+    the clean values the thresholds are calibrated on. They depend on the reference set, the descriptors,
+    the model and the rows only, so ``run`` caches them beside the reference features."""
+    patients = reference.patients
+    exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
+    values = {}
+    if "pixels" in settings.methods:
+        matches = pixel_matches(
+            calibration_images,
+            reference_features,
+            settings.coarse,
+            settings.fine,
+            int(settings.candidates),
+            patients,
+            exclude,
+            desc=f"{reference.name}: calibration",
+        )
+        values["pixels"] = _statistic(matches, "pixels")
+    if "embedding" in settings.methods:
+        centre = reference_features.embeddings.mean(axis=0)
+        matches = embedding_matches(
+            reference_features.embeddings[calibration_rows], reference_features.embeddings, centre, exclude
+        )
+        values["embedding"] = _statistic(matches, "embedding")
+    return values
+
+
 def audit_reference(
     audited: ImageSet,
     audited_pixels: Matches,
     audited_features: Features,
     reference: ImageSet,
     reference_features: Features,
-    calibration_images: torch.Tensor,
-    calibration_rows: np.ndarray,
+    calibration: Mapping[str, np.ndarray],
     settings: ContaminationSettings,
 ) -> dict[str, Any]:
     """Calibrated thresholds and flags of every audited image against one reference set (``audited_pixels``:
-    the audited images' pixel matches in it, from ``pixel_matches_many``)."""
-    patients = reference.patients
-    exclude = patients[calibration_rows][:, None] == patients[None, :]  # same patient (and the image itself)
+    the audited images' pixel matches in it, from ``pixel_matches_many``; ``calibration``: each method's
+    clean values, from ``calibration_values``)."""
     centre = reference_features.embeddings.mean(axis=0)
     rate = float(settings.false_positive_rate)
-    candidates = int(settings.candidates)
     methods: dict[str, Any] = {}
     matches = {
-        "pixels": (
-            audited_pixels,
-            pixel_matches(
-                calibration_images,
-                reference_features,
-                settings.coarse,
-                settings.fine,
-                candidates,
-                patients,
-                exclude,
-                desc=f"{reference.name}: calibration",
-            ),
-        ),
-        "embedding": (
-            embedding_matches(audited_features.embeddings, reference_features.embeddings, centre),
-            embedding_matches(
-                reference_features.embeddings[calibration_rows],
-                reference_features.embeddings,
-                centre,
-                exclude,
-            ),
-        ),
+        "pixels": audited_pixels,
+        "embedding": embedding_matches(audited_features.embeddings, reference_features.embeddings, centre),
     }
     flagged = []
-    for method, (audit_match, calibration_match) in matches.items():
+    for method, audit_match in matches.items():
         if method not in settings.methods:
             continue
         statistic = STATISTICS[method]
-        audit_values, within = _statistic(audit_match, method), _statistic(calibration_match, method)
+        audit_values, within = _statistic(audit_match, method), np.asarray(calibration[method])
         calibrated = order_statistic_threshold(within, rate, name=f"{reference.name} {method}")
         threshold = calibrated.pop("threshold")
         within = within[np.isfinite(within)]

@@ -8,9 +8,11 @@ as it was. ``label_audit.csv`` is spreadsheet-safe."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from cxrsyn.auditing.attributes import AttributeSettings, attribute_fidelity
 from cxrsyn.auditing.contamination import (
     ContaminationSettings,
     audit_reference,
+    calibration_values,
     embedding_matches,
     pairs_figure,
     pixel_matches,
@@ -97,6 +100,7 @@ class AuditData:
     reference_features: dict[str, Features]  # by reference name; empty unless contamination or distance runs
     seed: int
     workers: Any
+    reference_keys: dict[str, str] = field(default_factory=dict)  # the cache key of each reference's features
 
 
 def audit(cfg: DictConfig) -> dict[str, Any]:
@@ -148,14 +152,18 @@ def _audit(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Pa
     coarse, fine = settings.contamination.coarse, settings.contamination.fine
     audited_features = compute_features(images, coarse, fine, extractor) if extractor is not None else None
     reference_data: dict[str, Features] = {}
+    reference_keys: dict[str, str] = {}
     if settings.contamination.enabled or settings.distance.enabled:
         for ref in references:
             features, cache = reference_features(
                 ref, coarse, fine, extractor, settings.contamination.cache_dir, workers
             )
             reference_data[ref.name] = features
+            reference_keys[ref.name] = cache.pop("key")
             results["references"][ref.name]["features_cache"] = cache
-    data = AuditData(audited, images, audited_features, references, reference_data, int(cfg.seed), workers)
+    data = AuditData(
+        audited, images, audited_features, references, reference_data, int(cfg.seed), workers, reference_keys
+    )
     lap("features")
 
     if settings.contamination.enabled:
@@ -273,6 +281,40 @@ def _save(figures: dict[str, Figure], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _calibration(
+    data: AuditData, ref: ImageSet, settings: ContaminationSettings
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The clean calibration values of each method against ``ref`` (``calibration_values``): read from
+    ``cache_dir`` when an earlier audit computed them for the same reference set, descriptors, model, seed,
+    sample size and candidates, else computed (the costliest step: ``calibration_n`` searches) and cached."""
+    n_cal = min(int(settings.calibration_n), len(ref.table))
+    rows = np.sort(np.random.default_rng(data.seed).choice(len(ref.table), n_cal, replace=False))
+    digest = hashlib.sha256(
+        json.dumps([data.reference_keys.get(ref.name), data.seed, n_cal, int(settings.candidates)]).encode()
+    ).hexdigest()[:16]
+    file = (
+        Path(settings.cache_dir) / f"audit-{ref.name}-calibration-{digest}.npz"
+        if settings.cache_dir and ref.name in data.reference_keys
+        else None
+    )
+    values: dict[str, np.ndarray] = {}
+    if file is not None and file.is_file():
+        with np.load(file) as saved:
+            values = {method: saved[method] for method in settings.methods if method in saved}
+    if set(values) == set(settings.methods):
+        return values, {"file": str(file), "built": False}
+    calibration = torch.cat(
+        [pixels for _, pixels in decode_rows(ref, rows, data.workers, f"{ref.name}: calibration sample")]
+    )
+    values = calibration_values(ref, data.reference_features[ref.name], calibration, rows, settings)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        partial = file.with_name(file.name + ".partial.npz")
+        np.savez(partial, **values)
+        os.replace(partial, file)
+    return values, {"file": str(file) if file else None, "built": True}
+
+
 def _contamination(
     data: AuditData, settings: ContaminationSettings, out_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Figure]]:
@@ -298,22 +340,12 @@ def _contamination(
         desc="pixel search",
     )
     for ref, pixels in zip(references, audited_pixels, strict=True):
-        rng = np.random.default_rng(data.seed)
-        n_cal = min(int(settings.calibration_n), len(ref.table))
-        rows = np.sort(rng.choice(len(ref.table), n_cal, replace=False))
-        calibration = torch.cat(
-            [pixels for _, pixels in decode_rows(ref, rows, data.workers, f"{ref.name}: calibration sample")]
-        )
+        calibration, cache = _calibration(data, ref, settings)
         outcome = audit_reference(
-            data.audited,
-            pixels,
-            data.features,
-            ref,
-            data.reference_features[ref.name],
-            calibration,
-            rows,
-            settings,
+            data.audited, pixels, data.features, ref, data.reference_features[ref.name], calibration, settings
         )
+        for method in outcome["methods"].values():
+            method["calibration"]["cache"] = cache
         result["by_reference"][ref.name] = outcome["methods"]
         flagged.extend(outcome["flagged"])
         pairs = []

@@ -133,7 +133,8 @@ def reference_features(
     workers: int | None = None,
 ) -> tuple[Features, dict[str, Any]]:
     """Descriptors and embeddings of every reference image, from the cache when present, else computed
-    chunk by chunk (with a progress bar) and cached. Returns them and ``{cache, built}``."""
+    chunk by chunk (with a progress bar) and cached. Returns them and ``{cache, built, key}`` (``key``: of
+    the set's table, decoding, descriptors and model; what is derived from them is cached under it too)."""
     digest = hashlib.sha256(cache_key(image_set.table, image_set.prep).encode())
     digest.update(json.dumps([asdict(coarse), asdict(fine), model.identity], sort_keys=True).encode())
     key = digest.hexdigest()[:16]
@@ -143,6 +144,7 @@ def reference_features(
             return Features(saved["coarse"], saved["fine"], saved["embeddings"]), {
                 "cache": str(file),
                 "built": False,
+                "key": key,
             }
     parts: list[Features] = []
     bar = tqdm(total=len(image_set.table), desc=f"{image_set.name}: descriptors and embeddings", unit="img")
@@ -158,4 +160,4 @@ def reference_features(
         partial = file.with_name(file.name + ".partial.npz")
         np.savez(partial, coarse=features.coarse, fine=features.fine, embeddings=features.embeddings)
         os.replace(partial, file)
-    return features, {"cache": str(file) if file else None, "built": True}
+    return features, {"cache": str(file) if file else None, "built": True, "key": key}

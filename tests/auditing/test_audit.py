@@ -168,6 +168,15 @@ def test_clean_images_of_other_patients_are_flagged_at_the_stated_rate(
     )
     assert len(result["notes"]) == 2 and "cannot calibrate" in (out / "audit.md").read_text()
 
+    # a second audit against the same reference set reads the calibration values from the cache
+    again = overrides[:]
+    again[again.index(f"out_dir={out}")] = f"out_dir={tmp_path / 'again'}"
+    repeated = audit(compose_config("audit", again))["contamination"]["by_reference"]["phantom_real"]
+    for method, item in methods.items():
+        assert item["calibration"]["cache"]["built"] is True
+        assert repeated[method]["calibration"]["cache"] == {**item["calibration"]["cache"], "built": False}
+        assert repeated[method]["threshold"] == item["threshold"]
+
 
 def test_clean_set_flags_nothing(clean_set, reference_set, clean_auditor, tmp_path):
     from cxrsyn.auditing.run import audit

@@ -108,6 +108,21 @@ def test_descriptor_ignores_brightness_contrast_and_uniform_resize():
     assert float(base.sum()) == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 96, 96), (2, 1, 61, 47)])
+@pytest.mark.parametrize(
+    "descriptor", [COARSE, CorrelationDescriptor(grid=7, window=0.9, margins=(-0.15, 0.0, 0.2))]
+)
+def test_every_variant_at_once_equals_torchvisions_roi_align_window_by_window(descriptor, shape):
+    """The two matrix products of ``variants`` give what ``roi_align`` samples for each window, including
+    windows that reach past the image's edge (a margin of -0.15 at window 0.9)."""
+    images = torch.from_numpy(np.random.default_rng(2).random(shape).astype(np.float32))
+    prepared = descriptor.prepare(images)
+    windows = torch.from_numpy(descriptor.windows())
+    expected = descriptor.compute_boxes(prepared, windows.expand(len(images), -1, -1))
+    assert descriptor.variants(prepared).shape == expected.shape
+    assert torch.allclose(descriptor.variants(prepared), expected, atol=1e-5)
+
+
 def test_nearest_is_exact_search():
     """Chunked top-k with variants and an exclusion mask equals brute force over the full matrix."""
     rng = np.random.default_rng(1)
