@@ -3,9 +3,12 @@ image a test reads is made by the test (phantom, Pillow)."""
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,25 @@ from cxrsyn.core.config import CONF_DIR
 
 REPO_ROOT = CONF_DIR.parent
 
+
+def _pin_worker() -> None:
+    """Under pytest-xdist, this worker's share of the cores (``make test``: one worker per core, one core
+    each). Commands and in-process training default their torch threads to the cores they may use
+    (``cxrsyn.core.parallel.usable_cores``), and the commands a test starts inherit the share, so two workers
+    never run four spinning threads on two cores."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, count = int(worker.removeprefix("gw")), int(count)
+    share = cores[index % len(cores) :: count] if count <= len(cores) else [cores[index % len(cores)]]
+    os.sched_setaffinity(0, share or cores)
+    import torch
+
+    torch.set_num_threads(len(share or cores))
+
+
+_pin_worker()
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_SILENT", "true")
 for name in ("WANDB_API_KEY", "WANDB_MODE", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
@@ -77,15 +99,64 @@ def compose_train():
 def run_cli(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` from the repository root, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
+    """Run ``python -m module args`` from the repository root, as a user would: a process of its own with
+    that command line, environment and exit code, started by this worker's pre-warmed fork server
+    (``tests/forkserver.py``: the libraries every command imports are imported once per worker, not once per
+    command); a plain subprocess when ``CXRSYN_TEST_SUBPROCESS=1`` or the server cannot start."""
+    environment = {**os.environ, **(env or {})}
+    server = None if os.environ.get("CXRSYN_TEST_SUBPROCESS") == "1" else _fork_server()
+    if server is None:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=timeout,
+        )
+    with tempfile.TemporaryDirectory(prefix="cxrsyn-cli-") as folder:
+        streams = {name: os.path.join(folder, name) for name in ("stdout", "stderr")}
+        request = {
+            "module": module,
+            "args": list(args),
+            "env": environment,
+            "cwd": str(REPO_ROOT),
+            "timeout": timeout,
+        }
+        server.stdin.write(json.dumps({**request, **streams}) + "\n")
+        server.stdin.flush()
+        answer = json.loads(server.stdout.readline())
+        out, err = (Path(streams[name]).read_text(errors="replace") for name in ("stdout", "stderr"))
+    command = [sys.executable, "-m", module, *args]
+    if answer["timed_out"]:
+        raise subprocess.TimeoutExpired(command, timeout, output=out, stderr=err)
+    return subprocess.CompletedProcess(command, answer["returncode"], out, err)
+
+
+_SERVER: list[subprocess.Popen | None] = []
+
+
+def _fork_server() -> subprocess.Popen | None:
+    """This worker's fork server, started on first use (None when it could not start)."""
+    if _SERVER and (_SERVER[0] is None or _SERVER[0].poll() is None):
+        return _SERVER[0]
+    _SERVER.clear()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.forkserver"],
         cwd=REPO_ROOT,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
+        env=dict(os.environ),
     )
+    ready = server.stdout.readline()
+    if not ready.strip().startswith("{"):
+        server.kill()
+        server = None
+    _SERVER.append(server)
+    if server is not None:
+        atexit.register(server.kill)
+    return server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -56,6 +56,7 @@ from cxrsyn.auditing.spaces import SpaceSettings, feature_spaces
 from cxrsyn.core.compose import instantiate_node, resolved_config, settings_as, settings_at
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import publishing, save_figure, write_csv, write_text
+from cxrsyn.core.parallel import usable_cores
 from cxrsyn.core.paths import inside
 from cxrsyn.core.runfolder import exclusive
 from cxrsyn.data.sources import DatasetFolder
@@ -125,7 +126,7 @@ def _audit(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Pa
     def lap(step: str) -> None:
         timings[step] = time.time() - started - sum(timings.values())
 
-    torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, int(cfg.get("num_threads") or usable_cores())))
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved_config(cfg)), out_dir / "config.yaml")
     settings = AuditSettings.from_config(cfg)

@@ -23,8 +23,14 @@ def restore_start_method() -> None:
         multiprocessing.set_start_method("spawn", force=True)
 
 
-def default_workers() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset, a test worker's
+    share), not every core of the machine as ``os.cpu_count()`` says."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    return usable_cores()
 
 
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:

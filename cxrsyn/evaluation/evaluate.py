@@ -4,7 +4,6 @@ format."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from cxrsyn.core.environment import environment
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import sha256_of_file
 from cxrsyn.core.logs import quiet_third_party_noise
+from cxrsyn.core.parallel import usable_cores
 from cxrsyn.core.paths import check_name
 from cxrsyn.core.runfolder import check_finished, exclusive
 from cxrsyn.data.datamodule import CXRDataModule
@@ -43,7 +43,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if cfg.get("name"):  # before any work: it names predictions/<name>.csv
         check_name(cfg.name, "name=")
     quiet_third_party_noise()
-    torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, int(cfg.get("num_threads") or usable_cores())))
     pl.seed_everything(cfg.seed, verbose=False)
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():

@@ -49,6 +49,7 @@ from cxrsyn.core.manifest import (
     read_manifest,
     write_manifest,
 )
+from cxrsyn.core.parallel import usable_cores
 from cxrsyn.phantom.grid import DEFAULT_ATTRIBUTES, AttributeGrid, GridCell
 
 # Bump when the drawing changes, so folders made by an older simulator are rebuilt. 3: paediatric habitus
@@ -486,7 +487,7 @@ def _write_phantom_dataset(
     shutil.rmtree(partial, ignore_errors=True)
     (partial / IMAGES_DIRNAME).mkdir(parents=True)
     jobs = [(cell, spec, partial) for cell in cells]
-    workers = min(workers or os.cpu_count() or 1, max(1, len(cells) // 16))
+    workers = min(workers or usable_cores(), max(1, len(cells) // 16))
     progress = tqdm(
         total=len(cells), desc=f"phantom {spec.domain} -> {out_dir}", disable=not show_progress, unit="img"
     )

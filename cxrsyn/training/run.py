@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from cxrsyn.core.environment import environment
 from cxrsyn.core.errors import CxrsynError
 from cxrsyn.core.fileio import publishing, read_csv, sha256_of_file, write_json
 from cxrsyn.core.logs import quiet_third_party_noise
-from cxrsyn.core.parallel import restore_start_method
+from cxrsyn.core.parallel import restore_start_method, usable_cores
 from cxrsyn.core.runfolder import check_finished, exclusive
 from cxrsyn.core.secrets import redact_overrides
 from cxrsyn.data.datamodule import CXRDataModule
@@ -87,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     quiet_third_party_noise()
     restore_start_method()
-    torch.set_num_threads(max(1, int(cfg.get("num_threads") or os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, int(cfg.get("num_threads") or usable_cores())))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     config = resolved_config(cfg)
     identity = run_identity(cfg)
