@@ -187,6 +187,24 @@ def test_noise_power_is_flat_for_white_noise_and_peaks_at_a_sinusoids_frequency(
     assert int(np.argmax(power)) == 4
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (63, 50), (40, 71)])
+def test_noise_power_bands_are_the_full_planes_band_means(shape):
+    """The half-plane computation (rfft2, mirrored columns counted twice) equals the definition: numpy's full
+    two-dimensional FFT of the Hann-windowed image, power averaged over each band of radial frequency."""
+    height, width = shape
+    x = np.random.default_rng(6).random((3, height, width))
+    window = np.outer(np.hanning(height), np.hanning(width))
+    power = np.abs(np.fft.fft2((x - x.mean(axis=(1, 2), keepdims=True)) * window)) ** 2 / (window**2).sum()
+    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij"))
+    band = np.digitize(radius, np.linspace(0.0, 0.5, 9)[1:-1], right=True)
+    valid = (radius > 0) & (radius <= 0.5)
+    expected = np.log10(
+        np.stack([power[:, valid & (band == b)].mean(axis=1) for b in range(8)], axis=1) + 1e-20
+    )
+    got = image_statistics(torch.from_numpy(x[:, None]), bins=8, bands=8)["noise_power"]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
 # ------------------------------------------------------------------------------------------- regions
 def _chest(grid: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """A bright body on dark air, two dark lung ellipses: the image and the lungs."""
