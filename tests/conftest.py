@@ -123,9 +123,20 @@ def run_cli(
             "cwd": str(REPO_ROOT),
             "timeout": timeout,
         }
-        server.stdin.write(json.dumps({**request, **streams}) + "\n")
-        server.stdin.flush()
-        answer = json.loads(server.stdout.readline())
+        try:
+            server.stdin.write(json.dumps({**request, **streams}) + "\n")
+            server.stdin.flush()
+            line = server.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:  # the server died: say so, and run this command as a plain subprocess
+            print(
+                f"tests/forkserver.py exited ({server.wait()}); running {module} as a subprocess",
+                file=sys.stderr,
+            )
+            _SERVER[:] = [None]
+            return run_cli(module, *args, env=env, timeout=timeout)
+        answer = json.loads(line)
         out, err = (Path(streams[name]).read_text(errors="replace") for name in ("stdout", "stderr"))
     command = [sys.executable, "-m", module, *args]
     if answer["timed_out"]:
