@@ -445,7 +445,7 @@ def realism_against(
         }
     )
     entries: dict[str, dict[str, Any]] = {name: {"by_crop": []} for name in settings.detectors}
-    whole_reference_statistics = None  # computed once when the reference films stay whole
+    reference_statistics = None  # of the reference films: once when they stay whole, else per crop
     shown_inputs: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
     for crop_number, fraction in enumerate(settings.crop_fractions):
         # the statistics see the kept rows as decoded (no resampling: it would change the noise spectrum
@@ -453,14 +453,11 @@ def realism_against(
         audited = cut_bottom(audited_images, fraction)
         reference = cut_bottom(reference_images, fraction) if settings.crop_reference else reference_images
         if "statistics" in settings.detectors:
-            reference_input: torch.Tensor | dict[str, np.ndarray] = reference
-            if not settings.crop_reference:
-                if whole_reference_statistics is None:
-                    whole_reference_statistics = image_statistics(
-                        reference, settings.statistics.histogram_bins, settings.statistics.spectrum_bands
-                    )
-                reference_input = whole_reference_statistics
-            entry, scores = _statistics_detector(audited, reference_input, y, groups, settings, seed)
+            if reference_statistics is None or settings.crop_reference:
+                reference_statistics = image_statistics(
+                    reference, settings.statistics.histogram_bins, settings.statistics.spectrum_bands
+                )
+            entry, scores = _statistics_detector(audited, reference_statistics, y, groups, settings, seed)
             entry = {"crop_fraction": float(fraction), **entry}
             entries["statistics"]["by_crop"].append(entry)
             frame[f"statistics_{fraction:g}"] = scores
@@ -531,17 +528,14 @@ def _auroc_entry(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, settings
 
 def _statistics_detector(
     audited: torch.Tensor,
-    reference: torch.Tensor | dict[str, np.ndarray],  # its images, or their ``image_statistics``
+    reference: dict[str, np.ndarray],  # the reference films' ``image_statistics``
     y: np.ndarray,
     groups: np.ndarray,
     settings: RealismSettings,
     seed: int,
 ) -> tuple[dict[str, Any], np.ndarray]:
     s = settings.statistics
-    parts = [
-        images if isinstance(images, dict) else image_statistics(images, s.histogram_bins, s.spectrum_bands)
-        for images in (audited, reference)
-    ]
+    parts = [image_statistics(audited, s.histogram_bins, s.spectrum_bands), reference]
     features = {name: np.concatenate([part[name] for part in parts]) for name in FEATURE_GROUPS}
     combined = np.concatenate([features[name] for name in FEATURE_GROUPS], axis=1)
     scores, _ = out_of_fold(y, groups, settings.folds, seed, _logistic_fit_predict(combined, y, s.C))

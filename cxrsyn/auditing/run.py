@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +54,7 @@ from cxrsyn.auditing.sets import (
 from cxrsyn.auditing.spaces import SpaceSettings, feature_spaces
 from cxrsyn.core.compose import instantiate_node, resolved_config, settings_as, settings_at
 from cxrsyn.core.errors import CxrsynError
-from cxrsyn.core.fileio import publishing, save_figure, write_csv, write_text
+from cxrsyn.core.fileio import publishing, save_figure, write_csv, write_npz, write_text
 from cxrsyn.core.parallel import usable_cores
 from cxrsyn.core.paths import inside
 from cxrsyn.core.runfolder import exclusive
@@ -309,10 +308,7 @@ def _calibration(
     )
     values = calibration_values(ref, data.reference_features[ref.name], calibration, rows, settings)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        partial = file.with_name(file.name + ".partial.npz")
-        np.savez(partial, **values)
-        os.replace(partial, file)
+        write_npz(file, **values)
     return values, {"file": str(file) if file else None, "built": True}
 
 

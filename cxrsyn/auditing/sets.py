@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrsyn.auditing.descriptors import CorrelationDescriptor
+from cxrsyn.core.fileio import write_npz
 from cxrsyn.core.manifest import LABEL_COLUMN, PATH_COLUMN
 from cxrsyn.core.parallel import chunked, map_chunks
 from cxrsyn.core.paths import check_name
@@ -156,8 +157,5 @@ def reference_features(
         *(np.concatenate([getattr(p, name) for p in parts]) for name in ("coarse", "fine", "embeddings"))
     )
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        partial = file.with_name(file.name + ".partial.npz")
-        np.savez(partial, coarse=features.coarse, fine=features.fine, embeddings=features.embeddings)
-        os.replace(partial, file)
+        write_npz(file, coarse=features.coarse, fine=features.fine, embeddings=features.embeddings)
     return features, {"cache": str(file) if file else None, "built": True, "key": key}

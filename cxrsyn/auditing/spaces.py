@@ -41,6 +41,7 @@ from cxrsyn.auditing.distance import DistanceSettings, distances
 from cxrsyn.auditing.models import TimmExtractor, file_digest, resize_images
 from cxrsyn.auditing.sets import ImageSet, decode_rows
 from cxrsyn.core.errors import CxrsynError
+from cxrsyn.core.fileio import write_npz
 from cxrsyn.data.cache import cache_key
 
 AUDITOR_SPACE = "auditor"
@@ -228,10 +229,7 @@ def reference_embeddings(
         for name in missing:
             found[name] = np.concatenate(parts[name])
             if files[name] is not None:
-                files[name].parent.mkdir(parents=True, exist_ok=True)
-                partial = files[name].with_name(files[name].name + ".partial.npz")
-                np.savez(partial, embeddings=found[name])
-                os.replace(partial, files[name])
+                write_npz(files[name], embeddings=found[name])
     return found
 
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from filelock import FileLock
 
@@ -75,6 +76,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
             raise no_space_error(path, error) from None
         raise
     return path
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """``numpy.savez`` of ``arrays`` to ``path``, written as ``atomic_write`` writes (a cache a crash cannot
+    leave half written)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write(path, buffer.getvalue())
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

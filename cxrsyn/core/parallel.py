@@ -29,10 +29,6 @@ def usable_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def default_workers() -> int:
-    return usable_cores()
-
-
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
@@ -48,7 +44,7 @@ def map_chunks(
 
     ``fn`` must be a module-level function (it is pickled into the workers).
     """
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     total = sum(len(chunk) for chunk in chunks)
     with tqdm(
         total=total, desc=desc, unit="img", disable=not show_progress or total == 0, leave=False
